@@ -1,0 +1,31 @@
+//! The link between the supervisor and one worker: its messages, framing and version.
+//!
+//! ```text
+//!  worker                                   supervisor
+//!    │ connect to the socket named by --ipc     │
+//!    │ ── Hello { account_id, pid, version } ─▶ │ checks pid + account against the child it spawned
+//!    │ ── State(WorkerState) ─────────────────▶ │ on every change: a full snapshot, never a delta
+//!    │ ── Heartbeat { last_frame_at } ────────▶ │ every 15 s (liveness watchdog: 60 s)
+//!    │ ◀──────────── Ping / RequestQr / Logout  │ admin commands
+//!    │ ◀──────────────────────────── Shutdown   │ (or SIGTERM, or EOF on the link)
+//!    │ ── Flushed ────────────────────────────▶ │ creds proven durable
+//!    │ ── Goodbye { reason } ─────────────────▶ │ last words, then the worker exits
+//! ```
+//!
+//! Every message travels as one frame: a `u32` big-endian length, then that many bytes of JSON
+//! ([`codec`]). A length above [`MAX_FRAME_LEN`] is refused before anything is allocated. The
+//! first frame a worker sends is `Hello`; its `version` must equal [`PROTOCOL_VERSION`].
+
+pub mod codec;
+pub mod error;
+pub mod message;
+
+pub use codec::{encode, FrameDecoder, FrameReader, FrameWriter, MAX_FRAME_LEN};
+pub use error::FrameError;
+pub use message::{
+    AccountId, InvalidAccountId, Reason, ToSupervisor, ToWorker, UnixMillis, WorkerState,
+    WorkerStatus,
+};
+
+/// Version of this protocol; a worker whose Hello carries another one is refused.
+pub const PROTOCOL_VERSION: u32 = 1;

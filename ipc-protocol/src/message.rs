@@ -1,0 +1,387 @@
+//! The messages of the link, in both directions, and the types they carry.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// A message from a worker to the supervisor.
+#[derive(Clone, Debug, Deserialize, Eq, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToSupervisor {
+    /// The first frame on every link: who is speaking, and in which protocol version.
+    Hello {
+        /// The account this worker runs.
+        account_id: AccountId,
+        /// The worker's process id, checked against the child the supervisor spawned.
+        pid: u32,
+        /// Must equal [`crate::PROTOCOL_VERSION`].
+        version: u32,
+    },
+    /// A full snapshot of the worker's state, sent on every change.
+    State(WorkerState),
+    /// Sent every 15 s (and in answer to `Ping`) so the supervisor knows the worker is alive.
+    Heartbeat {
+        /// When the worker last received a frame from WhatsApp.
+        last_frame_at: Option<UnixMillis>,
+    },
+    /// The worker has proven its credentials durable and is about to exit.
+    Flushed,
+    /// The worker's last words before it closes the link.
+    Goodbye {
+        /// Why it is leaving, for the log.
+        reason: String,
+    },
+}
+
+/// A command from the supervisor to a worker.
+#[derive(Clone, Copy, Debug, Deserialize, Eq, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToWorker {
+    /// Flush credentials, close the connection and exit 0.
+    Shutdown,
+    /// Unlink this device from the account and report `logged_out`.
+    Logout,
+    /// Start a new pairing, producing a fresh QR code.
+    RequestQr,
+    /// Answer with a `Heartbeat`.
+    Ping,
+}
+
+/// A full snapshot of one worker's state.
+#[derive(Clone, Debug, Default, Deserialize, Eq, PartialEq, Serialize)]
+#[serde(default)]
+pub struct WorkerState {
+    /// The lifecycle status.
+    pub status: WorkerStatus,
+    /// Why the worker is in this status, machine readable.
+    pub reason: Option<Reason>,
+    /// The QR string to show while pairing.
+    pub qr: Option<String>,
+    /// When the current QR stops being valid.
+    pub qr_expires_at: Option<UnixMillis>,
+    /// The device JID once paired.
+    pub jid: Option<String>,
+    /// The account's phone number once paired (the supervisor masks it on output).
+    pub phone: Option<String>,
+    /// When anything last happened on this account.
+    pub last_event_at: Option<UnixMillis>,
+    /// When the last message arrived.
+    pub last_message_at: Option<UnixMillis>,
+    /// Consecutive failed connection attempts since the last successful one.
+    pub reconnect_attempts: u32,
+    /// Reconnections made since the worker started.
+    pub reconnect_count: u32,
+    /// When the next connection attempt is due, while waiting.
+    pub next_retry_at: Option<UnixMillis>,
+    /// The last error, for people.
+    pub last_error: Option<String>,
+}
+
+/// The lifecycle of one account, exactly the strings of `architecture.md`.
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Eq, Hash, Ord, PartialEq, PartialOrd, Serialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerStatus {
+    /// Dialling WhatsApp or in the handshake.
+    #[default]
+    Connecting,
+    /// Waiting for someone to scan a QR code (or to ask for one).
+    NeedsQr,
+    /// Logged in and online.
+    Connected,
+    /// Lost the connection; waiting for the next attempt.
+    Reconnecting,
+    /// Gave up the fast retries; trying again every 5 minutes.
+    Disconnected,
+    /// The device was unlinked; a new QR is needed.
+    LoggedOut,
+    /// Another client took over the account; no automatic reconnect.
+    Conflict,
+    /// The worker keeps crashing; parked until an admin restarts it.
+    Failed,
+    /// No worker runs for this account.
+    Stopped,
+}
+
+impl WorkerStatus {
+    /// Every status, in declaration order.
+    pub const ALL: [WorkerStatus; 9] = [
+        WorkerStatus::Connecting,
+        WorkerStatus::NeedsQr,
+        WorkerStatus::Connected,
+        WorkerStatus::Reconnecting,
+        WorkerStatus::Disconnected,
+        WorkerStatus::LoggedOut,
+        WorkerStatus::Conflict,
+        WorkerStatus::Failed,
+        WorkerStatus::Stopped,
+    ];
+
+    /// The wire string, e.g. `needs_qr`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerStatus::Connecting => "connecting",
+            WorkerStatus::NeedsQr => "needs_qr",
+            WorkerStatus::Connected => "connected",
+            WorkerStatus::Reconnecting => "reconnecting",
+            WorkerStatus::Disconnected => "disconnected",
+            WorkerStatus::LoggedOut => "logged_out",
+            WorkerStatus::Conflict => "conflict",
+            WorkerStatus::Failed => "failed",
+            WorkerStatus::Stopped => "stopped",
+        }
+    }
+}
+
+impl fmt::Display for WorkerStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an account is in its status (mautrix style), serialized as one string.
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub enum Reason {
+    /// The device was unlinked (401 or `device_removed`).
+    LoggedOut,
+    /// Another client replaced this one (`conflict type=replaced`).
+    Replaced,
+    /// The account is temporarily banned (402).
+    TempBanned,
+    /// WhatsApp refuses this client version (405).
+    ClientOutdated,
+    /// Every QR ref expired without a scan.
+    QrExhausted,
+    /// The socket could not be opened or was lost.
+    Network,
+    /// WhatsApp stopped answering pings.
+    KeepaliveTimeout,
+    /// WhatsApp answered with this stream error code.
+    ServerError(u16),
+    /// The worker crashed too often and was parked.
+    CrashLoop,
+    /// The worker stopped sending heartbeats and was restarted.
+    Hung,
+    /// The stored credentials could not be read; they were kept aside.
+    CredsCorrupt,
+    /// The account was never paired.
+    NotPaired,
+    /// An admin stopped the account.
+    AdminStopped,
+    /// A reason this build does not know, kept verbatim.
+    Other(String),
+}
+
+impl Reason {
+    /// The wire string, e.g. `server_error_503`.
+    pub fn as_string(&self) -> String {
+        match self {
+            Reason::LoggedOut => "logged_out".into(),
+            Reason::Replaced => "replaced".into(),
+            Reason::TempBanned => "temp_banned".into(),
+            Reason::ClientOutdated => "client_outdated".into(),
+            Reason::QrExhausted => "qr_exhausted".into(),
+            Reason::Network => "network".into(),
+            Reason::KeepaliveTimeout => "keepalive_timeout".into(),
+            Reason::ServerError(code) => format!("server_error_{code}"),
+            Reason::CrashLoop => "crash_loop".into(),
+            Reason::Hung => "hung".into(),
+            Reason::CredsCorrupt => "creds_corrupt".into(),
+            Reason::NotPaired => "not_paired".into(),
+            Reason::AdminStopped => "admin_stopped".into(),
+            Reason::Other(s) => s.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_string())
+    }
+}
+
+impl FromStr for Reason {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "logged_out" => Reason::LoggedOut,
+            "replaced" => Reason::Replaced,
+            "temp_banned" => Reason::TempBanned,
+            "client_outdated" => Reason::ClientOutdated,
+            "qr_exhausted" => Reason::QrExhausted,
+            "network" => Reason::Network,
+            "keepalive_timeout" => Reason::KeepaliveTimeout,
+            "crash_loop" => Reason::CrashLoop,
+            "hung" => Reason::Hung,
+            "creds_corrupt" => Reason::CredsCorrupt,
+            "not_paired" => Reason::NotPaired,
+            "admin_stopped" => Reason::AdminStopped,
+            other => match other
+                .strip_prefix("server_error_")
+                .and_then(|code| code.parse::<u16>().ok())
+            {
+                Some(code) if other == format!("server_error_{code}") => Reason::ServerError(code),
+                _ => Reason::Other(other.to_owned()),
+            },
+        })
+    }
+}
+
+impl Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.as_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Reason {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        Ok(s.parse().unwrap_or_else(|never| match never {}))
+    }
+}
+
+/// A wall-clock instant as milliseconds since the Unix epoch.
+#[derive(Clone, Copy, Debug, Deserialize, Eq, Hash, Ord, PartialEq, PartialOrd, Serialize)]
+#[serde(transparent)]
+pub struct UnixMillis(pub u64);
+
+impl UnixMillis {
+    /// The current wall-clock time.
+    pub fn now() -> Self {
+        Self::from(SystemTime::now())
+    }
+
+    /// This instant plus `d`.
+    pub fn after(self, d: Duration) -> Self {
+        UnixMillis(
+            self.0
+                .saturating_add(d.as_millis().try_into().unwrap_or(u64::MAX)),
+        )
+    }
+
+    /// As a `SystemTime`.
+    pub fn as_system_time(self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.0)
+    }
+}
+
+impl From<SystemTime> for UnixMillis {
+    fn from(t: SystemTime) -> Self {
+        let ms = t
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        UnixMillis(ms.try_into().unwrap_or(u64::MAX))
+    }
+}
+
+/// An account id: `^[a-z0-9][a-z0-9_-]{0,63}$`. It names a directory on the volume, so it is
+/// validated wherever it is made.
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd, Serialize)]
+#[serde(transparent)]
+pub struct AccountId(String);
+
+/// The text given is not a valid account id.
+#[derive(Clone, Debug, Eq, PartialEq, thiserror::Error)]
+#[error("invalid account id: must match ^[a-z0-9][a-z0-9_-]{{0,63}}$")]
+pub struct InvalidAccountId;
+
+impl AccountId {
+    /// The longest id allowed.
+    pub const MAX_LEN: usize = 64;
+
+    /// Validates `s` as an account id.
+    ///
+    /// # Errors
+    /// [`InvalidAccountId`] when `s` does not match `^[a-z0-9][a-z0-9_-]{0,63}$`.
+    pub fn parse(s: &str) -> Result<Self, InvalidAccountId> {
+        let bytes = s.as_bytes();
+        let first_ok = bytes
+            .first()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let rest_ok = bytes
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if first_ok && rest_ok && bytes.len() <= Self::MAX_LEN {
+            Ok(AccountId(s.to_owned()))
+        } else {
+            Err(InvalidAccountId)
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for AccountId {
+    type Err = InvalidAccountId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AccountId::parse(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for AccountId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        AccountId::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_id_accepts_the_documented_alphabet() {
+        for ok in ["a", "0", "acct-01", "a_b-c", &"a".repeat(64)] {
+            assert!(AccountId::parse(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn account_id_refuses_paths_and_odd_characters() {
+        for bad in [
+            "",
+            "-a",
+            "_a",
+            "A",
+            "a/b",
+            "..",
+            ".a",
+            "a b",
+            "é",
+            &"a".repeat(65),
+        ] {
+            assert!(AccountId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reason_round_trips_through_its_string() {
+        for r in [
+            Reason::LoggedOut,
+            Reason::ServerError(503),
+            Reason::CrashLoop,
+            Reason::Other("something_new".into()),
+        ] {
+            assert_eq!(r.as_string().parse::<Reason>().ok(), Some(r));
+        }
+        assert_eq!(
+            "server_error_0503".parse::<Reason>().ok(),
+            Some(Reason::Other("server_error_0503".into()))
+        );
+    }
+}

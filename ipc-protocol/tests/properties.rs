@@ -1,0 +1,229 @@
+//! Properties of the frame codec: round-trips, any chunking, and no panic on any input.
+
+use ipc_protocol::{
+    encode, AccountId, FrameDecoder, FrameError, Reason, ToSupervisor, ToWorker, UnixMillis,
+    WorkerState, WorkerStatus,
+};
+use proptest::prelude::*;
+
+fn status() -> impl Strategy<Value = WorkerStatus> {
+    proptest::sample::select(WorkerStatus::ALL.to_vec())
+}
+
+fn reason() -> impl Strategy<Value = Reason> {
+    prop_oneof![
+        Just(Reason::LoggedOut),
+        Just(Reason::Replaced),
+        Just(Reason::TempBanned),
+        Just(Reason::ClientOutdated),
+        Just(Reason::QrExhausted),
+        Just(Reason::Network),
+        Just(Reason::KeepaliveTimeout),
+        any::<u16>().prop_map(Reason::ServerError),
+        Just(Reason::CrashLoop),
+        Just(Reason::Hung),
+        Just(Reason::CredsCorrupt),
+        Just(Reason::NotPaired),
+        Just(Reason::AdminStopped),
+        "[a-z]{1,8}_x".prop_map(Reason::Other),
+    ]
+}
+
+fn millis() -> impl Strategy<Value = Option<UnixMillis>> {
+    proptest::option::of(any::<u64>().prop_map(UnixMillis))
+}
+
+fn state() -> impl Strategy<Value = WorkerState> {
+    (
+        status(),
+        proptest::option::of(reason()),
+        proptest::option::of(".{0,40}"),
+        millis(),
+        proptest::option::of("[0-9]{5,15}"),
+        (millis(), millis(), any::<u32>(), any::<u32>(), millis()),
+        proptest::option::of(".{0,40}"),
+    )
+        .prop_map(
+            |(status, reason, qr, qr_expires_at, phone, times, last_error)| WorkerState {
+                status,
+                reason,
+                qr,
+                qr_expires_at,
+                jid: phone.as_ref().map(|p| format!("{p}:3@s.whatsapp.net")),
+                phone,
+                last_event_at: times.0,
+                last_message_at: times.1,
+                reconnect_attempts: times.2,
+                reconnect_count: times.3,
+                next_retry_at: times.4,
+                last_error,
+            },
+        )
+}
+
+fn to_supervisor() -> impl Strategy<Value = ToSupervisor> {
+    prop_oneof![
+        ("[a-z0-9][a-z0-9_-]{0,63}", any::<u32>(), any::<u32>()).prop_map(|(id, pid, version)| {
+            ToSupervisor::Hello {
+                account_id: AccountId::parse(&id).expect("strategy makes valid ids"),
+                pid,
+                version,
+            }
+        }),
+        state().prop_map(ToSupervisor::State),
+        millis().prop_map(|last_frame_at| ToSupervisor::Heartbeat { last_frame_at }),
+        Just(ToSupervisor::Flushed),
+        ".{0,60}".prop_map(|reason| ToSupervisor::Goodbye { reason }),
+    ]
+}
+
+fn to_worker() -> impl Strategy<Value = ToWorker> {
+    proptest::sample::select(vec![
+        ToWorker::Shutdown,
+        ToWorker::Logout,
+        ToWorker::RequestQr,
+        ToWorker::Ping,
+    ])
+}
+
+fn decode_all<T: serde::de::DeserializeOwned>(chunks: &[&[u8]]) -> Vec<T> {
+    let mut d = FrameDecoder::new();
+    let mut out = Vec::new();
+    for chunk in chunks {
+        d.push(chunk);
+        while let Some(frame) = d.next_frame().expect("valid stream") {
+            out.push(frame);
+        }
+    }
+    assert_eq!(d.buffered(), 0, "no bytes left over");
+    out
+}
+
+proptest! {
+    #[test]
+    fn every_worker_message_round_trips(msg in to_supervisor()) {
+        let frame = encode(&msg).expect("encodes");
+        prop_assert_eq!(decode_all::<ToSupervisor>(&[&frame]), vec![msg]);
+    }
+
+    #[test]
+    fn every_supervisor_message_round_trips(msg in to_worker()) {
+        let frame = encode(&msg).expect("encodes");
+        prop_assert_eq!(decode_all::<ToWorker>(&[&frame]), vec![msg]);
+    }
+
+    #[test]
+    fn any_split_of_the_stream_decodes_to_the_same_frames(
+        msgs in proptest::collection::vec(to_supervisor(), 1..6),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
+    ) {
+        let stream: Vec<u8> = msgs.iter().flat_map(|m| encode(m).expect("encodes")).collect();
+        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
+        points.sort_unstable();
+        points.dedup();
+        let mut chunks = Vec::new();
+        let mut start = 0;
+        for p in points {
+            chunks.push(&stream[start..p]);
+            start = p;
+        }
+        chunks.push(&stream[start..]);
+        prop_assert_eq!(decode_all::<ToSupervisor>(&chunks), msgs);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let mut d = FrameDecoder::new();
+        d.push(&bytes);
+        for _ in 0..bytes.len() + 1 {
+            match d.next_frame::<ToSupervisor>() {
+                Ok(Some(_)) | Err(FrameError::Json(_)) => continue,
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+
+    #[test]
+    fn arbitrary_json_bodies_never_panic_the_decoder(body in ".{0,200}") {
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(body.as_bytes());
+        let mut d = FrameDecoder::new();
+        d.push(&frame);
+        let _ = d.next_frame::<ToSupervisor>();
+        let _ = d.next_frame::<ToWorker>();
+    }
+}
+
+/// Golden JSON of every message, so the wire format cannot drift silently between releases.
+#[test]
+fn messages_match_their_golden_json() {
+    let cases: Vec<(&str, serde_json::Value)> = vec![
+        (
+            "hello.json",
+            serde_json::to_value(ToSupervisor::Hello {
+                account_id: AccountId::parse("acct-01").expect("valid"),
+                pid: 4242,
+                version: 1,
+            })
+            .expect("serializes"),
+        ),
+        (
+            "state.json",
+            serde_json::to_value(ToSupervisor::State(WorkerState {
+                status: WorkerStatus::Reconnecting,
+                reason: Some(Reason::ServerError(503)),
+                qr: None,
+                qr_expires_at: None,
+                jid: Some("40712345678:3@s.whatsapp.net".into()),
+                phone: Some("40712345678".into()),
+                last_event_at: Some(UnixMillis(1_764_000_000_000)),
+                last_message_at: None,
+                reconnect_attempts: 2,
+                reconnect_count: 5,
+                next_retry_at: Some(UnixMillis(1_764_000_004_000)),
+                last_error: Some("connection refused".into()),
+            }))
+            .expect("serializes"),
+        ),
+        (
+            "heartbeat.json",
+            serde_json::to_value(ToSupervisor::Heartbeat {
+                last_frame_at: Some(UnixMillis(1_764_000_000_000)),
+            })
+            .expect("serializes"),
+        ),
+        (
+            "flushed.json",
+            serde_json::to_value(ToSupervisor::Flushed).expect("serializes"),
+        ),
+        (
+            "goodbye.json",
+            serde_json::to_value(ToSupervisor::Goodbye {
+                reason: "sigterm".into(),
+            })
+            .expect("serializes"),
+        ),
+        (
+            "shutdown.json",
+            serde_json::to_value(ToWorker::Shutdown).expect("serializes"),
+        ),
+        (
+            "logout.json",
+            serde_json::to_value(ToWorker::Logout).expect("serializes"),
+        ),
+        (
+            "request_qr.json",
+            serde_json::to_value(ToWorker::RequestQr).expect("serializes"),
+        ),
+        (
+            "ping.json",
+            serde_json::to_value(ToWorker::Ping).expect("serializes"),
+        ),
+    ];
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    for (file, value) in cases {
+        let text = std::fs::read_to_string(dir.join(file)).expect("golden file exists");
+        let golden: serde_json::Value = serde_json::from_str(&text).expect("golden is json");
+        assert_eq!(value, golden, "{file}");
+    }
+}

@@ -1,0 +1,94 @@
+//! The last known view of every account: written by the fleet task (which hears the workers'
+//! snapshots over IPC), read by the HTTP handlers, which never wait on a worker.
+
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+
+use ipc_protocol::{AccountId, Reason, UnixMillis, WorkerState, WorkerStatus};
+
+use crate::registry::Account;
+
+/// What the API knows of one account.
+#[derive(Clone, Debug)]
+pub struct AccountView {
+    /// The registry entry.
+    pub account: Account,
+    /// The worker's last snapshot, or the supervisor's own view when no worker runs.
+    pub state: WorkerState,
+    /// The worker's pid while one runs.
+    pub pid: Option<u32>,
+    /// When the current worker was spawned.
+    pub started_at: Option<UnixMillis>,
+    /// Times the worker process was restarted after an unexpected exit.
+    pub restarts: u32,
+}
+
+impl AccountView {
+    /// A view for an account with no worker: `needs_qr` without creds, `stopped` with them.
+    pub fn idle(account: Account, has_creds: bool) -> Self {
+        let (status, reason) = if has_creds {
+            (WorkerStatus::Stopped, None)
+        } else {
+            (WorkerStatus::NeedsQr, Some(Reason::NotPaired))
+        };
+        AccountView {
+            account,
+            state: WorkerState {
+                status,
+                reason,
+                ..WorkerState::default()
+            },
+            pid: None,
+            started_at: None,
+            restarts: 0,
+        }
+    }
+}
+
+/// Every account's view, sorted by id.
+#[derive(Debug, Default)]
+pub struct Cache {
+    accounts: RwLock<BTreeMap<AccountId, AccountView>>,
+}
+
+impl Cache {
+    /// Inserts or replaces an account's view.
+    pub fn insert(&self, view: AccountView) {
+        self.write().insert(view.account.id.clone(), view);
+    }
+
+    /// Removes an account.
+    pub fn remove(&self, id: &AccountId) {
+        self.write().remove(id);
+    }
+
+    /// Applies `f` to the account's view, if there is one.
+    pub fn update(&self, id: &AccountId, f: impl FnOnce(&mut AccountView)) {
+        if let Some(view) = self.write().get_mut(id) {
+            f(view);
+        }
+    }
+
+    /// One account's view.
+    pub fn get(&self, id: &AccountId) -> Option<AccountView> {
+        self.read().get(id).cloned()
+    }
+
+    /// Whether the account exists.
+    pub fn contains(&self, id: &AccountId) -> bool {
+        self.read().contains_key(id)
+    }
+
+    /// Every view, sorted by id.
+    pub fn all(&self) -> Vec<AccountView> {
+        self.read().values().cloned().collect()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<AccountId, AccountView>> {
+        self.accounts.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<AccountId, AccountView>> {
+        self.accounts.write().unwrap_or_else(|p| p.into_inner())
+    }
+}

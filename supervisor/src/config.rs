@@ -1,0 +1,97 @@
+//! Configuration: every key is an environment variable and a `--flag` (architecture.md).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+/// The supervisor's configuration.
+#[derive(Args, Clone, Debug)]
+pub struct Config {
+    /// HTTP port of the admin API (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Address the admin API listens on.
+    #[arg(long, env = "BIND_ADDR", default_value = "0.0.0.0")]
+    pub bind_addr: String,
+    /// Where account directories live. Wins over RAILWAY_VOLUME_MOUNT_PATH.
+    #[arg(long, env = "SESSIONS_PATH")]
+    pub sessions_path: Option<PathBuf>,
+    /// Set by Railway when a volume is mounted; sessions then go to `<mount>/sessions`.
+    #[arg(long, env = "RAILWAY_VOLUME_MOUNT_PATH")]
+    pub railway_volume_mount_path: Option<PathBuf>,
+    /// Admin token for every route but /health. Generated and stored on first boot when unset.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Shortest gap between two worker spawns at boot.
+    #[arg(long, env = "BOOT_JITTER_MIN_MS", default_value_t = 2000)]
+    pub boot_jitter_min_ms: u64,
+    /// Gaps at boot stay below this.
+    #[arg(long, env = "BOOT_JITTER_MAX_MS", default_value_t = 4000)]
+    pub boot_jitter_max_ms: u64,
+    /// How long workers get to flush and exit on shutdown before they are killed.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 8000)]
+    pub shutdown_timeout_ms: u64,
+    /// Passed to workers: first reconnect delay.
+    #[arg(long, env = "RECONNECT_BASE_MS", default_value_t = 1000)]
+    pub reconnect_base_ms: u64,
+    /// Passed to workers: longest reconnect delay.
+    #[arg(long, env = "RECONNECT_MAX_MS", default_value_t = 30000)]
+    pub reconnect_max_ms: u64,
+    /// Passed to workers: failed attempts before `disconnected`.
+    #[arg(long, env = "MAX_RECONNECT_ATTEMPTS", default_value_t = 10)]
+    pub max_reconnect_attempts: u32,
+    /// Passed to workers: the WhatsApp Web socket URL.
+    #[arg(long, env = "WA_WS_URL", default_value = worker::DEFAULT_WS_URL)]
+    pub wa_ws_url: String,
+    /// Passed to workers: hex root public key of the server certificate chain.
+    #[arg(long, env = "WA_TRUST_ROOT")]
+    pub wa_trust_root: Option<String>,
+    /// Program to run as the worker instead of this binary's `worker` subcommand.
+    #[arg(long, env = "WORKER_BIN")]
+    pub worker_bin: Option<PathBuf>,
+    /// `pretty` or `json`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "pretty")]
+    pub log_format: String,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info,worker=debug`.
+    #[arg(long = "rust-log", env = "RUST_LOG")]
+    pub rust_log: Option<String>,
+    /// First restart delay of a crashed worker; it doubles up to 60 s.
+    #[arg(
+        long,
+        env = "RESTART_BACKOFF_BASE_MS",
+        default_value_t = 1000,
+        hide = true
+    )]
+    pub restart_backoff_base_ms: u64,
+}
+
+impl Config {
+    /// Checks relations between keys that clap cannot.
+    ///
+    /// # Errors
+    /// A message naming the keys at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.boot_jitter_min_ms > self.boot_jitter_max_ms {
+            return Err(format!(
+                "BOOT_JITTER_MIN_MS ({}) must not exceed BOOT_JITTER_MAX_MS ({})",
+                self.boot_jitter_min_ms, self.boot_jitter_max_ms
+            ));
+        }
+        if self.reconnect_base_ms == 0 || self.reconnect_base_ms > self.reconnect_max_ms {
+            return Err(format!(
+                "RECONNECT_BASE_MS ({}) must be positive and at most RECONNECT_MAX_MS ({})",
+                self.reconnect_base_ms, self.reconnect_max_ms
+            ));
+        }
+        if self.restart_backoff_base_ms == 0 {
+            return Err("RESTART_BACKOFF_BASE_MS must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The shutdown deadline.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+}

@@ -1,0 +1,113 @@
+//! The admin API (axum). Every route but `/health` needs the admin token; handlers read the
+//! [`Cache`] and send commands to the fleet, and never wait on a worker.
+
+mod accounts;
+mod auth;
+mod dashboard;
+mod error;
+mod health;
+mod metrics;
+mod phone;
+mod qr;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{middleware, Router};
+use ipc_protocol::{AccountId, UnixMillis};
+use tokio::time::Instant;
+use worker::store::secret::Secret;
+
+pub use error::ApiError;
+pub use health::HealthProbe;
+
+use crate::cache::Cache;
+use crate::fleet::FleetHandle;
+use crate::registry::Registry;
+
+/// Largest request body accepted.
+pub const MAX_BODY_LEN: usize = 64 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// Last known view of every account.
+    pub cache: Arc<Cache>,
+    /// Commands to the fleet.
+    pub fleet: FleetHandle,
+    /// The accounts on the volume.
+    pub registry: Registry,
+    /// The admin token.
+    pub admin_token: Arc<Secret<String>>,
+    /// The sessions directory's writability, probed in the background.
+    pub health: Arc<HealthProbe>,
+    /// When the supervisor started.
+    pub started: Instant,
+}
+
+/// The router with every route of architecture.md.
+pub fn router(state: AppState) -> Router {
+    let protected = Router::new()
+        .route("/", get(dashboard::page))
+        .route("/api/status/dashboard", get(dashboard::json))
+        .route("/api/whatsapp/accounts", get(accounts::list))
+        .route("/api/whatsapp/add-account", post(accounts::add))
+        .route("/api/whatsapp/qr/{account_id}", get(qr::show))
+        .route(
+            "/api/whatsapp/accounts/{account_id}/qr",
+            post(accounts::request_qr),
+        )
+        .route(
+            "/api/whatsapp/accounts/{account_id}/restart",
+            post(accounts::restart),
+        )
+        .route(
+            "/api/whatsapp/accounts/{account_id}/logout",
+            post(accounts::logout),
+        )
+        .route(
+            "/api/whatsapp/accounts/{account_id}",
+            delete(accounts::remove),
+        )
+        .route("/metrics", get(metrics::render))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/health", get(health::check))
+        .merge(protected)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_LEN))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
+
+/// Parses an account id from a path, answering 400 when it is not one.
+fn parse_id(raw: &str) -> Result<AccountId, ApiError> {
+    AccountId::parse(raw).map_err(|e| ApiError::bad_request("invalid_account_id", e.to_string()))
+}
+
+/// RFC 3339 with milliseconds, e.g. `2025-01-27T12:00:00.000Z`.
+fn iso(t: UnixMillis) -> String {
+    humantime::format_rfc3339_millis(t.as_system_time()).to_string()
+}
+
+fn iso_now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}

@@ -1,0 +1,198 @@
+//! The supervisor: one worker process per WhatsApp account, and the admin API.
+//!
+//! ```text
+//!  run(config)
+//!   ├─ volume     resolve $SESSIONS, prove it writable, take .supervisor.lock
+//!   ├─ registry   account.json per account  ──▶ cache (one AccountView per account)
+//!   ├─ ipc        private 0700 dir + socket; one task per worker link ──▶ fleet
+//!   ├─ fleet      the task that owns every child: boot plan, spawns, restarts, watchdog,
+//!   │             commands; writes the cache; on cancel stops every worker in parallel
+//!   └─ http       axum; reads the cache, sends commands to the fleet; never waits on a worker
+//! ```
+//!
+//! Workers are this same binary re-executed with the hidden `worker` subcommand (or
+//! `WORKER_BIN`), spawned from the fleet task on the main thread so that their parent-death
+//! signal stays armed for the supervisor's whole life.
+
+pub mod admin_token;
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod fleet;
+pub mod http;
+pub mod ipc;
+pub mod registry;
+pub mod signals;
+pub mod volume;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+use worker::store::lock::LockError;
+
+use crate::cache::{AccountView, Cache};
+pub use crate::config::Config;
+pub use crate::error::{Error, Result};
+use crate::fleet::boot::{self, Jitter};
+use crate::fleet::child::SpawnSpec;
+use crate::fleet::policy::RestartPolicy;
+use crate::fleet::Fleet;
+use crate::http::{AppState, HealthProbe};
+use crate::ipc::{IpcListener, RuntimeDir};
+use crate::registry::Registry;
+
+/// File descriptors a thousand accounts need in the supervisor (a socket and a child handle
+/// each, plus the server's own).
+const FDS_FOR_A_THOUSAND: u64 = 4096;
+/// How long HTTP connections get to finish after shutdown begins.
+const HTTP_DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Runs the supervisor until SIGTERM or SIGINT, then stops every worker and returns.
+///
+/// # Errors
+/// When the sessions directory, the lock, the IPC socket or the HTTP port cannot be set up.
+pub async fn run(config: Config) -> Result<()> {
+    config.validate().map_err(Error::Config)?;
+    let started = Instant::now();
+    let sessions = volume::resolve(&config);
+    volume::prove_writable(&sessions).map_err(|source| Error::SessionsNotWritable {
+        path: sessions.clone(),
+        source,
+    })?;
+    let sessions = sessions.canonicalize().map_err(|source| Error::Sessions {
+        path: sessions.clone(),
+        source,
+    })?;
+    let _lock = volume::lock(&sessions).map_err(|e| match e {
+        LockError::Held { .. } => Error::AlreadyRunning {
+            path: sessions.clone(),
+        },
+        LockError::Io { source, .. } => Error::Sessions {
+            path: sessions.clone(),
+            source,
+        },
+    })?;
+    info!(path = %sessions.display(), writable = true, "sessions directory ready");
+
+    let registry = Registry::new(&sessions);
+    let accounts = registry.load_all().map_err(|source| Error::Sessions {
+        path: sessions.clone(),
+        source,
+    })?;
+    raise_fd_limit(accounts.len());
+    let admin_token = Arc::new(admin_token::resolve(
+        config.admin_token.as_deref(),
+        &sessions,
+    )?);
+
+    let cache = Arc::new(Cache::default());
+    let mut bootable = Vec::new();
+    for account in accounts {
+        let has_creds = registry.has_creds(&account.id);
+        if account.enabled && has_creds {
+            bootable.push(account.id.clone());
+        }
+        cache.insert(AccountView::idle(account, has_creds));
+    }
+    let jitter = Jitter {
+        min: Duration::from_millis(config.boot_jitter_min_ms),
+        max: Duration::from_millis(config.boot_jitter_max_ms),
+    };
+    let plan = boot::plan(bootable, jitter, &mut rand::thread_rng());
+    info!(
+        accounts = cache.all().len(),
+        booting = plan.len(),
+        "accounts loaded"
+    );
+
+    let runtime_dir = RuntimeDir::create().map_err(Error::Ipc)?;
+    let ipc = IpcListener::bind(&runtime_dir).map_err(Error::Ipc)?;
+    let spec = SpawnSpec::new(&config, &sessions, ipc.path());
+    let policy = RestartPolicy::with_base(Duration::from_millis(config.restart_backoff_base_ms));
+    let (fleet, fleet_handle) = Fleet::new(
+        spec,
+        policy,
+        config.shutdown_timeout(),
+        cache.clone(),
+        registry.clone(),
+    );
+
+    let addr = format!("{}:{}", config.bind_addr, config.port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: addr.clone(),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| Error::Listen {
+        addr: addr.clone(),
+        source,
+    })?;
+    info!(addr = %local, "http listening");
+
+    let token = CancellationToken::new();
+    signals::cancel_on_signal(token.clone());
+    let tracker = TaskTracker::new();
+    let health = Arc::new(HealthProbe::new(sessions.clone()));
+    tracker.spawn(health.clone().run(token.child_token()));
+    tracker.spawn(ipc.run(fleet_handle.clone(), token.child_token(), tracker.clone()));
+    let state = AppState {
+        cache,
+        fleet: fleet_handle,
+        registry,
+        admin_token,
+        health,
+        started,
+    };
+    let http_token = token.child_token();
+    let http = tokio::spawn(async move {
+        let app = http::router(state);
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { http_token.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            warn!(error = %e, "http server failed");
+        }
+    });
+
+    fleet.run(token.clone(), plan).await;
+    if tokio::time::timeout(HTTP_DRAIN_DEADLINE, http)
+        .await
+        .is_err()
+    {
+        warn!("http connections did not drain in time");
+    }
+    tracker.close();
+    let _ = tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await;
+    drop(runtime_dir);
+    info!("supervisor stopped");
+    Ok(())
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit and warns when even that is too low.
+fn raise_fd_limit(accounts: usize) {
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if soft < hard {
+                if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                    warn!(soft, hard, error = %e, "cannot raise the open-file limit");
+                }
+            }
+            let now = getrlimit(Resource::RLIMIT_NOFILE)
+                .map(|(s, _)| s)
+                .unwrap_or(soft);
+            let needed = FDS_FOR_A_THOUSAND.max(accounts as u64 * 4 + 256);
+            if now < needed {
+                warn!(limit = now, needed, "open-file limit is too low for a thousand accounts; raise the hard limit (ulimit -Hn)");
+            } else {
+                info!(limit = now, "open-file limit");
+            }
+        }
+        Err(e) => warn!(error = %e, "cannot read the open-file limit"),
+    }
+}

@@ -1,0 +1,242 @@
+//! Accounts on the volume: one `<id>/account.json` each, written atomically.
+//!
+//! The supervisor owns `account.json`; `creds.json` and `lock` belong to the account's worker,
+//! and the registry only ever asks whether creds exist or moves a deleted account's whole
+//! directory into `.archive/`.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use ipc_protocol::{AccountId, UnixMillis};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+use worker::store::atomic::{rename_durable, sync_dir, write_atomic};
+
+const ACCOUNT_FILE: &str = "account.json";
+const CREDS_FILE: &str = "creds.json";
+const ARCHIVE_DIR: &str = ".archive";
+
+/// One account, as stored in `account.json`.
+#[derive(Clone, Debug, Deserialize, Eq, PartialEq, Serialize)]
+pub struct Account {
+    /// The account id (also its directory name).
+    pub id: AccountId,
+    /// A name for people.
+    pub name: String,
+    /// The phone number the operator gave, if any (masked on output).
+    #[serde(default)]
+    pub phone: Option<String>,
+    /// When the account was added.
+    pub created_at: UnixMillis,
+    /// Disabled accounts are kept but not started at boot.
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+/// Why the registry refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// An account with this id exists already.
+    #[error("account {0} already exists")]
+    Duplicate(AccountId),
+    /// No account with this id.
+    #[error("account {0} not found")]
+    NotFound(AccountId),
+    /// The volume failed.
+    #[error("sessions volume i/o failed for account {id}")]
+    Io {
+        /// The account.
+        id: AccountId,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The accounts under one sessions directory.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    root: PathBuf,
+}
+
+impl Registry {
+    /// The registry rooted at the sessions directory `root`.
+    pub fn new(root: &Path) -> Self {
+        Registry {
+            root: root.to_owned(),
+        }
+    }
+
+    /// The sessions directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Every account on the volume, sorted by id in byte order. Directories that are not
+    /// accounts (dot names, invalid ids, unreadable `account.json`) are skipped with a warning.
+    ///
+    /// # Errors
+    /// When the sessions directory itself cannot be listed.
+    pub fn load_all(&self) -> io::Result<Vec<Account>> {
+        let mut accounts = Vec::new();
+        for entry in fs::read_dir(&self.root)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let Ok(id) = AccountId::parse(&name) else {
+                warn!(dir = %name, "skipping a directory whose name is not an account id");
+                continue;
+            };
+            match self.load(&id) {
+                Ok(account) => accounts.push(account),
+                Err(e) => warn!(account = %id, error = %e, "skipping an unreadable account.json"),
+            }
+        }
+        accounts.sort_by(|a, b| a.id.as_str().as_bytes().cmp(b.id.as_str().as_bytes()));
+        Ok(accounts)
+    }
+
+    fn load(&self, id: &AccountId) -> io::Result<Account> {
+        let bytes = fs::read(self.dir(id).join(ACCOUNT_FILE))?;
+        let account: Account = serde_json::from_slice(&bytes).map_err(io::Error::other)?;
+        if account.id != *id {
+            return Err(io::Error::other("account.json names another account"));
+        }
+        Ok(account)
+    }
+
+    /// Creates the account's directory and `account.json`.
+    ///
+    /// # Errors
+    /// [`RegistryError::Duplicate`] when the directory exists already.
+    pub fn add(&self, account: &Account) -> Result<(), RegistryError> {
+        let dir = self.dir(&account.id);
+        let io_err = |source| RegistryError::Io {
+            id: account.id.clone(),
+            source,
+        };
+        match fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(RegistryError::Duplicate(account.id.clone()))
+            }
+            Err(e) => return Err(io_err(e)),
+        }
+        sync_dir(&self.root).map_err(io_err)?;
+        self.save(account).map_err(io_err)
+    }
+
+    /// Rewrites `account.json` atomically.
+    ///
+    /// # Errors
+    /// Any I/O error; the old file is then intact.
+    pub fn save(&self, account: &Account) -> io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(account).map_err(io::Error::other)?;
+        write_atomic(&self.dir(&account.id).join(ACCOUNT_FILE), &bytes, 0o644)
+    }
+
+    /// Whether the account's worker has stored credentials.
+    pub fn has_creds(&self, id: &AccountId) -> bool {
+        self.dir(id).join(CREDS_FILE).is_file()
+    }
+
+    /// Moves the account's whole directory (credentials included) to
+    /// `.archive/<id>-<ts>`. Nothing is deleted.
+    ///
+    /// # Errors
+    /// [`RegistryError::NotFound`] or the I/O error of the move.
+    pub fn archive(&self, id: &AccountId) -> Result<PathBuf, RegistryError> {
+        let dir = self.dir(id);
+        if !dir.is_dir() {
+            return Err(RegistryError::NotFound(id.clone()));
+        }
+        let io_err = |source| RegistryError::Io {
+            id: id.clone(),
+            source,
+        };
+        let archive = self.root.join(ARCHIVE_DIR);
+        fs::create_dir_all(&archive).map_err(io_err)?;
+        let to = archive.join(format!("{id}-{}", UnixMillis::now().0));
+        rename_durable(&dir, &to).map_err(io_err)?;
+        Ok(to)
+    }
+
+    fn dir(&self, id: &AccountId) -> PathBuf {
+        self.root.join(id.as_str())
+    }
+}
+
+/// A fresh account id: `acct-` and ten random lowercase letters or digits.
+pub fn generate_id() -> AccountId {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::thread_rng();
+    let suffix: String = (0..10)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect();
+    AccountId::parse(&format!("acct-{suffix}")).expect("generated ids use the id alphabet")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(id: &str) -> Account {
+        Account {
+            id: AccountId::parse(id).expect("valid"),
+            name: id.to_uppercase(),
+            phone: None,
+            created_at: UnixMillis(1),
+            enabled: true,
+        }
+    }
+
+    #[test]
+    fn loads_accounts_sorted_and_refuses_duplicates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let reg = Registry::new(dir.path());
+        for id in ["b", "a-2", "a_1", "c"] {
+            reg.add(&account(id)).expect("add");
+        }
+        fs::create_dir(dir.path().join("NotAnId")).expect("mkdir");
+        fs::create_dir(dir.path().join(".archive")).expect("mkdir");
+        let ids: Vec<_> = reg
+            .load_all()
+            .expect("load")
+            .into_iter()
+            .map(|a| a.id.to_string())
+            .collect();
+        assert_eq!(ids, ["a-2", "a_1", "b", "c"]);
+        assert!(matches!(
+            reg.add(&account("b")),
+            Err(RegistryError::Duplicate(_))
+        ));
+    }
+
+    #[test]
+    fn archive_moves_the_directory_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let reg = Registry::new(dir.path());
+        reg.add(&account("gone")).expect("add");
+        fs::write(dir.path().join("gone/creds.json"), b"{}").expect("creds");
+        let to = reg.archive(&account("gone").id).expect("archive");
+        assert!(to.join("creds.json").is_file());
+        assert!(!dir.path().join("gone").exists());
+        assert!(reg.load_all().expect("load").is_empty());
+    }
+
+    #[test]
+    fn generated_ids_are_valid_and_distinct() {
+        let a = generate_id();
+        let b = generate_id();
+        assert_ne!(a, b);
+        assert!(a.as_str().starts_with("acct-"));
+    }
+}

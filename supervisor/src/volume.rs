@@ -1,0 +1,84 @@
+//! The sessions directory: where it is, proof that it is writable, and the supervisor lock.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use tracing::warn;
+use worker::store::atomic::sync_dir;
+use worker::store::lock::{FileLock, LockError};
+
+use crate::config::Config;
+
+/// The lock file that keeps a second supervisor off the same volume.
+pub const SUPERVISOR_LOCK: &str = ".supervisor.lock";
+
+/// Resolves `$SESSIONS` in the seed's order: `SESSIONS_PATH`, then
+/// `$RAILWAY_VOLUME_MOUNT_PATH/sessions`, then `./.sessions` (with a loud warning).
+pub fn resolve(config: &Config) -> PathBuf {
+    if let Some(path) = &config.sessions_path {
+        return path.clone();
+    }
+    if let Some(mount) = &config.railway_volume_mount_path {
+        return mount.join("sessions");
+    }
+    warn!(
+        "neither SESSIONS_PATH nor RAILWAY_VOLUME_MOUNT_PATH is set: sessions go to ./.sessions, \
+         which is EPHEMERAL on a container; every account will need a new QR after a redeploy"
+    );
+    PathBuf::from(".sessions")
+}
+
+/// Creates `dir` if needed and proves it writable: write, fsync, delete a probe file.
+///
+/// # Errors
+/// The I/O error that disproved it.
+pub fn prove_writable(dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(dir)?;
+    probe(dir)
+}
+
+/// Writes, fsyncs and deletes a probe file in `dir` (which must exist: a missing directory or a
+/// file in its place fails).
+///
+/// # Errors
+/// The I/O error that disproved writability.
+pub fn probe(dir: &Path) -> io::Result<()> {
+    let path = dir.join(format!(".write-probe-{}", std::process::id()));
+    let result = (|| {
+        let mut f = fs::File::create(&path)?;
+        f.write_all(b"probe")?;
+        f.sync_all()?;
+        fs::remove_file(&path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&path);
+    }
+    result
+}
+
+/// Takes `.supervisor.lock` in `dir`.
+///
+/// # Errors
+/// [`LockError::Held`] when another supervisor runs on this volume.
+pub fn lock(dir: &Path) -> Result<FileLock, LockError> {
+    FileLock::try_acquire(&dir.join(SUPERVISOR_LOCK))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_fails_when_the_directory_is_gone_or_a_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sessions = dir.path().join("sessions");
+        prove_writable(&sessions).expect("creates and proves");
+        fs::remove_dir(&sessions).expect("remove");
+        assert!(probe(&sessions).is_err());
+        fs::write(&sessions, b"not a dir").expect("file in its place");
+        assert!(probe(&sessions).is_err());
+        assert!(prove_writable(&sessions).is_err());
+    }
+}

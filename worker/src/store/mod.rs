@@ -1,0 +1,9 @@
+//! What a worker keeps on the volume: its credentials, written atomically, and its lock.
+//!
+//! `atomic` and `lock` are shared with the supervisor, which writes `account.json` and holds
+//! `.supervisor.lock` the same way.
+
+pub mod atomic;
+pub mod creds;
+pub mod lock;
+pub mod secret;
