@@ -1,1 +1,57 @@
+//! End-to-end tests: the real `supervisor` (and its re-executed workers) on a temp volume, with
+//! ephemeral ports on loopback. Every wait is for a state under a deadline.
+//!
+//! Build the binaries first: `cargo build --workspace --bins && cargo test --workspace`.
 
+mod e2e {
+    mod api;
+    mod boot;
+    mod restart;
+    mod shutdown;
+
+    use std::time::Duration;
+
+    /// Generous deadline for states that arrive within a second on an idle machine.
+    pub const STATE_DEADLINE: Duration = Duration::from_secs(20);
+
+    /// Whether `pid` is a live (not zombie) process.
+    pub fn alive(pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state != "Z" && state != "X"),
+            Err(_) => false,
+        }
+    }
+
+    /// Every account's pid in a dashboard, by id.
+    pub fn pids(dashboard: &serde_json::Value) -> Vec<(String, Option<u64>)> {
+        dashboard["accounts"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| {
+                        (
+                            x["accountId"].as_str().unwrap_or_default().to_owned(),
+                            x["pid"].as_u64(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether every account in the dashboard has a running, linked worker (it has reported a
+    /// state of its own: `reconnecting` against the refused socket).
+    pub fn all_linked(dashboard: &serde_json::Value, n: usize) -> bool {
+        dashboard["accounts"].as_array().is_some_and(|a| {
+            a.len() == n
+                && a.iter().all(|x| {
+                    x["pid"].is_u64()
+                        && x["status"] == "reconnecting"
+                        && x["reconnectAttempts"].as_u64() >= Some(1)
+                })
+        })
+    }
+}

@@ -12,7 +12,6 @@ use std::time::Duration;
 use interprocess::local_socket::tokio::{prelude::*, Stream};
 use ipc_protocol::{FrameReader, FrameWriter, ToSupervisor, ToWorker, PROTOCOL_VERSION};
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::fleet::FleetMsg;
@@ -20,8 +19,9 @@ use crate::fleet::FleetMsg;
 /// How long a new link has to say Hello.
 const HELLO_DEADLINE: Duration = Duration::from_secs(5);
 
-/// Serves one link until it closes or `token` is cancelled.
-pub async fn run(stream: Stream, fleet: mpsc::UnboundedSender<FleetMsg>, token: CancellationToken) {
+/// Serves one link until it closes. Links outlive the shutdown signal on purpose: a worker's
+/// `Flushed` arrives after SIGTERM.
+pub async fn run(stream: Stream, fleet: mpsc::UnboundedSender<FleetMsg>) {
     let peer_pid = stream.peer_creds().ok().and_then(|c| c.pid());
     // Each half goes to its own task; the writer shuts the stream down explicitly at the end.
     #[allow(deprecated)]
@@ -89,12 +89,7 @@ pub async fn run(stream: Stream, fleet: mpsc::UnboundedSender<FleetMsg>, token: 
     });
 
     loop {
-        let frame = tokio::select! {
-            biased;
-            _ = token.cancelled() => break,
-            frame = reader.read::<ToSupervisor>() => frame,
-        };
-        match frame {
+        match reader.read::<ToSupervisor>().await {
             Ok(Some(msg)) => {
                 let _ = fleet.send(FleetMsg::FromWorker {
                     id: id.clone(),

@@ -90,7 +90,7 @@ impl IpcListener {
                     }
                 },
             };
-            tracker.spawn(link::run(stream, fleet.sender(), token.child_token()));
+            tracker.spawn(link::run(stream, fleet.sender()));
         }
     }
 }

@@ -1,0 +1,10 @@
+//! Helpers for end-to-end tests that run the real binaries on loopback.
+
+pub mod http;
+pub mod process;
+pub mod volume;
+pub mod wait;
+
+pub use process::Supervisor;
+pub use volume::Volume;
+pub use wait::wait_until;

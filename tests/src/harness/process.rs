@@ -1,0 +1,358 @@
+//! The real `supervisor` binary under test: started on loopback with an ephemeral port, its JSON
+//! log captured, and every process it (or its workers) started killed by pid when the test ends.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use super::http::{self, Response};
+use super::wait::wait_until;
+
+/// The admin token every test supervisor uses.
+pub const TOKEN: &str = "test-admin-token";
+
+/// How long a supervisor may take to listen.
+const START_DEADLINE: Duration = Duration::from_secs(20);
+
+/// The target directory's binary `name` (built by `cargo build --workspace --bins`).
+///
+/// # Panics
+/// When the binary has not been built.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace --bins` before the tests",
+        path.display()
+    );
+    path
+}
+
+/// A WebSocket URL on loopback where nothing listens: every dial is refused at once.
+///
+/// # Panics
+/// When no loopback port can be bound.
+pub fn refused_ws_url() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    format!("ws://127.0.0.1:{port}/ws/chat")
+}
+
+/// A running supervisor.
+#[derive(Debug)]
+pub struct Supervisor {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+    seen_workers: Mutex<BTreeSet<u32>>,
+    exited: Option<ExitStatus>,
+}
+
+/// The environment every test supervisor gets; `extra` entries override it.
+fn base_env(sessions: &Path) -> Vec<(String, String)> {
+    [
+        ("SESSIONS_PATH", sessions.display().to_string()),
+        ("PORT", "0".into()),
+        ("BIND_ADDR", "127.0.0.1".into()),
+        ("ADMIN_TOKEN", TOKEN.into()),
+        ("LOG_FORMAT", "json".into()),
+        ("RUST_LOG", "info".into()),
+        ("WA_WS_URL", refused_ws_url()),
+        ("RECONNECT_BASE_MS", "100".into()),
+        ("RECONNECT_MAX_MS", "400".into()),
+        ("BOOT_JITTER_MIN_MS", "50".into()),
+        ("BOOT_JITTER_MAX_MS", "150".into()),
+        ("SHUTDOWN_TIMEOUT_MS", "5000".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+impl Supervisor {
+    /// Starts a supervisor on `sessions` and waits until it listens.
+    ///
+    /// # Panics
+    /// When it exits or does not listen in time (its log is printed).
+    pub fn start(sessions: &Path, extra: &[(&str, &str)]) -> Supervisor {
+        match Self::try_start(sessions, extra) {
+            Ok(s) => s,
+            Err(e) => panic!("supervisor did not start: {e:#}"),
+        }
+    }
+
+    /// Starts a supervisor and waits until it listens, or until it exits.
+    ///
+    /// # Errors
+    /// When it exits first (with its status and log) or does not listen in time.
+    pub fn try_start(sessions: &Path, extra: &[(&str, &str)]) -> anyhow::Result<Supervisor> {
+        let mut child = spawn(sessions, extra)?;
+        let log = capture(&mut child);
+        let started = Instant::now();
+        loop {
+            if let Some(addr) = listening_addr(&log) {
+                return Ok(Supervisor {
+                    child,
+                    addr,
+                    log,
+                    seen_workers: Mutex::new(BTreeSet::new()),
+                    exited: None,
+                });
+            }
+            if let Some(status) = child.try_wait()? {
+                std::thread::sleep(Duration::from_millis(50));
+                bail!(
+                    "supervisor exited with {status}; log:\n{}",
+                    lines(&log).join("\n")
+                );
+            }
+            if started.elapsed() > START_DEADLINE {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "supervisor did not listen in time; log:\n{}",
+                    lines(&log).join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs a supervisor that is expected to fail at start; returns its exit status and log.
+    ///
+    /// # Panics
+    /// When it does not exit within the deadline.
+    pub fn run_to_exit(sessions: &Path, extra: &[(&str, &str)]) -> (ExitStatus, String) {
+        let mut child = spawn(sessions, extra).expect("spawn supervisor");
+        let log = capture(&mut child);
+        let status = wait_until("the supervisor to exit", START_DEADLINE, || {
+            child
+                .try_wait()
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "still running".to_string())
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        (status, lines(&log).join("\n"))
+    }
+
+    /// The supervisor's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `method path` with the admin token.
+    ///
+    /// # Panics
+    /// On I/O errors.
+    pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> Response {
+        let auth = format!("Bearer {TOKEN}");
+        self.call_with(method, path, &[("Authorization", &auth)], body)
+    }
+
+    /// Sends `method path` with exactly `headers`.
+    ///
+    /// # Panics
+    /// On I/O errors.
+    pub fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Response {
+        let mut all = headers.to_vec();
+        if body.is_some() {
+            all.push(("Content-Type", "application/json"));
+        }
+        http::request(self.addr, method, path, &all, body.map(str::as_bytes))
+            .unwrap_or_else(|e| panic!("{method} {path} failed: {e}"))
+    }
+
+    /// `GET /api/status/dashboard`, remembering every worker pid it shows.
+    ///
+    /// # Panics
+    /// When the dashboard does not answer 200.
+    pub fn dashboard(&self) -> Value {
+        let r = self.call("GET", "/api/status/dashboard", None);
+        assert_eq!(r.status, 200, "dashboard: {}", r.text());
+        let body = r.json();
+        if let Some(accounts) = body["accounts"].as_array() {
+            let mut seen = self.seen_workers.lock().expect("lock");
+            seen.extend(
+                accounts
+                    .iter()
+                    .filter_map(|a| a["pid"].as_u64())
+                    .map(|p| p as u32),
+            );
+        }
+        body
+    }
+
+    /// One account from the dashboard.
+    ///
+    /// # Panics
+    /// When the account is not there.
+    pub fn account(&self, id: &str) -> Value {
+        self.dashboard()["accounts"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["accountId"] == id).cloned())
+            .unwrap_or_else(|| panic!("account {id} not in the dashboard"))
+    }
+
+    /// Waits until the dashboard satisfies `check` (which explains itself on failure).
+    pub fn wait_dashboard(
+        &self,
+        what: &str,
+        deadline: Duration,
+        mut check: impl FnMut(&Value) -> bool,
+    ) -> Value {
+        wait_until(what, deadline, || {
+            let d = self.dashboard();
+            if check(&d) {
+                Ok(d)
+            } else {
+                Err(d.to_string())
+            }
+        })
+    }
+
+    /// Sends `signal` to the supervisor.
+    ///
+    /// # Panics
+    /// When the signal cannot be sent.
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.pid() as i32), signal).expect("signal the supervisor");
+    }
+
+    /// Waits for the supervisor to exit.
+    ///
+    /// # Panics
+    /// When it is still running after `deadline`.
+    pub fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
+        let child = &mut self.child;
+        let status = wait_until("the supervisor to exit", deadline, || {
+            child
+                .try_wait()
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "still running".to_string())
+        });
+        self.exited = Some(status);
+        status
+    }
+
+    /// The log lines so far.
+    pub fn log(&self) -> Vec<String> {
+        lines(&self.log)
+    }
+
+    /// The JSON log events so far whose message is `message`.
+    pub fn events(&self, message: &str) -> Vec<Value> {
+        self.log()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["message"].as_str().is_some_and(|m| m == message))
+            .collect()
+    }
+
+    /// Waits for a JSON log event whose message starts with `prefix`.
+    pub fn wait_event(&self, prefix: &str, deadline: Duration) -> Value {
+        wait_until(&format!("log event {prefix:?}"), deadline, || {
+            self.log()
+                .iter()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| v["message"].as_str().is_some_and(|m| m.starts_with(prefix)))
+                .ok_or_else(|| "not yet".to_string())
+        })
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        if self.exited.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        for pid in self
+            .seen_workers
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+        {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- supervisor log ----\n{}\n---- end ----",
+                self.log().join("\n")
+            );
+        }
+    }
+}
+
+fn spawn(sessions: &Path, extra: &[(&str, &str)]) -> anyhow::Result<Child> {
+    let mut cmd = Command::new(binary("supervisor"));
+    for (k, v) in base_env(sessions) {
+        cmd.env(k, v);
+    }
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd.env_remove("RAILWAY_VOLUME_MOUNT_PATH")
+        .env_remove("WORKER_BIN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd.spawn().context("spawn supervisor")
+}
+
+/// Collects stdout and stderr lines in the background.
+fn capture(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let out = child
+        .stdout
+        .take()
+        .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
+    let err = child
+        .stderr
+        .take()
+        .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
+    for stream in [out, err].into_iter().flatten() {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                log.lock().expect("log lock").push(line);
+            }
+        });
+    }
+    log
+}
+
+fn lines(log: &Arc<Mutex<Vec<String>>>) -> Vec<String> {
+    log.lock().map(|l| l.clone()).unwrap_or_default()
+}
+
+fn listening_addr(log: &Arc<Mutex<Vec<String>>>) -> Option<SocketAddr> {
+    lines(log)
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "http listening")
+        .and_then(|v| v["addr"].as_str().and_then(|a| a.parse().ok()))
+}
