@@ -56,6 +56,14 @@ pub struct Config {
     /// Log filter (tracing EnvFilter syntax), e.g. `info,worker=debug`.
     #[arg(long = "rust-log", env = "RUST_LOG")]
     pub rust_log: Option<String>,
+    /// A worker silent this long (no heartbeat, no state) is hung: killed and restarted.
+    #[arg(
+        long,
+        env = "HEARTBEAT_TIMEOUT_MS",
+        default_value_t = 60_000,
+        hide = true
+    )]
+    pub heartbeat_timeout_ms: u64,
     /// First restart delay of a crashed worker; it doubles up to 60 s.
     #[arg(
         long,
@@ -83,6 +91,9 @@ impl Config {
                 "RECONNECT_BASE_MS ({}) must be positive and at most RECONNECT_MAX_MS ({})",
                 self.reconnect_base_ms, self.reconnect_max_ms
             ));
+        }
+        if self.heartbeat_timeout_ms < 1000 {
+            return Err("HEARTBEAT_TIMEOUT_MS must be at least 1000".into());
         }
         if self.restart_backoff_base_ms == 0 {
             return Err("RESTART_BACKOFF_BASE_MS must be positive".into());

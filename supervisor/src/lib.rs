@@ -41,7 +41,7 @@ pub use crate::error::{Error, Result};
 use crate::fleet::boot::{self, Jitter};
 use crate::fleet::child::SpawnSpec;
 use crate::fleet::policy::RestartPolicy;
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, Timeouts};
 use crate::http::{AppState, HealthProbe};
 use crate::ipc::{IpcListener, RuntimeDir};
 use crate::registry::Registry;
@@ -117,7 +117,10 @@ pub async fn run(config: Config) -> Result<()> {
     let (fleet, fleet_handle) = Fleet::new(
         spec,
         policy,
-        config.shutdown_timeout(),
+        Timeouts {
+            shutdown: config.shutdown_timeout(),
+            heartbeat: Duration::from_millis(config.heartbeat_timeout_ms),
+        },
         cache.clone(),
         registry.clone(),
     );

@@ -6,6 +6,7 @@
 mod e2e {
     mod api;
     mod boot;
+    mod ipc;
     mod restart;
     mod shutdown;
 

@@ -28,8 +28,7 @@ use crate::registry::{Account, Registry};
 use child::{ChildHandle, SpawnSpec};
 use policy::{CrashHistory, Decision, RestartPolicy};
 
-/// A worker silent for this long is hung: killed and restarted.
-pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the liveness watchdog looks, at most.
 const WATCHDOG_TICK: Duration = Duration::from_secs(5);
 /// After SIGKILL, how long to wait for the kernel to hand back the stragglers.
 const REAP_DEADLINE: Duration = Duration::from_secs(2);
@@ -188,12 +187,21 @@ struct Slot {
     parked: bool,
 }
 
+/// How long the fleet waits for workers.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// A worker asked to stop is killed after this.
+    pub shutdown: Duration,
+    /// A worker silent this long (60 s by default) is hung: killed and restarted.
+    pub heartbeat: Duration,
+}
+
 /// The fleet task's state.
 #[derive(Debug)]
 pub struct Fleet {
     spec: SpawnSpec,
     policy: RestartPolicy,
-    shutdown_timeout: Duration,
+    timeouts: Timeouts,
     cache: Arc<Cache>,
     registry: Registry,
     slots: HashMap<AccountId, Slot>,
@@ -206,7 +214,7 @@ impl Fleet {
     pub fn new(
         spec: SpawnSpec,
         policy: RestartPolicy,
-        shutdown_timeout: Duration,
+        timeouts: Timeouts,
         cache: Arc<Cache>,
         registry: Registry,
     ) -> (Fleet, FleetHandle) {
@@ -220,7 +228,7 @@ impl Fleet {
         let fleet = Fleet {
             spec,
             policy,
-            shutdown_timeout,
+            timeouts,
             cache,
             registry,
             slots,
@@ -234,7 +242,7 @@ impl Fleet {
     /// watches heartbeats, and on `token` stops every worker.
     pub async fn run(mut self, token: CancellationToken, plan: Vec<(AccountId, Duration)>) {
         let boot = tokio::spawn(run_boot(plan, self.tx.clone(), token.child_token()));
-        let mut watchdog = tokio::time::interval(WATCHDOG_TICK);
+        let mut watchdog = tokio::time::interval(WATCHDOG_TICK.min(self.timeouts.heartbeat / 4));
         watchdog.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -492,23 +500,24 @@ impl Fleet {
     fn kill_later(&self, id: &AccountId, pid: u32) {
         let tx = self.tx.clone();
         let id = id.clone();
-        let after = self.shutdown_timeout;
+        let after = self.timeouts.shutdown;
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
             let _ = tx.send(FleetMsg::KillDue { id, pid });
         });
     }
 
-    /// The liveness watchdog: a worker silent for [`HEARTBEAT_TIMEOUT`] is killed and restarted.
+    /// The liveness watchdog: a worker silent for the heartbeat timeout is killed and restarted.
     fn check_liveness(&mut self, now: Instant) {
         for (id, slot) in &mut self.slots {
             let Some(running) = &mut slot.running else {
                 continue;
             };
             if running.intent.is_none()
-                && now.saturating_duration_since(running.last_seen) >= HEARTBEAT_TIMEOUT
+                && now.saturating_duration_since(running.last_seen) >= self.timeouts.heartbeat
             {
-                warn!(account = %id, pid = running.handle.pid, "worker sent no heartbeat for 60 s; killing it");
+                let silent_s = self.timeouts.heartbeat.as_secs();
+                warn!(account = %id, pid = running.handle.pid, silent_s, "worker sent no heartbeat; killing it as hung");
                 running.intent = Some(Intent::Hung);
                 running.handle.signal(Signal::SIGKILL);
             }
@@ -532,7 +541,7 @@ impl Fleet {
         }
         let mut flushed = 0usize;
         let mut remaining = total;
-        let deadline = started + self.shutdown_timeout;
+        let deadline = started + self.timeouts.shutdown;
         remaining = self.await_exits(remaining, deadline, &mut flushed).await;
         if remaining > 0 {
             warn!(remaining, "workers did not exit in time; killing them");

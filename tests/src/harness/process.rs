@@ -284,6 +284,12 @@ impl Supervisor {
 impl Drop for Supervisor {
     fn drop(&mut self) {
         if self.exited.is_none() {
+            // Ask first, so the supervisor stops its workers; then make sure.
+            let _ = kill(Pid::from_raw(self.pid() as i32), Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = self.child.kill();
             let _ = self.child.wait();
         }

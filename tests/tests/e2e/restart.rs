@@ -123,3 +123,78 @@ fn corrupt_creds_are_kept_aside_and_the_account_needs_a_qr() {
     let content = std::fs::read(volume.sessions().join("broken").join(&kept[0])).expect("read");
     assert_eq!(content, b"{ \"version\": 1, truncated");
 }
+
+#[test]
+fn a_worker_that_sends_no_heartbeat_is_killed_as_hung_and_restarted() {
+    let volume = Volume::new();
+    volume.add_account("silent", true);
+    let script = volume.scratch().join("silent-worker.sh");
+    std::fs::write(&script, "#!/bin/sh\nexec sleep 30\n").expect("script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let bin = script.display().to_string();
+    let sup = Supervisor::start(
+        &volume.sessions(),
+        &[
+            ("WORKER_BIN", &bin),
+            ("HEARTBEAT_TIMEOUT_MS", "1000"),
+            ("RESTART_BACKOFF_BASE_MS", "50"),
+        ],
+    );
+    let first = sup.wait_dashboard("the silent worker running", STATE_DEADLINE, |d| {
+        d["accounts"][0]["pid"].is_u64()
+    });
+    let first_pid = first["accounts"][0]["pid"].as_u64().expect("pid");
+
+    let hung = sup.wait_event(
+        "worker sent no heartbeat; killing it as hung",
+        STATE_DEADLINE,
+    );
+    assert_eq!(hung["pid"].as_u64(), Some(first_pid));
+    sup.wait_dashboard("a replacement worker", STATE_DEADLINE, |d| {
+        d["accounts"][0]["restarts"].as_u64() >= Some(1)
+            && d["accounts"][0]["pid"]
+                .as_u64()
+                .is_some_and(|p| p != first_pid)
+    });
+    wait_until("the hung worker gone", STATE_DEADLINE, || {
+        if super::alive(first_pid as u32) {
+            Err("alive".into())
+        } else {
+            Ok(())
+        }
+    });
+}
+
+#[test]
+fn after_max_reconnect_attempts_the_account_is_disconnected_and_retries_every_five_minutes() {
+    let volume = Volume::new();
+    volume.add_account("flaky", true);
+    let sup = Supervisor::start(
+        &volume.sessions(),
+        &[
+            ("MAX_RECONNECT_ATTEMPTS", "2"),
+            ("RECONNECT_BASE_MS", "50"),
+            ("RECONNECT_MAX_MS", "100"),
+        ],
+    );
+    let d = sup.wait_dashboard("disconnected", STATE_DEADLINE, |d| {
+        d["accounts"][0]["status"] == "disconnected"
+    });
+    let a = &d["accounts"][0];
+    assert_eq!(a["reason"], "network");
+    assert_eq!(a["reconnectAttempts"], 2);
+    let at = |k: &str| humantime::parse_rfc3339(a[k].as_str().expect("time")).expect("iso");
+    let wait = at("nextRetryAt")
+        .duration_since(at("lastEventAt"))
+        .expect("future");
+    assert!(
+        wait >= std::time::Duration::from_secs(299) && wait <= std::time::Duration::from_secs(301),
+        "{wait:?}"
+    );
+    assert!(
+        a["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("refused")),
+        "{a}"
+    );
+}

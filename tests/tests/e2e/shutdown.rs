@@ -39,6 +39,17 @@ fn sigterm_flushes_every_worker_and_exits_zero_within_the_shutdown_timeout() {
     assert!(tally["message"]
         .as_str()
         .is_some_and(|m| m.starts_with("shutdown: 3/3 workers flushed in ")));
+    let log = sup.log().join("\n");
+    let fixture: serde_json::Value =
+        serde_json::from_str(wa_sim::harness::volume::CREDS_FIXTURE).expect("fixture");
+    for secret in [
+        &fixture["noise_key"]["private"],
+        &fixture["identity_key"]["private"],
+        &fixture["adv_secret"],
+    ] {
+        let secret = secret.as_str().expect("base64 key");
+        assert!(!log.contains(secret), "key material never reaches the log");
+    }
     for creds in ["s-1", "s-2", "s-3"] {
         let path = volume.sessions().join(creds).join("creds.json");
         let text = std::fs::read_to_string(&path).expect("creds still there");
