@@ -32,18 +32,9 @@ pub struct Config {
     /// How long workers get to flush and exit on shutdown before they are killed.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 8000)]
     pub shutdown_timeout_ms: u64,
-    /// Passed to workers: first reconnect delay.
-    #[arg(long, env = "RECONNECT_BASE_MS", default_value_t = 1000)]
-    pub reconnect_base_ms: u64,
-    /// Passed to workers: longest reconnect delay.
-    #[arg(long, env = "RECONNECT_MAX_MS", default_value_t = 30000)]
-    pub reconnect_max_ms: u64,
-    /// Passed to workers: failed attempts before `disconnected`.
-    #[arg(long, env = "MAX_RECONNECT_ATTEMPTS", default_value_t = 10)]
-    pub max_reconnect_attempts: u32,
-    /// Passed to workers: the WhatsApp Web socket URL.
-    #[arg(long, env = "WA_WS_URL", default_value = worker::DEFAULT_WS_URL)]
-    pub wa_ws_url: String,
+    /// Passed to every worker: the WhatsApp URL and the reconnect policy.
+    #[command(flatten)]
+    pub connection: worker::ConnectionArgs,
     /// Passed to workers: hex root public key of the server certificate chain.
     #[arg(long, env = "WA_TRUST_ROOT")]
     pub wa_trust_root: Option<String>,
@@ -86,10 +77,11 @@ impl Config {
                 self.boot_jitter_min_ms, self.boot_jitter_max_ms
             ));
         }
-        if self.reconnect_base_ms == 0 || self.reconnect_base_ms > self.reconnect_max_ms {
+        let c = &self.connection;
+        if c.reconnect_base_ms == 0 || c.reconnect_base_ms > c.reconnect_max_ms {
             return Err(format!(
                 "RECONNECT_BASE_MS ({}) must be positive and at most RECONNECT_MAX_MS ({})",
-                self.reconnect_base_ms, self.reconnect_max_ms
+                c.reconnect_base_ms, c.reconnect_max_ms
             ));
         }
         if self.heartbeat_timeout_ms < 1000 {

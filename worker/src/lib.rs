@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
-pub use config::{WorkerArgs, DEFAULT_WS_URL};
+pub use config::{ConnectionArgs, WorkerArgs, DEFAULT_WS_URL};
 pub use logging::init_tracing;
 
 use crate::store::lock::{FileLock, LockError};

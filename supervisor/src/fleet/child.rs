@@ -33,22 +33,8 @@ pub struct SpawnSpec {
 impl SpawnSpec {
     /// The spec for `config`.
     pub fn new(config: &Config, sessions: &Path, ipc: &Path) -> Self {
-        let mut env = vec![
-            ("WA_WS_URL".into(), config.wa_ws_url.clone()),
-            (
-                "RECONNECT_BASE_MS".into(),
-                config.reconnect_base_ms.to_string(),
-            ),
-            (
-                "RECONNECT_MAX_MS".into(),
-                config.reconnect_max_ms.to_string(),
-            ),
-            (
-                "MAX_RECONNECT_ATTEMPTS".into(),
-                config.max_reconnect_attempts.to_string(),
-            ),
-            ("LOG_FORMAT".into(), config.log_format.clone()),
-        ];
+        let mut env = config.connection.to_env();
+        env.push(("LOG_FORMAT".into(), config.log_format.clone()));
         if let Some(root) = &config.wa_trust_root {
             env.push(("WA_TRUST_ROOT".into(), root.clone()));
         }

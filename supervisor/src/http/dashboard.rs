@@ -60,13 +60,14 @@ pub fn account_json(v: &AccountView) -> Value {
     })
 }
 
-/// The phone the worker reported, else the one the operator gave, masked.
+/// The phone the worker reported (JID digits, shown with their `+`), else the one the operator
+/// gave, masked.
 pub fn masked_phone(v: &AccountView) -> Option<String> {
-    v.state
-        .phone
-        .as_deref()
-        .or(v.account.phone.as_deref())
-        .map(phone::mask)
+    match (&v.state.phone, &v.account.phone) {
+        (Some(p), _) if !p.starts_with('+') => Some(phone::mask(&format!("+{p}"))),
+        (Some(p), _) | (None, Some(p)) => Some(phone::mask(p)),
+        (None, None) => None,
+    }
 }
 
 /// `GET /`.

@@ -35,6 +35,18 @@ impl Volume {
         self.dir.path()
     }
 
+    /// Writes an executable shell script `name` in the scratch directory; returns its path.
+    ///
+    /// # Panics
+    /// On any I/O error.
+    pub fn script(&self, name: &str, body: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.scratch().join(name);
+        fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("script");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+        path.display().to_string()
+    }
+
     /// Writes `<id>/account.json`, and the creds fixture when `with_creds`.
     ///
     /// # Panics

@@ -1,6 +1,5 @@
 //! Crashed workers: restarted alone, parked when they loop; one worker per account, ever.
 
-use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use nix::sys::signal::{kill, Signal};
@@ -36,10 +35,7 @@ fn killed_worker_comes_back_and_the_other_workers_keep_their_pids() {
 fn a_worker_that_keeps_crashing_is_parked_with_reason_crash_loop() {
     let volume = Volume::new();
     volume.add_account("crashy", true);
-    let script = volume.scratch().join("crashing-worker.sh");
-    std::fs::write(&script, "#!/bin/sh\nexit 1\n").expect("script");
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let bin = script.display().to_string();
+    let bin = volume.script("crashing-worker.sh", "exit 1");
     let sup = Supervisor::start(
         &volume.sessions(),
         &[("WORKER_BIN", &bin), ("RESTART_BACKOFF_BASE_MS", "20")],
@@ -128,10 +124,7 @@ fn corrupt_creds_are_kept_aside_and_the_account_needs_a_qr() {
 fn a_worker_that_sends_no_heartbeat_is_killed_as_hung_and_restarted() {
     let volume = Volume::new();
     volume.add_account("silent", true);
-    let script = volume.scratch().join("silent-worker.sh");
-    std::fs::write(&script, "#!/bin/sh\nexec sleep 30\n").expect("script");
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let bin = script.display().to_string();
+    let bin = volume.script("silent-worker.sh", "exec sleep 30");
     let sup = Supervisor::start(
         &volume.sessions(),
         &[

@@ -123,7 +123,7 @@ impl Session {
         Session {
             store: CredsStore::new(&args.account_dir()),
             backoff: args.backoff(),
-            ws_url: args.wa_ws_url.clone(),
+            ws_url: args.connection.wa_ws_url.clone(),
             link,
             commands,
             state: WorkerState::default(),
