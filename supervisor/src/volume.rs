@@ -69,6 +69,37 @@ pub fn lock(dir: &Path) -> Result<FileLock, LockError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    fn config(args: &[&str]) -> Config {
+        let mut argv = vec!["supervisor"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).expect("flags parse").config
+    }
+
+    #[test]
+    fn sessions_path_wins_then_the_railway_volume_then_the_local_fallback() {
+        let both = config(&[
+            "--sessions-path",
+            "/a",
+            "--railway-volume-mount-path",
+            "/data",
+        ]);
+        assert_eq!(resolve(&both), PathBuf::from("/a"));
+        let railway = config(&["--railway-volume-mount-path", "/data"]);
+        assert_eq!(resolve(&railway), PathBuf::from("/data/sessions"));
+        if std::env::var_os("SESSIONS_PATH").is_none()
+            && std::env::var_os("RAILWAY_VOLUME_MOUNT_PATH").is_none()
+        {
+            assert_eq!(resolve(&config(&[])), PathBuf::from(".sessions"));
+        }
+    }
 
     #[test]
     fn probe_fails_when_the_directory_is_gone_or_a_file() {
