@@ -163,6 +163,8 @@ pub enum Reason {
     ServerError(u16),
     /// The worker crashed too often and was parked.
     CrashLoop,
+    /// The worker process exited unexpectedly and is being restarted.
+    WorkerCrashed,
     /// The worker stopped sending heartbeats and was restarted.
     Hung,
     /// The stored credentials could not be read; they were kept aside.
@@ -188,6 +190,7 @@ impl Reason {
             Reason::KeepaliveTimeout => "keepalive_timeout".into(),
             Reason::ServerError(code) => format!("server_error_{code}"),
             Reason::CrashLoop => "crash_loop".into(),
+            Reason::WorkerCrashed => "worker_crashed".into(),
             Reason::Hung => "hung".into(),
             Reason::CredsCorrupt => "creds_corrupt".into(),
             Reason::NotPaired => "not_paired".into(),
@@ -216,6 +219,7 @@ impl FromStr for Reason {
             "network" => Reason::Network,
             "keepalive_timeout" => Reason::KeepaliveTimeout,
             "crash_loop" => Reason::CrashLoop,
+            "worker_crashed" => Reason::WorkerCrashed,
             "hung" => Reason::Hung,
             "creds_corrupt" => Reason::CredsCorrupt,
             "not_paired" => Reason::NotPaired,

@@ -21,6 +21,7 @@ fn reason() -> impl Strategy<Value = Reason> {
         Just(Reason::KeepaliveTimeout),
         any::<u16>().prop_map(Reason::ServerError),
         Just(Reason::CrashLoop),
+        Just(Reason::WorkerCrashed),
         Just(Reason::Hung),
         Just(Reason::CredsCorrupt),
         Just(Reason::NotPaired),

@@ -414,7 +414,7 @@ impl Fleet {
                 let reason = if running.intent == Some(Intent::Hung) {
                     Reason::Hung
                 } else {
-                    Reason::Other("worker_crashed".into())
+                    Reason::WorkerCrashed
                 };
                 match slot.history.on_crash(&self.policy, running.started, now) {
                     Decision::Restart(delay) => {
