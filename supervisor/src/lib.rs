@@ -91,6 +91,7 @@ pub async fn run(config: Config) -> Result<()> {
     )?);
 
     let cache = Arc::new(Cache::default());
+    let total = accounts.len();
     let mut bootable = Vec::new();
     for account in accounts {
         let has_creds = registry.has_creds(&account.id);
@@ -104,11 +105,7 @@ pub async fn run(config: Config) -> Result<()> {
         max: Duration::from_millis(config.boot_jitter_max_ms),
     };
     let plan = boot::plan(bootable, jitter, &mut rand::thread_rng());
-    info!(
-        accounts = cache.all().len(),
-        booting = plan.len(),
-        "accounts loaded"
-    );
+    info!(accounts = total, booting = plan.len(), "accounts loaded");
 
     let runtime_dir = RuntimeDir::create().map_err(Error::Ipc)?;
     let ipc = IpcListener::bind(&runtime_dir).map_err(Error::Ipc)?;

@@ -13,9 +13,9 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 use worker::store::atomic::{rename_durable, sync_dir, write_atomic};
+use worker::store::creds::CredsStore;
 
 const ACCOUNT_FILE: &str = "account.json";
-const CREDS_FILE: &str = "creds.json";
 const ARCHIVE_DIR: &str = ".archive";
 
 /// One account, as stored in `account.json`.
@@ -145,7 +145,7 @@ impl Registry {
 
     /// Whether the account's worker has stored credentials.
     pub fn has_creds(&self, id: &AccountId) -> bool {
-        self.dir(id).join(CREDS_FILE).is_file()
+        CredsStore::new(&self.dir(id)).path().is_file()
     }
 
     /// Moves the account's whole directory (credentials included) to

@@ -26,6 +26,26 @@ mod e2e {
         }
     }
 
+    /// Waits until none of `pids` is a live process.
+    pub fn wait_gone(what: &str, pids: &[u32], deadline: Duration) {
+        wa_sim::harness::wait_until(what, deadline, || {
+            let left: Vec<_> = pids.iter().filter(|p| alive(**p)).collect();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("still alive: {left:?}"))
+            }
+        });
+    }
+
+    /// The pids of the running workers in a dashboard.
+    pub fn worker_pids(dashboard: &serde_json::Value) -> Vec<u32> {
+        pids(dashboard)
+            .into_iter()
+            .filter_map(|(_, p)| p.map(|p| p as u32))
+            .collect()
+    }
+
     /// Every account's pid in a dashboard, by id.
     pub fn pids(dashboard: &serde_json::Value) -> Vec<(String, Option<u64>)> {
         dashboard["accounts"]

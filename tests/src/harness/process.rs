@@ -140,12 +140,7 @@ impl Supervisor {
     pub fn run_to_exit(sessions: &Path, extra: &[(&str, &str)]) -> (ExitStatus, String) {
         let mut child = spawn(sessions, extra).expect("spawn supervisor");
         let log = capture(&mut child);
-        let status = wait_until("the supervisor to exit", START_DEADLINE, || {
-            child
-                .try_wait()
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| "still running".to_string())
-        });
+        let status = wait_for_exit(&mut child, START_DEADLINE);
         std::thread::sleep(Duration::from_millis(50));
         (status, lines(&log).join("\n"))
     }
@@ -244,13 +239,7 @@ impl Supervisor {
     /// # Panics
     /// When it is still running after `deadline`.
     pub fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
-        let child = &mut self.child;
-        let status = wait_until("the supervisor to exit", deadline, || {
-            child
-                .try_wait()
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| "still running".to_string())
-        });
+        let status = wait_for_exit(&mut self.child, deadline);
         self.exited = Some(status);
         status
     }
@@ -262,9 +251,7 @@ impl Supervisor {
 
     /// The JSON log events so far whose message is `message`.
     pub fn events(&self, message: &str) -> Vec<Value> {
-        self.log()
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        json_events(&self.log)
             .filter(|v| v["message"].as_str().is_some_and(|m| m == message))
             .collect()
     }
@@ -272,9 +259,7 @@ impl Supervisor {
     /// Waits for a JSON log event whose message starts with `prefix`.
     pub fn wait_event(&self, prefix: &str, deadline: Duration) -> Value {
         wait_until(&format!("log event {prefix:?}"), deadline, || {
-            self.log()
-                .iter()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            json_events(&self.log)
                 .find(|v| v["message"].as_str().is_some_and(|m| m.starts_with(prefix)))
                 .ok_or_else(|| "not yet".to_string())
         })
@@ -312,20 +297,14 @@ impl Drop for Supervisor {
 
 fn spawn(sessions: &Path, extra: &[(&str, &str)]) -> anyhow::Result<Child> {
     let mut cmd = Command::new(binary("supervisor"));
-    for (k, v) in base_env(sessions) {
-        cmd.env(k, v);
-    }
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
+    // Nothing from the test runner's environment may redirect the supervisor.
     cmd.env_remove("RAILWAY_VOLUME_MOUNT_PATH")
         .env_remove("WORKER_BIN")
+        .envs(base_env(sessions))
+        .envs(extra.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
     cmd.spawn().context("spawn supervisor")
 }
 
@@ -356,9 +335,24 @@ fn lines(log: &Arc<Mutex<Vec<String>>>) -> Vec<String> {
 }
 
 fn listening_addr(log: &Arc<Mutex<Vec<String>>>) -> Option<SocketAddr> {
-    lines(log)
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    json_events(log)
         .find(|v| v["message"] == "http listening")
         .and_then(|v| v["addr"].as_str().and_then(|a| a.parse().ok()))
+}
+
+/// The log lines that are JSON events (the token banner and panics are not).
+fn json_events(log: &Arc<Mutex<Vec<String>>>) -> impl Iterator<Item = Value> {
+    lines(log)
+        .into_iter()
+        .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
+}
+
+/// Waits for `child` to exit under `deadline`.
+fn wait_for_exit(child: &mut Child, deadline: Duration) -> ExitStatus {
+    wait_until("the supervisor to exit", deadline, || {
+        child
+            .try_wait()
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "still running".to_string())
+    })
 }

@@ -149,13 +149,7 @@ fn a_worker_that_sends_no_heartbeat_is_killed_as_hung_and_restarted() {
                 .as_u64()
                 .is_some_and(|p| p != first_pid)
     });
-    wait_until("the hung worker gone", STATE_DEADLINE, || {
-        if super::alive(first_pid as u32) {
-            Err("alive".into())
-        } else {
-            Ok(())
-        }
-    });
+    super::wait_gone("the hung worker gone", &[first_pid as u32], STATE_DEADLINE);
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use wa_sim::harness::{wait_until, Supervisor, Volume};
 
-use super::{alive, all_linked, pids, STATE_DEADLINE};
+use super::{alive, all_linked, wait_gone, worker_pids, STATE_DEADLINE};
 
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(5000);
 
@@ -17,11 +17,9 @@ fn sigterm_flushes_every_worker_and_exits_zero_within_the_shutdown_timeout() {
         volume.add_account(id, true);
     }
     let mut sup = Supervisor::start(&volume.sessions(), &[("SHUTDOWN_TIMEOUT_MS", "5000")]);
-    let workers: Vec<u32> =
-        pids(&sup.wait_dashboard("three linked workers", STATE_DEADLINE, |d| all_linked(d, 3)))
-            .into_iter()
-            .filter_map(|(_, p)| p.map(|p| p as u32))
-            .collect();
+    let workers = worker_pids(
+        &sup.wait_dashboard("three linked workers", STATE_DEADLINE, |d| all_linked(d, 3)),
+    );
     assert_eq!(workers.len(), 3);
 
     let asked = Instant::now();
@@ -67,21 +65,12 @@ fn a_killed_supervisor_takes_every_worker_down_within_two_seconds() {
         volume.add_account(id, true);
     }
     let mut sup = Supervisor::start(&volume.sessions(), &[]);
-    let workers: Vec<u32> =
-        pids(&sup.wait_dashboard("two linked workers", STATE_DEADLINE, |d| all_linked(d, 2)))
-            .into_iter()
-            .filter_map(|(_, p)| p.map(|p| p as u32))
-            .collect();
+    let workers = worker_pids(
+        &sup.wait_dashboard("two linked workers", STATE_DEADLINE, |d| all_linked(d, 2)),
+    );
     sup.signal(Signal::SIGKILL);
     sup.wait_exit(Duration::from_secs(5));
-    wait_until("every worker gone", Duration::from_secs(2), || {
-        let left: Vec<_> = workers.iter().filter(|p| alive(**p)).collect();
-        if left.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("still alive: {left:?}"))
-        }
-    });
+    wait_gone("every worker gone", &workers, Duration::from_secs(2));
 }
 
 #[test]

@@ -15,7 +15,6 @@ use nix::fcntl::{Flock, FlockArg};
 #[derive(Debug)]
 pub struct FileLock {
     _flock: Flock<File>,
-    path: PathBuf,
 }
 
 /// Why a lock could not be taken.
@@ -56,10 +55,7 @@ impl FileLock {
                 source,
             })?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(flock) => Ok(FileLock {
-                _flock: flock,
-                path: path.to_owned(),
-            }),
+            Ok(flock) => Ok(FileLock { _flock: flock }),
             Err((_, Errno::EWOULDBLOCK)) => Err(LockError::Held {
                 path: path.to_owned(),
             }),
@@ -68,11 +64,6 @@ impl FileLock {
                 source: io::Error::from(errno),
             }),
         }
-    }
-
-    /// The lock file.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 
