@@ -169,6 +169,8 @@ pub enum Reason {
     Hung,
     /// The stored credentials could not be read; they were kept aside.
     CredsCorrupt,
+    /// The server's certificate chain did not verify under the trusted root.
+    CertificateRejected,
     /// The account was never paired.
     NotPaired,
     /// An admin stopped the account.
@@ -193,6 +195,7 @@ impl Reason {
             Reason::WorkerCrashed => "worker_crashed".into(),
             Reason::Hung => "hung".into(),
             Reason::CredsCorrupt => "creds_corrupt".into(),
+            Reason::CertificateRejected => "certificate_rejected".into(),
             Reason::NotPaired => "not_paired".into(),
             Reason::AdminStopped => "admin_stopped".into(),
             Reason::Other(s) => s.clone(),
@@ -222,6 +225,7 @@ impl FromStr for Reason {
             "worker_crashed" => Reason::WorkerCrashed,
             "hung" => Reason::Hung,
             "creds_corrupt" => Reason::CredsCorrupt,
+            "certificate_rejected" => Reason::CertificateRejected,
             "not_paired" => Reason::NotPaired,
             "admin_stopped" => Reason::AdminStopped,
             other => match other

@@ -24,6 +24,7 @@ fn reason() -> impl Strategy<Value = Reason> {
         Just(Reason::WorkerCrashed),
         Just(Reason::Hung),
         Just(Reason::CredsCorrupt),
+        Just(Reason::CertificateRejected),
         Just(Reason::NotPaired),
         Just(Reason::AdminStopped),
         "[a-z]{1,8}_x".prop_map(Reason::Other),

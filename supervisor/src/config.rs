@@ -35,9 +35,6 @@ pub struct Config {
     /// Passed to every worker: the WhatsApp URL and the reconnect policy.
     #[command(flatten)]
     pub connection: worker::ConnectionArgs,
-    /// Passed to workers: hex root public key of the server certificate chain.
-    #[arg(long, env = "WA_TRUST_ROOT")]
-    pub wa_trust_root: Option<String>,
     /// Program to run as the worker instead of this binary's `worker` subcommand.
     #[arg(long, env = "WORKER_BIN")]
     pub worker_bin: Option<PathBuf>,

@@ -48,23 +48,97 @@ pub struct ConnectionArgs {
     /// Failed attempts before the status becomes `disconnected` (then one try every 5 minutes).
     #[arg(long, env = "MAX_RECONNECT_ATTEMPTS", default_value_t = 10)]
     pub max_reconnect_attempts: u32,
+    /// Hex root public key the server certificate chain must verify under (default:
+    /// WhatsApp's; the simulator prints its own).
+    #[arg(long, env = "WA_TRUST_ROOT", value_parser = parse_trust_root)]
+    pub wa_trust_root: Option<TrustRoot>,
+    /// WhatsApp Web version sent in the user agent, `primary.secondary.tertiary`.
+    #[arg(long, env = "WA_VERSION", default_value = DEFAULT_WA_VERSION, value_parser = parse_version)]
+    pub wa_version: WaVersion,
+    /// Lifetime of each QR ref; 0 means the protocol's (60 s for the first, 20 s after).
+    #[arg(long, env = "QR_REF_TIMEOUT_MS", default_value_t = 0)]
+    pub qr_ref_timeout_ms: u64,
+}
+
+/// The WhatsApp Web version whatsmeow sends (wa-protocol.md §0).
+pub const DEFAULT_WA_VERSION: &str = "2.3000.1045649367";
+
+/// A 32-byte root public key given in hex.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct TrustRoot(pub [u8; 32]);
+
+/// A WhatsApp Web version, `primary.secondary.tertiary`.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct WaVersion(pub [u32; 3]);
+
+impl std::fmt::Display for TrustRoot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl std::fmt::Display for WaVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [a, b, c] = self.0;
+        write!(f, "{a}.{b}.{c}")
+    }
+}
+
+fn parse_trust_root(s: &str) -> Result<TrustRoot, String> {
+    let s = s.trim();
+    let bad = || {
+        format!(
+            "WA_TRUST_ROOT must be 64 hex characters (a 32-byte public key), got {} characters",
+            s.len()
+        )
+    };
+    if s.len() != 64 {
+        return Err(bad());
+    }
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte =
+            u8::from_str_radix(s.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16).map_err(|_| bad())?;
+    }
+    Ok(TrustRoot(key))
+}
+
+fn parse_version(s: &str) -> Result<WaVersion, String> {
+    let parts: Vec<u32> = s
+        .trim()
+        .split('.')
+        .map(|p| p.parse::<u32>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("WA_VERSION must look like 2.3000.1045649367, got {s:?}"))?;
+    match parts.as_slice() {
+        [a, b, c] => Ok(WaVersion([*a, *b, *c])),
+        _ => Err(format!(
+            "WA_VERSION must have three parts, like 2.3000.1045649367, got {s:?}"
+        )),
+    }
 }
 
 impl ConnectionArgs {
     /// The same flags as environment variables, for a spawned worker.
     pub fn to_env(&self) -> Vec<(String, String)> {
-        vec![
-            ("WA_WS_URL".into(), self.wa_ws_url.clone()),
+        let mut env: Vec<(String, String)> = [
+            ("WA_WS_URL", self.wa_ws_url.clone()),
+            ("RECONNECT_BASE_MS", self.reconnect_base_ms.to_string()),
+            ("RECONNECT_MAX_MS", self.reconnect_max_ms.to_string()),
             (
-                "RECONNECT_BASE_MS".into(),
-                self.reconnect_base_ms.to_string(),
-            ),
-            ("RECONNECT_MAX_MS".into(), self.reconnect_max_ms.to_string()),
-            (
-                "MAX_RECONNECT_ATTEMPTS".into(),
+                "MAX_RECONNECT_ATTEMPTS",
                 self.max_reconnect_attempts.to_string(),
             ),
+            ("WA_VERSION", self.wa_version.to_string()),
+            ("QR_REF_TIMEOUT_MS", self.qr_ref_timeout_ms.to_string()),
         ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        if let Some(root) = self.wa_trust_root {
+            env.push(("WA_TRUST_ROOT".into(), root.to_string()));
+        }
+        env
     }
 }
 
@@ -82,5 +156,28 @@ impl WorkerArgs {
             max: Duration::from_millis(c.reconnect_max_ms.max(c.reconnect_base_ms).max(1)),
             max_attempts: c.max_reconnect_attempts,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints_the_trust_root_and_version() {
+        let hex = "142375574d0a587166aae71ebe516437c4a28b73e3695c6ce1f7f9545da8ee6b";
+        let root = parse_trust_root(hex).expect("valid");
+        assert_eq!(root.0, crate::wa::noise::cert::WA_ROOT_KEY);
+        assert_eq!(root.to_string(), hex);
+        assert!(parse_trust_root("abcd").is_err());
+        assert!(parse_trust_root(&"zz".repeat(32)).is_err());
+        assert_eq!(
+            parse_version("2.3000.1045649367")
+                .expect("valid")
+                .to_string(),
+            "2.3000.1045649367"
+        );
+        assert!(parse_version("2.3000").is_err());
+        assert!(parse_version("2.x.1").is_err());
     }
 }

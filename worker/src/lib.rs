@@ -20,6 +20,7 @@ mod logging;
 mod session;
 pub mod store;
 mod transport;
+pub mod wa;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -27,7 +28,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
-pub use config::{ConnectionArgs, WorkerArgs, DEFAULT_WS_URL};
+pub use config::{
+    ConnectionArgs, TrustRoot, WaVersion, WorkerArgs, DEFAULT_WA_VERSION, DEFAULT_WS_URL,
+};
 pub use logging::init_tracing;
 
 use crate::store::lock::{FileLock, LockError};

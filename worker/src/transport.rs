@@ -1,43 +1,180 @@
-//! The only file that touches tokio-tungstenite: dialling WhatsApp's WebSocket.
+//! The only file that touches tokio-tungstenite: the WebSocket to WhatsApp, its framing and,
+//! once the handshake is done, the Noise transport around every node.
 
+use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tracing::{debug, warn};
+
+use crate::wa::binary::{self, Node};
+use crate::wa::frame::{self, FrameDecoder, FrameTooLarge};
+use crate::wa::noise::NoiseTransport;
 
 pub(crate) use tokio_tungstenite::tungstenite::Error as WsError;
-pub(crate) use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::Message;
 
-/// An open WebSocket to WhatsApp (or the simulator).
-pub(crate) type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// WhatsApp frames carry a 3-byte length, so no message exceeds 2^24 bytes (wa-protocol.md §1.1).
 const MAX_MESSAGE_LEN: usize = 1 << 24;
 /// Small buffers: hundreds of workers run side by side, and idle sockets move few bytes.
 const READ_BUFFER_LEN: usize = 8 * 1024;
 
-/// Opens the WebSocket at `url` with the Origin header WhatsApp Web sends.
-///
-/// TLS uses rustls with the webpki roots compiled in; `ws://` URLs (the simulator) go plain.
-///
-/// # Errors
-/// Any error from the URL, the TCP connect, TLS or the WebSocket upgrade.
-pub(crate) async fn dial(url: &str) -> Result<WsStream, WsError> {
-    let mut request = url.into_client_request()?;
-    let headers = request.headers_mut();
-    headers.insert(
-        "Origin",
-        HeaderValue::from_static("https://web.whatsapp.com"),
-    );
-    headers.insert("Cache-Control", HeaderValue::from_static("no-cache"));
-    headers.insert("Pragma", HeaderValue::from_static("no-cache"));
-    let config = WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER_LEN)
-        .write_buffer_size(0)
-        .max_message_size(Some(MAX_MESSAGE_LEN))
-        .max_frame_size(Some(MAX_MESSAGE_LEN));
-    let (stream, _response) =
-        tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
-    Ok(stream)
+/// Why the connection failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TransportError {
+    #[error("websocket failed: {0}")]
+    Ws(#[from] WsError),
+    #[error("socket closed by the server{}", .0.as_deref().map(|r| format!(" ({r})")).unwrap_or_default())]
+    Closed(Option<String>),
+    #[error(transparent)]
+    TooLarge(#[from] FrameTooLarge),
+}
+
+/// An open WebSocket carrying WhatsApp frames.
+pub(crate) struct Connection {
+    ws: WsStream,
+    frames: FrameDecoder,
+    noise: Option<NoiseTransport>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("encrypted", &self.noise.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// Opens the WebSocket at `url` with the headers WhatsApp Web sends. TLS uses rustls with
+    /// the webpki roots compiled in; `ws://` URLs (the simulator) go plain.
+    ///
+    /// # Errors
+    /// Any error from the URL, the TCP connect, TLS or the WebSocket upgrade.
+    pub(crate) async fn open(url: &str) -> Result<Connection, TransportError> {
+        let mut request = url.into_client_request()?;
+        let headers = request.headers_mut();
+        headers.insert(
+            "Origin",
+            HeaderValue::from_static("https://web.whatsapp.com"),
+        );
+        headers.insert("Cache-Control", HeaderValue::from_static("no-cache"));
+        headers.insert("Pragma", HeaderValue::from_static("no-cache"));
+        let config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER_LEN)
+            .write_buffer_size(0)
+            .max_message_size(Some(MAX_MESSAGE_LEN))
+            .max_frame_size(Some(MAX_MESSAGE_LEN));
+        let (ws, _response) =
+            tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
+        Ok(Connection {
+            ws,
+            frames: FrameDecoder::new(),
+            noise: None,
+        })
+    }
+
+    /// Sends one raw (handshake) frame, after `prefix` (the intro, on the first message).
+    ///
+    /// # Errors
+    /// An oversized payload or a failed send.
+    pub(crate) async fn send_raw(
+        &mut self,
+        prefix: &[u8],
+        payload: &[u8],
+    ) -> Result<(), TransportError> {
+        let mut message = prefix.to_vec();
+        frame::encode(payload, &mut message)?;
+        self.ws.send(Message::Binary(message.into())).await?;
+        Ok(())
+    }
+
+    /// Reads the next raw frame payload.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: partial frames stay in this connection's decoder.
+    ///
+    /// # Errors
+    /// The socket failed or closed.
+    pub(crate) async fn read_raw(&mut self) -> Result<Vec<u8>, TransportError> {
+        loop {
+            if let Some(payload) = self.frames.next_frame() {
+                return Ok(payload);
+            }
+            match self.ws.next().await {
+                Some(Ok(Message::Binary(bytes))) => self.frames.push(&bytes),
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(TransportError::Closed(
+                        frame.map(|f| format!("{} {}", f.code, f.reason)),
+                    ))
+                }
+                Some(Ok(other)) => {
+                    debug!(kind = ?std::mem::discriminant(&other), "non-binary websocket message ignored")
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None => return Err(TransportError::Closed(None)),
+            }
+        }
+    }
+
+    /// Switches to the transport phase: from now on every frame is encrypted.
+    pub(crate) fn start_transport(&mut self, noise: NoiseTransport) {
+        self.noise = Some(noise);
+    }
+
+    /// Encrypts and sends one node.
+    ///
+    /// # Errors
+    /// A failed send.
+    pub(crate) async fn send_node(&mut self, node: &Node) -> Result<(), TransportError> {
+        debug!(%node, "send");
+        let plaintext = binary::encode(node);
+        let payload = match &mut self.noise {
+            Some(noise) => noise.encrypt(&plaintext),
+            None => plaintext,
+        };
+        self.send_raw(&[], &payload).await
+    }
+
+    /// Reads the next node. Frames that do not decrypt or decode are dropped with a warning, as
+    /// whatsmeow does; the read counter stays in step.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`Connection::read_raw`].
+    ///
+    /// # Errors
+    /// The socket failed or closed.
+    pub(crate) async fn read_node(&mut self) -> Result<Node, TransportError> {
+        loop {
+            let payload = self.read_raw().await?;
+            let plaintext = match &mut self.noise {
+                Some(noise) => match noise.decrypt(&payload) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        warn!(error = %e, "frame dropped");
+                        continue;
+                    }
+                },
+                None => payload,
+            };
+            match binary::decode(&plaintext) {
+                Ok(node) => {
+                    debug!(%node, "recv");
+                    return Ok(node);
+                }
+                Err(e) => warn!(error = %e, len = plaintext.len(), "undecodable node dropped"),
+            }
+        }
+    }
+
+    /// Sends a WebSocket close and waits briefly for it to go out.
+    pub(crate) async fn close(&mut self) {
+        if let Err(e) = self.ws.close(None).await {
+            debug!(error = %e, "socket close failed");
+        }
+    }
 }

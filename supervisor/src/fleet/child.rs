@@ -35,9 +35,6 @@ impl SpawnSpec {
     pub fn new(config: &Config, sessions: &Path, ipc: &Path) -> Self {
         let mut env = config.connection.to_env();
         env.push(("LOG_FORMAT".into(), config.log_format.clone()));
-        if let Some(root) = &config.wa_trust_root {
-            env.push(("WA_TRUST_ROOT".into(), root.clone()));
-        }
         if let Some(filter) = &config.rust_log {
             env.push(("RUST_LOG".into(), filter.clone()));
         }

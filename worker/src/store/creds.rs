@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::atomic::{rename_durable, write_atomic};
 use super::secret::{Blob, Bytes, Secret};
+use crate::wa::xeddsa;
 
 /// The current format version of `creds.json`.
 pub const CREDS_VERSION: u32 = 1;
@@ -74,9 +75,91 @@ pub struct Creds {
     /// The edge routing info the server sent last, for the next connect.
     #[serde(default)]
     pub routing_info: Option<Blob>,
+    /// The phone's identity key (the `accountSignatureKey` of pairing), once paired.
+    #[serde(default)]
+    pub account_key: Option<Bytes<32>>,
+    /// The phone's platform (`android`, `iphone`, `smba`, ...), once paired.
+    #[serde(default)]
+    pub platform: Option<String>,
+    /// One-time prekeys uploaded to the server and not yet known to be used.
+    #[serde(default)]
+    pub prekeys: Vec<PreKey>,
+    /// The id the next generated one-time prekey gets.
+    #[serde(default = "first_prekey_id")]
+    pub next_prekey_id: u32,
 }
 
+fn first_prekey_id() -> u32 {
+    1
+}
+
+/// A one-time Signal prekey.
+#[derive(Clone, Debug, Deserialize, Eq, PartialEq, Serialize)]
+pub struct PreKey {
+    /// Its id (24 bits on the wire).
+    pub id: u32,
+    /// The key pair.
+    pub key_pair: KeyPair,
+}
+
+impl KeyPair {
+    /// A fresh X25519 key pair.
+    pub fn generate() -> Self {
+        let private = xeddsa::generate_private();
+        KeyPair {
+            public: Bytes(xeddsa::public_key(&private)),
+            private: Secret::new(Bytes(private)),
+        }
+    }
+}
+
+/// The Signal "DJB" key type byte that prefixes a public key in signed messages.
+pub const DJB_KEY_TYPE: u8 = 0x05;
+
 impl Creds {
+    /// Fresh credentials for a device that has never paired: the noise key, the identity key,
+    /// signed prekey 1 (XEdDSA over `0x05 || public`), a registration id and the adv secret
+    /// (wa-protocol.md §4.4; the registration id spans 32 bits as in whatsmeow).
+    pub fn generate() -> Self {
+        let identity_key = KeyPair::generate();
+        let prekey = KeyPair::generate();
+        let mut signed = vec![DJB_KEY_TYPE];
+        signed.extend_from_slice(&prekey.public.0);
+        let signature = xeddsa::sign(&identity_key.private.expose().0, &signed);
+        Creds {
+            version: CREDS_VERSION,
+            noise_key: KeyPair::generate(),
+            identity_key,
+            signed_prekey: SignedPreKey {
+                key_id: 1,
+                key_pair: prekey,
+                signature: Bytes(signature),
+            },
+            registration_id: rand::random(),
+            adv_secret: Secret::new(Bytes(rand::random())),
+            me: None,
+            account: None,
+            routing_info: None,
+            account_key: None,
+            platform: None,
+            prekeys: Vec::new(),
+            next_prekey_id: first_prekey_id(),
+        }
+    }
+
+    /// Generates `count` one-time prekeys, keeps them, and returns them.
+    pub fn generate_prekeys(&mut self, count: u32) -> Vec<PreKey> {
+        let fresh: Vec<PreKey> = (0..count)
+            .map(|i| PreKey {
+                id: (self.next_prekey_id + i) & 0x00FF_FFFF,
+                key_pair: KeyPair::generate(),
+            })
+            .collect();
+        self.next_prekey_id = (self.next_prekey_id + count) & 0x00FF_FFFF;
+        self.prekeys.extend(fresh.iter().cloned());
+        fresh
+    }
+
     /// Whether this device has completed pairing.
     pub fn is_paired(&self) -> bool {
         self.me.is_some()
@@ -207,6 +290,29 @@ mod tests {
             .mode()
             & 0o777;
         assert_eq!(mode, 0o600);
+        let Loaded::Creds(back) = store.load().expect("load") else {
+            panic!("must load");
+        };
+        assert_eq!(*back, creds);
+    }
+
+    #[test]
+    fn generated_creds_carry_a_valid_signed_prekey_and_survive_a_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut creds = Creds::generate();
+        let mut msg = vec![DJB_KEY_TYPE];
+        msg.extend_from_slice(&creds.signed_prekey.key_pair.public.0);
+        assert!(xeddsa::verify(
+            &creds.identity_key.public.0,
+            &msg,
+            &creds.signed_prekey.signature.0
+        ));
+        assert!(!creds.is_paired());
+        let keys = creds.generate_prekeys(3);
+        assert_eq!(keys.iter().map(|k| k.id).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(creds.next_prekey_id, 4);
+        let store = CredsStore::new(dir.path());
+        store.save(&creds).expect("save");
         let Loaded::Creds(back) = store.load().expect("load") else {
             panic!("must load");
         };

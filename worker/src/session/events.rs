@@ -1,0 +1,206 @@
+//! What a `<stream:error>` or `<failure>` means for the account (wa-protocol.md §8.5, §8.6,
+//! architecture.md's statuses and reasons).
+
+use std::time::Duration;
+
+use ipc_protocol::{Reason, WorkerStatus};
+
+use crate::wa::binary::Node;
+
+/// How a live connection ended, and what to do next.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub(crate) enum Disconnect {
+    /// Dial again at once (515 restart).
+    Restart,
+    /// Dial again after the backoff.
+    Retry {
+        /// Why.
+        reason: Reason,
+        /// For people.
+        error: String,
+    },
+    /// Retry only after `after` (a temporary ban's expiry), status `disconnected`.
+    RetryAfter {
+        /// Why.
+        reason: Reason,
+        /// For people.
+        error: String,
+        /// When to try again.
+        after: Duration,
+    },
+    /// Stop; do not reconnect on our own.
+    Stop {
+        /// The status to report.
+        status: WorkerStatus,
+        /// Why.
+        reason: Reason,
+        /// For people.
+        error: String,
+        /// The creds are dead: archive them.
+        archive_creds: bool,
+    },
+    /// Every QR ref expired without a scan.
+    QrExhausted,
+}
+
+impl Disconnect {
+    fn logged_out(error: String) -> Self {
+        Disconnect::Stop {
+            status: WorkerStatus::LoggedOut,
+            reason: Reason::LoggedOut,
+            error,
+            archive_creds: true,
+        }
+    }
+}
+
+/// Classifies `<stream:error>` (§8.5).
+pub(crate) fn stream_error(node: &Node) -> Disconnect {
+    let code = node.attr_str("code").and_then(|c| c.parse::<u16>().ok());
+    let conflict = node
+        .child("conflict")
+        .and_then(|c| c.attr_str("type"))
+        .map(|t| t.into_owned());
+    let text = format!(
+        "stream error{}{}",
+        code.map(|c| format!(" {c}")).unwrap_or_default(),
+        conflict
+            .as_deref()
+            .map(|t| format!(" ({t})"))
+            .unwrap_or_default()
+    );
+    match (code, conflict.as_deref()) {
+        (_, Some("device_removed")) | (Some(401), _) => Disconnect::logged_out(text),
+        (_, Some("replaced")) => Disconnect::Stop {
+            status: WorkerStatus::Conflict,
+            reason: Reason::Replaced,
+            error: text,
+            archive_creds: false,
+        },
+        (Some(515), _) => Disconnect::Restart,
+        (Some(code), _) => Disconnect::Retry {
+            reason: Reason::ServerError(code),
+            error: text,
+        },
+        (None, _) => Disconnect::Retry {
+            reason: Reason::Network,
+            error: text,
+        },
+    }
+}
+
+/// Classifies `<failure reason=…>` (§8.6).
+pub(crate) fn failure(node: &Node) -> Disconnect {
+    let code = node
+        .attr_str("reason")
+        .and_then(|c| c.parse::<u16>().ok())
+        .unwrap_or(500);
+    let text = format!("login failure {code}");
+    match code {
+        401 | 403 | 406 => Disconnect::logged_out(text),
+        405 => Disconnect::Stop {
+            status: WorkerStatus::Failed,
+            reason: Reason::ClientOutdated,
+            error: "WhatsApp refuses this client version (405): set WA_VERSION to the current WhatsApp Web version".into(),
+            archive_creds: false,
+        },
+        402 => {
+            let expire = node.attr_str("expire").and_then(|e| e.parse::<u64>().ok()).unwrap_or(0);
+            Disconnect::RetryAfter {
+                reason: Reason::TempBanned,
+                error: format!("temporarily banned (code {})", node.attr_str("code").unwrap_or_default()),
+                after: Duration::from_secs(expire.max(60)),
+            }
+        }
+        500..=599 => Disconnect::Retry {
+            reason: Reason::ServerError(code),
+            error: text,
+        },
+        _ => Disconnect::Stop {
+            status: WorkerStatus::Failed,
+            reason: Reason::ServerError(code),
+            error: text,
+            archive_creds: false,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wa::binary::decode;
+
+    fn node(hex: &str) -> Node {
+        decode(&hex::decode(hex).expect("hex")).expect("node")
+    }
+
+    #[test]
+    fn stream_errors_map_to_the_documented_outcomes() {
+        // wa-protocol.md §11.2.3 vectors.
+        assert_eq!(
+            stream_error(&node("00f8039d70ff82515f")),
+            Disconnect::Restart
+        );
+        assert!(matches!(
+            stream_error(&node(
+                "00f8049d708df801f803ec0e04fc0e6465766963655f72656d6f766564"
+            )),
+            Disconnect::Stop {
+                status: WorkerStatus::LoggedOut,
+                archive_creds: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            stream_error(&node("00f8029df801f803ec0e04ec11")),
+            Disconnect::Stop {
+                status: WorkerStatus::Conflict,
+                reason: Reason::Replaced,
+                archive_creds: false,
+                ..
+            }
+        ));
+        let e503 = Node::new("stream:error").attr("code", "503");
+        assert!(matches!(
+            stream_error(&e503),
+            Disconnect::Retry {
+                reason: Reason::ServerError(503),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn failures_map_to_the_documented_outcomes() {
+        assert!(matches!(
+            failure(&node("00f805ee3cec2e8d3dfc03667263")),
+            Disconnect::Stop {
+                status: WorkerStatus::LoggedOut,
+                ..
+            }
+        ));
+        let f = |r: &str| failure(&Node::new("failure").attr("reason", r));
+        assert!(matches!(
+            f("405"),
+            Disconnect::Stop {
+                reason: Reason::ClientOutdated,
+                ..
+            }
+        ));
+        assert!(matches!(
+            f("402"),
+            Disconnect::RetryAfter {
+                reason: Reason::TempBanned,
+                ..
+            }
+        ));
+        assert!(matches!(f("503"), Disconnect::Retry { .. }));
+        assert!(matches!(
+            f("418"),
+            Disconnect::Stop {
+                status: WorkerStatus::Failed,
+                ..
+            }
+        ));
+    }
+}

@@ -1,0 +1,112 @@
+//! After `<success>`: go active, and keep the server stocked with Signal prekeys
+//! (wa-protocol.md §8.1, §8.2; whatsmeow's batch sizes).
+
+use crate::store::creds::{Creds, PreKey, DJB_KEY_TYPE};
+use crate::wa::binary::Node;
+
+use super::request::{Purpose, Requests};
+
+/// Below this many prekeys on the server, upload more.
+const MIN_SERVER_PREKEYS: u32 = 5;
+/// The first upload of a device.
+const INITIAL_UPLOAD: u32 = 812;
+/// Later uploads.
+const LATER_UPLOAD: u32 = 50;
+
+/// `<iq xmlns=passive type=set><active/></iq>`: deliver what is queued for us.
+pub(crate) fn active_iq(requests: &mut Requests) -> Node {
+    requests.iq(Purpose::Active, "passive", "set", vec![Node::new("active")])
+}
+
+/// `<iq xmlns=encrypt type=get><count/></iq>`.
+pub(crate) fn prekey_count_iq(requests: &mut Requests) -> Node {
+    requests.iq(
+        Purpose::PrekeyCount,
+        "encrypt",
+        "get",
+        vec![Node::new("count")],
+    )
+}
+
+/// How many prekeys to upload after the server answered the count IQ with `result`.
+pub(crate) fn prekeys_needed(result: &Node, creds: &Creds) -> Option<u32> {
+    let count = result
+        .child("count")
+        .and_then(|c| c.attr_str("value"))
+        .and_then(|v| v.parse::<u32>().ok())?;
+    let batch = if creds.prekeys.is_empty() {
+        INITIAL_UPLOAD
+    } else {
+        LATER_UPLOAD
+    };
+    (count < MIN_SERVER_PREKEYS).then_some(batch)
+}
+
+/// The upload IQ for `keys`, with the identity and the signed prekey.
+pub(crate) fn upload_iq(requests: &mut Requests, creds: &Creds, keys: &[PreKey]) -> Node {
+    let id3 = |id: u32| id.to_be_bytes()[1..].to_vec();
+    let spk = &creds.signed_prekey;
+    let list = keys
+        .iter()
+        .map(|k| {
+            Node::new("key").children(vec![
+                Node::new("id").bytes(id3(k.id)),
+                Node::new("value").bytes(k.key_pair.public.0.to_vec()),
+            ])
+        })
+        .collect();
+    requests.iq(
+        Purpose::PrekeyUpload,
+        "encrypt",
+        "set",
+        vec![
+            Node::new("registration").bytes(creds.registration_id.to_be_bytes().to_vec()),
+            Node::new("type").bytes(vec![DJB_KEY_TYPE]),
+            Node::new("identity").bytes(creds.identity_key.public.0.to_vec()),
+            Node::new("list").children(list),
+            Node::new("skey").children(vec![
+                Node::new("id").bytes(id3(spk.key_id)),
+                Node::new("value").bytes(spk.key_pair.public.0.to_vec()),
+                Node::new("signature").bytes(spk.signature.0.to_vec()),
+            ]),
+        ],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uploads_812_first_then_50_when_the_server_runs_low() {
+        let mut creds = Creds::generate();
+        let answer = |n: &str| Node::new("iq").children(vec![Node::new("count").attr("value", n)]);
+        assert_eq!(prekeys_needed(&answer("0"), &creds), Some(812));
+        assert_eq!(prekeys_needed(&answer("30"), &creds), None);
+        creds.generate_prekeys(3);
+        assert_eq!(prekeys_needed(&answer("4"), &creds), Some(50));
+        assert_eq!(prekeys_needed(&Node::new("iq"), &creds), None);
+    }
+
+    #[test]
+    fn the_upload_carries_ids_keys_and_the_signed_prekey() {
+        let mut creds = Creds::generate();
+        let keys = creds.generate_prekeys(2);
+        let iq = upload_iq(&mut Requests::new(), &creds, &keys);
+        assert_eq!(iq.attr_str("xmlns").as_deref(), Some("encrypt"));
+        let list = iq.child("list").expect("list");
+        let ids: Vec<_> = list
+            .children_slice()
+            .iter()
+            .filter_map(|k| k.child("id")?.content_bytes())
+            .collect();
+        assert_eq!(ids, [&[0u8, 0, 1][..], &[0, 0, 2][..]]);
+        let skey = iq.child("skey").expect("skey");
+        assert_eq!(
+            skey.child("signature")
+                .and_then(Node::content_bytes)
+                .map(<[u8]>::len),
+            Some(64)
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! The WhatsApp Web protocol, without IO: frames, the Noise XX handshake and transport, the
+//! server certificate chain, XEdDSA, protobufs and the binary node codec. Shared with `wa-sim`,
+//! which plays the server side of the same code paths (wa-protocol.md).
+
+pub mod binary;
+pub mod frame;
+pub mod noise;
+pub mod proto;
+pub mod xeddsa;
