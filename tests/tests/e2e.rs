@@ -9,6 +9,7 @@ mod e2e {
     mod ipc;
     mod restart;
     mod shutdown;
+    mod whatsapp;
 
     use std::time::Duration;
 

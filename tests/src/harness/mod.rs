@@ -2,9 +2,11 @@
 
 pub mod http;
 pub mod process;
+pub mod sim;
 pub mod volume;
 pub mod wait;
 
 pub use process::Supervisor;
+pub use sim::Sim;
 pub use volume::Volume;
 pub use wait::wait_until;

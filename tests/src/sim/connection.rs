@@ -1,0 +1,331 @@
+//! One client connection, from the first WebSocket message to the close (wa-protocol.md §1, §2,
+//! §4, §10.1).
+//!
+//! 1. Read the intro: an optional `ED 00 01 LLL <routing info>` pre-intro, then `57 41 06 03`;
+//!    anything else ends the connection (§1.2).
+//! 2. Read the ClientHello frame (3-byte length framing, §1.3), wait `handshake_delay`, answer
+//!    with the ServerHello carrying the simulator's certificate chain (§2.3, §3).
+//! 3. Read the ClientFinish; the Noise static key it proves is the client's identity at login.
+//!    Each client message must come within [`HANDSHAKE_STEP_DEADLINE`] (§2.7).
+//! 4. Decode the ClientPayload: `devicePairingData` → registration session (`pairing`);
+//!    `username` + `device` → login session (`login`); neither → `<failure reason="400"/>`.
+//! 5. Hand the encrypted node stream to the session loop (`session`).
+//!
+//! Everything written to the socket is written by this connection's own task; other tasks reach
+//! it through its [`Command`] channel.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn, Instrument};
+use worker::wa::binary::{self, Node};
+use worker::wa::frame::{self, FrameDecoder, Intro};
+use worker::wa::noise::{NoiseTransport, ServerHandshake};
+use worker::wa::proto::ClientPayload;
+use worker::wa::xeddsa;
+
+use super::error::{Error, Result};
+use super::faults::{Ending, Fault};
+use super::registry::{masked, now, ConnId, ConnState};
+use super::session::{Kind, Session};
+use super::ws::WsConnection;
+use super::{login, pairing, Shared};
+
+/// How long the client has for each handshake message (§2.7: clients wait 20 s for ours).
+pub const HANDSHAKE_STEP_DEADLINE: Duration = Duration::from_secs(20);
+/// The longest intro: the routing pre-intro with its largest routing info, then `WA 06 03`.
+const MAX_INTRO_LEN: usize = 7 + frame::MAX_PAYLOAD_LEN + 4;
+
+/// What other tasks ask of a connection.
+#[derive(Debug)]
+pub enum Command {
+    /// Write `node`; tell `written` once it is on the socket.
+    Send {
+        /// The stanza.
+        node: Node,
+        /// Told after the write.
+        written: Option<oneshot::Sender<()>>,
+    },
+    /// End the connection as `fault` says; tell `done` once it is closed.
+    Fault {
+        /// How.
+        fault: Fault,
+        /// Told after the close.
+        done: Option<oneshot::Sender<()>>,
+    },
+}
+
+/// A connection's task: owns the socket for its whole life.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    id: ConnId,
+    ws: WsConnection,
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedReceiver<Command>,
+}
+
+impl Connection {
+    /// A connection registered as `id`, fed by `commands`.
+    pub(crate) fn new(
+        id: ConnId,
+        ws: WsConnection,
+        shared: Arc<Shared>,
+        commands: mpsc::UnboundedReceiver<Command>,
+    ) -> Self {
+        Self {
+            id,
+            ws,
+            shared,
+            commands,
+        }
+    }
+
+    /// Serves the connection to its end, then removes it from the registry.
+    pub(crate) async fn run(self) {
+        let id = self.id;
+        let shared = self.shared.clone();
+        let span = tracing::info_span!("conn", conn_id = %id);
+        let outcome = self.serve().instrument(span).await;
+        shared.registry().close_conn(id);
+        match outcome {
+            Ok(reason) => info!(conn_id = %id, reason, "connection closed"),
+            Err(e) => warn!(conn_id = %id, error = %e, "connection ended by an error"),
+        }
+    }
+
+    async fn serve(mut self) -> Result<&'static str> {
+        let token = self.shared.token.clone();
+        let mut decoder = FrameDecoder::new();
+
+        // Steps 1 and 2.
+        let hello = tokio::select! {
+            biased;
+            _ = token.cancelled() => return Ok("shutdown"),
+            read = tokio::time::timeout(HANDSHAKE_STEP_DEADLINE, read_hello(&mut self.ws, &mut decoder)) => {
+                read.map_err(|_| Error::Timeout("client hello"))??
+            }
+        };
+        let delay = self.shared.registry().config.handshake_delay;
+        if !delay.is_zero() {
+            tokio::select! {
+                biased;
+                _ = token.cancelled() => return Ok("shutdown"),
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        let (handshake, server_hello) = ServerHandshake::respond(
+            &hello,
+            xeddsa::generate_private(),
+            self.shared.pki.static_private(),
+            self.shared.pki.chain(),
+        )?;
+        let mut out = Vec::with_capacity(server_hello.len() + 3);
+        frame::encode(&server_hello, &mut out)?;
+        self.ws.send(out).await?;
+
+        // Step 3.
+        let finish = tokio::select! {
+            biased;
+            _ = token.cancelled() => return Ok("shutdown"),
+            read = tokio::time::timeout(HANDSHAKE_STEP_DEADLINE, read_frame(&mut self.ws, &mut decoder, "client finish")) => {
+                read.map_err(|_| Error::Timeout("client finish"))??
+            }
+        };
+        let done = handshake.finish(&finish)?;
+        let payload = ClientPayload::decode(done.payload.as_slice()).map_err(Error::Payload)?;
+        let latency = self.shared.registry().config.edge_latency;
+        if !latency.is_zero() {
+            tokio::select! {
+                biased;
+                _ = token.cancelled() => return Ok("shutdown"),
+                _ = tokio::time::sleep(latency) => {}
+            }
+        }
+        let mut io = NodeIo::new(self.ws, decoder, done.transport);
+
+        // Step 4.
+        let kind = if let Some(data) = payload.device_pairing_data.as_ref() {
+            let started = {
+                let mut registry = self.shared.registry();
+                pairing::start(&mut registry, self.id, done.client_static, data, now())
+            };
+            match started {
+                Ok(pair_device) => {
+                    info!(conn_id = %self.id, "registration session");
+                    io.write(&pair_device).await?;
+                    Kind::Pairing
+                }
+                Err(refused) => {
+                    warn!(conn_id = %self.id, error = %refused, "registration refused");
+                    self.shared
+                        .registry()
+                        .set_state(self.id, ConnState::Closing);
+                    let ending = Ending::with(login::failure("400"), "registration refused");
+                    io.end(ending, None).await;
+                    return Ok("registration refused");
+                }
+            }
+        } else if let (Some(username), Some(device)) = (payload.username, payload.device) {
+            let phone = username.to_string();
+            let login =
+                self.shared
+                    .registry()
+                    .login(self.id, username, device, &done.client_static);
+            match login {
+                Ok(grant) => {
+                    info!(conn_id = %self.id, phone = %masked(&phone), device, "logged in");
+                    io.write(&login::success(&grant, super::registry::unix_now()))
+                        .await?;
+                    Kind::LoggedIn
+                }
+                Err(refused) => {
+                    warn!(conn_id = %self.id, phone = %masked(&phone), device, why = %refused, "login refused");
+                    io.end(Ending::with(login::failure("401"), "login refused"), None)
+                        .await;
+                    return Ok("login refused");
+                }
+            }
+        } else {
+            warn!(conn_id = %self.id, "client payload is neither registration nor login");
+            self.shared
+                .registry()
+                .set_state(self.id, ConnState::Closing);
+            io.end(
+                Ending::with(login::failure("400"), "bad client payload"),
+                None,
+            )
+            .await;
+            return Ok("bad client payload");
+        };
+
+        // Step 5.
+        Session {
+            id: self.id,
+            kind,
+            io,
+            shared: self.shared,
+            commands: self.commands,
+        }
+        .run()
+        .await
+    }
+}
+
+/// Step 1 and the first frame: the intro, then the ClientHello payload.
+async fn read_hello(ws: &mut WsConnection, decoder: &mut FrameDecoder) -> Result<Vec<u8>> {
+    let mut head = Vec::new();
+    loop {
+        let bytes = ws.recv().await?.ok_or(Error::Closed("intro"))?;
+        head.extend_from_slice(&bytes);
+        match frame::parse_client_intro(&head) {
+            Intro::Incomplete if head.len() <= MAX_INTRO_LEN => continue,
+            Intro::Incomplete | Intro::Invalid => return Err(Error::BadIntro),
+            Intro::Complete { len, routing_info } => {
+                if let Some(info) = routing_info {
+                    debug!(routing_info_len = info.len(), "edge routing pre-intro");
+                }
+                decoder.push(&head[len..]);
+                break;
+            }
+        }
+    }
+    read_frame(ws, decoder, "client hello").await
+}
+
+/// The next frame payload, reading as many messages as it takes.
+///
+/// # Cancel safety
+/// Cancel safe: partial frames stay in `decoder`.
+pub(crate) async fn read_frame(
+    ws: &mut WsConnection,
+    decoder: &mut FrameDecoder,
+    during: &'static str,
+) -> Result<Vec<u8>> {
+    loop {
+        if let Some(payload) = decoder.next_frame() {
+            return Ok(payload);
+        }
+        let bytes = ws.recv().await?.ok_or(Error::Closed(during))?;
+        decoder.push(&bytes);
+    }
+}
+
+/// The encrypted node stream after the handshake (§2.5, §5).
+#[derive(Debug)]
+pub(crate) struct NodeIo {
+    ws: WsConnection,
+    decoder: FrameDecoder,
+    transport: NoiseTransport,
+}
+
+impl NodeIo {
+    /// The node stream over `ws` once a handshake produced `transport`; `decoder` holds whatever
+    /// arrived after the handshake's last frame.
+    pub(crate) fn new(ws: WsConnection, decoder: FrameDecoder, transport: NoiseTransport) -> Self {
+        Self {
+            ws,
+            decoder,
+            transport,
+        }
+    }
+
+    /// The next node; `None` when the client closed the connection.
+    ///
+    /// # Errors
+    /// A frame that does not decrypt or decode, or a socket error.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a frame is only taken from the decoder once it is complete, and decrypting
+    /// it does not await.
+    pub(crate) async fn read(&mut self) -> Result<Option<Node>> {
+        loop {
+            if let Some(payload) = self.decoder.next_frame() {
+                let plaintext = self.transport.decrypt(&payload)?;
+                let node = binary::decode(&plaintext)?;
+                debug!(tag = %node.tag, id = ?node.attr_str("id"), len = plaintext.len(), "recv");
+                return Ok(Some(node));
+            }
+            match self.ws.recv().await? {
+                Some(bytes) => self.decoder.push(&bytes),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Encrypts and writes one node (one frame per WebSocket message).
+    ///
+    /// # Errors
+    /// A socket error.
+    pub(crate) async fn write(&mut self, node: &Node) -> Result<()> {
+        let plaintext = binary::encode(node);
+        debug!(tag = %node.tag, id = ?node.attr_str("id"), len = plaintext.len(), "send");
+        let ciphertext = self.transport.encrypt(&plaintext);
+        let mut out = Vec::with_capacity(ciphertext.len() + 3);
+        frame::encode(&ciphertext, &mut out)?;
+        self.ws.send(out).await
+    }
+
+    /// Writes the ending's stanza, if any, then closes (or drops) the socket; tells `closed`
+    /// once the close frame is out, then waits briefly for the client's.
+    pub(crate) async fn end(mut self, ending: Ending, closed: Option<oneshot::Sender<()>>) {
+        if let Some(stanza) = &ending.stanza {
+            if let Err(e) = self.write(stanza).await {
+                debug!(error = %e, "could not write the last stanza");
+            }
+        }
+        if ending.abort {
+            self.ws.abort();
+            if let Some(closed) = closed {
+                let _ = closed.send(());
+            }
+            return;
+        }
+        self.ws.close().await;
+        if let Some(closed) = closed {
+            let _ = closed.send(());
+        }
+        self.ws.linger().await;
+    }
+}

@@ -1,0 +1,331 @@
+//! The control API: the phone, the admin hooks and the simulator's state over HTTP (axum).
+//! Tools outside the tests rely on these shapes. Every POST takes a JSON body (no content type
+//! needed) and answers JSON; every error is `{"error": "…"}` with a 4xx status.
+//!
+//! ```text
+//! POST /scan     {"qr","phone"[,"platform"]}      → {"ok":true,"jid":"<phone>:<device>@s.whatsapp.net"}
+//! POST /message  {"jid"[,"text","timeout_ms"]}     → {"ok":true,"acked":true|false,"id"[,"error"]}
+//! POST /conflict {"jid"}  stream:error conflict replaced + close          → {"ok":true}
+//! POST /logout   {"jid"}  stream:error 401 device_removed + close; removed → {"ok":true}
+//! POST /drop     {"jid"}  TCP dropped, no stanza                          → {"ok":true}
+//! POST /restart  {"jid"}  stream:error 515 + close                         → {"ok":true}
+//! POST /error    {"jid","code"}  stream:error code + close                 → {"ok":true}
+//! POST /end      {"jid"}  <xmlstreamend/> + close                          → {"ok":true}
+//! POST /config   {["handshake_delay_ms"],["edge_latency_ms"],["refuse"],["ref_timeout_ms"]} → {"ok":true}
+//! GET  /sessions → [{"conn_id","jid","state","connected_at"}]
+//! GET  /stats    → {"registrations","logins","connections","pairings","login_failures","live"}
+//! ```
+//!
+//! 1. `/scan` returns once `pair-success` is on the socket (not after the 515 reconnect).
+//! 2. The disconnect hooks return once the connection is closed; 404 when the device has no
+//!    live, logged-in connection (`/logout` also succeeds for a known device that is offline:
+//!    the phone unlinks it, and its next login fails with 401).
+//! 3. `/message` returns when the device acks (or receipts) the message, or after the timeout
+//!    (10 s by default) with `"acked":false`; 404 when the device is not logged in.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+use worker::wa::binary::Jid;
+
+use super::connection::Command;
+use super::delivery;
+use super::faults::Fault;
+use super::phone::{self, Qr, ScanError, DEFAULT_PLATFORM};
+use super::registry::{masked, now, unix_now, LiveConfig};
+use super::Shared;
+
+/// How long `/message` waits for the ack by default.
+const ACK_WAIT: Duration = Duration::from_secs(10);
+/// How long a hook waits for the connection to act on a command.
+const COMMAND_WAIT: Duration = Duration::from_secs(5);
+/// The text of a pushed message unless the request names one.
+const DEFAULT_TEXT: &str = "hello from wa-sim";
+
+/// Serves the control API on `listener` until shutdown.
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let token = shared.token.clone();
+    let app = router(shared);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(token.cancelled_owned())
+        .await
+    {
+        warn!(error = %e, "control api stopped with an error");
+    }
+    debug!("control api stopped");
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/scan", post(scan))
+        .route("/message", post(message))
+        .route("/conflict", post(|s, b| hook(s, b, Hook::Conflict)))
+        .route("/logout", post(|s, b| hook(s, b, Hook::Logout)))
+        .route("/drop", post(|s, b| hook(s, b, Hook::Drop)))
+        .route("/restart", post(|s, b| hook(s, b, Hook::Restart)))
+        .route("/error", post(|s, b| hook(s, b, Hook::Error)))
+        .route("/end", post(|s, b| hook(s, b, Hook::End)))
+        .route("/config", post(config))
+        .route("/sessions", get(sessions))
+        .route("/stats", get(stats))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        })
+        .with_state(shared)
+}
+
+/// An error answer: `{"error": message}` with a 4xx status.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<ScanError> for ApiError {
+    fn from(e: ScanError) -> Self {
+        let status = match e {
+            ScanError::MalformedQr(_) | ScanError::BadPhone => StatusCode::BAD_REQUEST,
+            ScanError::UnknownRef => StatusCode::NOT_FOUND,
+            ScanError::ExpiredRef | ScanError::ConnectionGone => StatusCode::GONE,
+            ScanError::KeyMismatch(_) => StatusCode::FORBIDDEN,
+            ScanError::AlreadyScanned => StatusCode::CONFLICT,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad json body: {e}")))
+}
+
+fn parse_jid(text: &str) -> Result<Jid, ApiError> {
+    text.parse::<Jid>()
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad jid: {e}")))
+}
+
+/// A number given as a JSON number or as a string of digits.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Number {
+    Int(u64),
+    Text(String),
+}
+
+impl Number {
+    fn text(&self) -> String {
+        match self {
+            Number::Int(n) => n.to_string(),
+            Number::Text(s) => s.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScanBody {
+    qr: String,
+    phone: Number,
+    platform: Option<String>,
+}
+
+async fn scan(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
+    let body: ScanBody = parse(&body)?;
+    let qr = Qr::parse(&body.qr)?;
+    let phone = body.phone.text();
+    let platform = body.platform.as_deref().unwrap_or(DEFAULT_PLATFORM);
+    let plan = phone::scan(
+        &mut shared.registry(),
+        &qr,
+        &phone,
+        platform,
+        now(),
+        unix_now(),
+    )?;
+    let (written, sent) = oneshot::channel();
+    plan.commands
+        .send(Command::Send {
+            node: plan.pair_success,
+            written: Some(written),
+        })
+        .map_err(|_| ScanError::ConnectionGone)?;
+    match tokio::time::timeout(COMMAND_WAIT, sent).await {
+        Ok(Ok(())) => {
+            info!(conn_id = %plan.conn, phone = %masked(&phone), device = plan.jid.device, "pair-success sent");
+            Ok(Json(json!({ "ok": true, "jid": plan.jid.to_string() })))
+        }
+        _ => Err(ScanError::ConnectionGone.into()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageBody {
+    jid: String,
+    text: Option<String>,
+    timeout_ms: Option<u64>,
+}
+
+async fn message(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
+    let body: MessageBody = parse(&body)?;
+    let jid = parse_jid(&body.jid)?;
+    let text = body.text.as_deref().unwrap_or(DEFAULT_TEXT);
+    let (id, confirmed) = delivery::enqueue(&mut shared.registry(), &jid, text, unix_now())
+        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e.to_string()))?;
+    let wait = body.timeout_ms.map_or(ACK_WAIT, Duration::from_millis);
+    let token = shared.token.clone();
+    let outcome = tokio::select! {
+        _ = token.cancelled() => None,
+        confirmed = tokio::time::timeout(wait, confirmed) => confirmed.ok().and_then(Result::ok),
+    };
+    match outcome {
+        Some(confirmation) => {
+            let mut answer = json!({ "ok": true, "acked": true, "id": id });
+            if let Some(error) = confirmation.error {
+                answer["error"] = json!(error);
+            }
+            Ok(Json(answer))
+        }
+        None => {
+            shared.registry().forget_waiter(&id);
+            Ok(Json(json!({ "ok": true, "acked": false, "id": id })))
+        }
+    }
+}
+
+/// Which disconnect hook.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+enum Hook {
+    Conflict,
+    Logout,
+    Drop,
+    Restart,
+    Error,
+    End,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HookBody {
+    jid: String,
+    code: Option<Number>,
+}
+
+async fn hook(State(shared): State<Arc<Shared>>, body: Bytes, hook: Hook) -> ApiResult {
+    let body: HookBody = parse(&body)?;
+    let jid = parse_jid(&body.jid)?;
+    let fault = match hook {
+        Hook::Conflict => Fault::Conflict,
+        Hook::Logout => Fault::Logout,
+        Hook::Drop => Fault::Drop,
+        Hook::Restart => Fault::Restart,
+        Hook::End => Fault::End,
+        Hook::Error => {
+            let code = body
+                .code
+                .as_ref()
+                .and_then(|c| c.text().parse::<u16>().ok())
+                .ok_or_else(|| {
+                    ApiError::new(StatusCode::BAD_REQUEST, "code must be a number up to 65535")
+                })?;
+            Fault::Error(code)
+        }
+    };
+    let (done, closed) = oneshot::channel();
+    {
+        let mut registry = shared.registry();
+        let removed = hook == Hook::Logout && registry.remove_device(&jid);
+        let live = registry.logged_in(&jid).map(|(_, c)| c.commands.clone());
+        match live {
+            Some(commands) => {
+                let _ = commands.send(Command::Fault {
+                    fault,
+                    done: Some(done),
+                });
+            }
+            None if removed => {
+                info!(device = jid.device, "offline device removed");
+                return Ok(Json(json!({ "ok": true })));
+            }
+            None => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "no live logged-in connection for this device",
+                ))
+            }
+        }
+    }
+    let _ = tokio::time::timeout(COMMAND_WAIT, closed).await;
+    info!(?fault, device = jid.device, "fault injected");
+    Ok(Json(json!({ "ok": true })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigBody {
+    handshake_delay_ms: Option<u64>,
+    edge_latency_ms: Option<u64>,
+    refuse: Option<bool>,
+    ref_timeout_ms: Option<u64>,
+}
+
+async fn config(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
+    let body: ConfigBody = parse(&body)?;
+    let mut registry = shared.registry();
+    let config: &mut LiveConfig = &mut registry.config;
+    if let Some(ms) = body.handshake_delay_ms {
+        config.handshake_delay = Duration::from_millis(ms);
+    }
+    if let Some(ms) = body.edge_latency_ms {
+        config.edge_latency = Duration::from_millis(ms);
+    }
+    if let Some(refuse) = body.refuse {
+        config.refuse = refuse;
+    }
+    if let Some(ms) = body.ref_timeout_ms {
+        config.ref_timeout = (ms > 0).then(|| Duration::from_millis(ms));
+    }
+    info!(?config, "config changed");
+    Ok(Json(json!({ "ok": true })))
+}
+
+async fn sessions(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    Json(json!(shared.registry().sessions()))
+}
+
+async fn stats(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let registry = shared.registry();
+    let mut stats = json!(registry.stats);
+    stats["live"] = json!(registry.sessions().len());
+    Json(stats)
+}

@@ -1,0 +1,549 @@
+//! The simulator's "account database" and its table of live connections (wa-protocol.md §10.2).
+//!
+//! ```text
+//!  Registry
+//!   ├─ accounts   phone → Account (identity key pair = the ADV account key, LID, rawID)
+//!   │               └─ devices  id → Device (noise key, Signal keys, prekeys, outbox, state)
+//!   ├─ conns      ConnId → ConnEntry (state, device JID once logged in, command channel,
+//!   │                                 the registration while pairing)
+//!   ├─ waiters    message id → who waits for its ack (POST /message)
+//!   └─ stats, config
+//! ```
+//!
+//! Everything sits behind one mutex, held for short, synchronous steps only: the protocol
+//! handlers (`pairing`, `login`, `phone`, `delivery`) take `&mut Registry` and return what to
+//! write; connection tasks do the IO after the lock is released.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use worker::wa::binary::jid::DEFAULT_USER_SERVER;
+use worker::wa::binary::{Jid, Node};
+use worker::wa::xeddsa;
+
+use super::connection::Command;
+use super::faults::Fault;
+use super::pairing::{RefSchedule, RegistrationKeys};
+use super::phone::PendingPair;
+
+/// A connection's number, unique for the simulator's lifetime.
+#[derive(Clone, Copy, Debug, Eq, Hash, Ord, PartialEq, PartialOrd, Serialize)]
+#[serde(transparent)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, Eq, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnState {
+    /// WebSocket open; the Noise handshake has not finished.
+    Handshake,
+    /// A registration session: refs sent, waiting for a scan or the pair-device-sign reply.
+    Pairing,
+    /// `<success>` sent; the device is online.
+    LoggedIn,
+    /// The simulator decided to end it (fault, replaced, pairing done); the socket is closing.
+    Closing,
+}
+
+/// Counters a test reads to prove what did or did not happen.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq, Serialize)]
+pub struct Stats {
+    /// Handshakes whose ClientPayload carried `devicePairingData`.
+    pub registrations: u64,
+    /// `<success>` sent.
+    pub logins: u64,
+    /// WebSocket connections accepted.
+    pub connections: u64,
+    /// Pairings completed (device signature verified).
+    pub pairings: u64,
+    /// `<failure>` sent instead of `<success>`.
+    pub login_failures: u64,
+}
+
+/// Settings the control API can change while the simulator runs.
+#[derive(Clone, Debug, Default, Eq, PartialEq)]
+pub struct LiveConfig {
+    /// Delay before the ServerHello.
+    pub handshake_delay: Duration,
+    /// Delay before the first stanza after the handshake.
+    pub edge_latency: Duration,
+    /// Refuse WebSocket upgrades (HTTP 503).
+    pub refuse: bool,
+    /// Every ref lives this long instead of the protocol's 60 s then 20 s.
+    pub ref_timeout: Option<Duration>,
+}
+
+/// One row of `GET /sessions`.
+#[derive(Clone, Debug, Serialize)]
+pub struct SessionView {
+    /// The connection.
+    pub conn_id: ConnId,
+    /// The device JID once logged in; `null` before.
+    pub jid: Option<String>,
+    /// Where it is.
+    pub state: ConnState,
+    /// When the WebSocket was accepted, RFC 3339 with milliseconds.
+    pub connected_at: String,
+}
+
+/// All accounts, devices and live connections.
+#[derive(Debug, Default)]
+pub struct Registry {
+    accounts: HashMap<String, Account>,
+    conns: BTreeMap<ConnId, ConnEntry>,
+    waiters: HashMap<String, oneshot::Sender<Confirmation>>,
+    /// The counters.
+    pub stats: Stats,
+    /// The live settings.
+    pub config: LiveConfig,
+    next_conn: u64,
+    next_id: u64,
+}
+
+/// A phone number with its primary device's keys.
+pub(crate) struct Account {
+    pub(crate) phone: String,
+    pub(crate) lid: String,
+    identity_private: [u8; 32],
+    pub(crate) identity_public: [u8; 32],
+    pub(crate) raw_id: u32,
+    pub(crate) created: u64,
+    next_device: u16,
+    next_key_index: u32,
+    pub(crate) devices: BTreeMap<u16, Device>,
+}
+
+impl fmt::Debug for Account {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Account")
+            .field("phone", &masked(&self.phone))
+            .field("lid", &self.lid)
+            .field("devices", &self.devices.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A companion device of an account.
+#[derive(Debug)]
+pub(crate) struct Device {
+    pub(crate) id: u16,
+    pub(crate) state: DeviceState,
+    pub(crate) noise_public: [u8; 32],
+    pub(crate) keys: RegistrationKeys,
+    /// One-time prekeys uploaded, by id.
+    pub(crate) prekeys: BTreeMap<u32, [u8; 32]>,
+    /// Whether the device ever uploaded prekeys (the digest IQ answers 404 before).
+    pub(crate) uploaded: bool,
+    /// The `ADVSignedDeviceIdentity` the companion signed.
+    pub(crate) signed_identity: Option<Vec<u8>>,
+    /// Stanzas delivered or waiting for delivery, kept until confirmed (§10.8).
+    pub(crate) outbox: Vec<Node>,
+}
+
+/// A device's standing (§10.2).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub(crate) enum DeviceState {
+    /// pair-success sent; the device signature has not arrived.
+    Pending,
+    /// Paired: it may log in with its noise key.
+    Paired,
+    /// Unlinked; logins get `<failure reason="401"/>`.
+    Removed,
+}
+
+/// A live connection as the rest of the simulator sees it.
+#[derive(Debug)]
+pub(crate) struct ConnEntry {
+    pub(crate) state: ConnState,
+    pub(crate) jid: Option<Jid>,
+    pub(crate) connected_at: SystemTime,
+    pub(crate) commands: mpsc::UnboundedSender<Command>,
+    pub(crate) registration: Option<Registration>,
+    /// Sent `<active/>` (§8.2): queued stanzas flow.
+    pub(crate) active: bool,
+}
+
+/// A registration session's state (§10.3).
+#[derive(Debug)]
+pub(crate) struct Registration {
+    pub(crate) noise_public: [u8; 32],
+    pub(crate) keys: RegistrationKeys,
+    pub(crate) pair_device_id: String,
+    pub(crate) refs: RefSchedule,
+    pub(crate) pending: Option<PendingPair>,
+}
+
+/// How a delivered stanza was confirmed.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub(crate) struct Confirmation {
+    /// `ack` or `receipt`.
+    pub(crate) by: &'static str,
+    /// The `error` attribute of a negative ack.
+    pub(crate) error: Option<String>,
+}
+
+/// Why a login was answered with `<failure reason="401"/>`.
+#[derive(Clone, Copy, Debug, Eq, PartialEq, thiserror::Error)]
+pub(crate) enum LoginRefused {
+    #[error("no account has this number")]
+    UnknownAccount,
+    #[error("the account has no such device")]
+    UnknownDevice,
+    #[error("the device never finished pairing")]
+    NotPaired,
+    #[error("the device was removed")]
+    Removed,
+    #[error("the noise key is not the one that paired")]
+    WrongNoiseKey,
+}
+
+/// What a successful login needs for `<success>`.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub(crate) struct LoginGrant {
+    pub(crate) jid: Jid,
+    pub(crate) lid: Jid,
+    pub(crate) created: u64,
+}
+
+impl Registry {
+    /// An empty registry with these settings.
+    pub fn new(config: LiveConfig) -> Self {
+        Self {
+            config,
+            next_id: 1000,
+            ..Self::default()
+        }
+    }
+
+    /// A fresh id for a server-originated IQ or message.
+    pub(crate) fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Registers a new WebSocket connection.
+    pub(crate) fn open_conn(&mut self, commands: mpsc::UnboundedSender<Command>) -> ConnId {
+        self.next_conn += 1;
+        self.stats.connections += 1;
+        let id = ConnId(self.next_conn);
+        self.conns.insert(
+            id,
+            ConnEntry {
+                state: ConnState::Handshake,
+                jid: None,
+                connected_at: SystemTime::now(),
+                commands,
+                registration: None,
+                active: false,
+            },
+        );
+        id
+    }
+
+    /// Forgets a connection; a pairing it left half done is undone.
+    pub(crate) fn close_conn(&mut self, id: ConnId) {
+        let Some(entry) = self.conns.remove(&id) else {
+            return;
+        };
+        if let Some(pending) = entry.registration.and_then(|r| r.pending) {
+            let jid = Jid::device(pending.phone, DEFAULT_USER_SERVER, pending.device_id);
+            self.drop_pending_device(&jid);
+        }
+    }
+
+    /// The connection, if live.
+    pub(crate) fn conn(&self, id: ConnId) -> Option<&ConnEntry> {
+        self.conns.get(&id)
+    }
+
+    /// The connection, if live.
+    pub(crate) fn conn_mut(&mut self, id: ConnId) -> Option<&mut ConnEntry> {
+        self.conns.get_mut(&id)
+    }
+
+    /// Every live connection.
+    pub(crate) fn conns_mut(&mut self) -> impl Iterator<Item = (ConnId, &mut ConnEntry)> {
+        self.conns.iter_mut().map(|(id, c)| (*id, c))
+    }
+
+    /// Sets a connection's state.
+    pub(crate) fn set_state(&mut self, id: ConnId, state: ConnState) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.state = state;
+        }
+    }
+
+    /// The live, logged-in connection of the device `jid`.
+    pub(crate) fn logged_in(&self, jid: &Jid) -> Option<(ConnId, &ConnEntry)> {
+        self.conns.iter().find_map(|(id, c)| {
+            (c.state == ConnState::LoggedIn && c.jid.as_ref().is_some_and(|j| same_device(j, jid)))
+                .then_some((*id, c))
+        })
+    }
+
+    /// `GET /sessions`.
+    pub fn sessions(&self) -> Vec<SessionView> {
+        self.conns
+            .iter()
+            .map(|(id, c)| SessionView {
+                conn_id: *id,
+                jid: c
+                    .jid
+                    .as_ref()
+                    .filter(|_| c.state != ConnState::Pairing)
+                    .map(ToString::to_string),
+                state: c.state,
+                connected_at: humantime::format_rfc3339_millis(c.connected_at).to_string(),
+            })
+            .collect()
+    }
+
+    /// The account of `phone`, created with fresh keys if new.
+    pub(crate) fn account_or_create(&mut self, phone: &str, now_unix: u64) -> &mut Account {
+        if !self.accounts.contains_key(phone) {
+            let lid = loop {
+                let candidate = format!("1{:014}", rand::random::<u64>() % 100_000_000_000_000);
+                if self.accounts.values().all(|a| a.lid != candidate) {
+                    break candidate;
+                }
+            };
+            let identity_private = xeddsa::generate_private();
+            self.accounts.insert(
+                phone.to_owned(),
+                Account {
+                    phone: phone.to_owned(),
+                    lid,
+                    identity_public: xeddsa::public_key(&identity_private),
+                    identity_private,
+                    raw_id: rand::random::<u32>() >> 1,
+                    created: now_unix,
+                    next_device: 1,
+                    next_key_index: 1,
+                    devices: BTreeMap::new(),
+                },
+            );
+        }
+        self.accounts
+            .get_mut(phone)
+            .expect("inserted above when missing")
+    }
+
+    /// The device `jid` (`phone:device@s.whatsapp.net`).
+    pub(crate) fn device_mut(&mut self, jid: &Jid) -> Option<&mut Device> {
+        if jid.server != DEFAULT_USER_SERVER {
+            return None;
+        }
+        self.accounts
+            .get_mut(&jid.user)?
+            .devices
+            .get_mut(&jid.device)
+    }
+
+    /// The device logged in on connection `id`.
+    pub(crate) fn device_of_conn(&mut self, id: ConnId) -> Option<&mut Device> {
+        let jid = self.conns.get(&id)?.jid.clone()?;
+        self.device_mut(&jid)
+    }
+
+    /// Forgets the device `jid` if it never finished pairing.
+    pub(crate) fn drop_pending_device(&mut self, jid: &Jid) {
+        if let Some(account) = self.accounts.get_mut(&jid.user) {
+            if account
+                .devices
+                .get(&jid.device)
+                .is_some_and(|d| d.state == DeviceState::Pending)
+            {
+                account.devices.remove(&jid.device);
+            }
+        }
+    }
+
+    /// Checks a login (§10.5): the device exists, is paired, and proved the noise key that
+    /// paired. On success the connection is logged in and any other live connection of the same
+    /// device is told to go (`conflict replaced`).
+    pub(crate) fn login(
+        &mut self,
+        id: ConnId,
+        username: u64,
+        device: u32,
+        noise_public: &[u8; 32],
+    ) -> Result<LoginGrant, LoginRefused> {
+        let phone = username.to_string();
+        let grant = self.check_login(&phone, device, noise_public);
+        let grant = match grant {
+            Ok(grant) => grant,
+            Err(refused) => {
+                self.stats.login_failures += 1;
+                return Err(refused);
+            }
+        };
+        for (other, entry) in self.conns.iter_mut() {
+            let same = entry
+                .jid
+                .as_ref()
+                .is_some_and(|j| same_device(j, &grant.jid));
+            if *other != id && same && entry.state == ConnState::LoggedIn {
+                entry.state = ConnState::Closing;
+                let _ = entry.commands.send(Command::Fault {
+                    fault: Fault::Conflict,
+                    done: None,
+                });
+            }
+        }
+        if let Some(entry) = self.conns.get_mut(&id) {
+            entry.state = ConnState::LoggedIn;
+            entry.jid = Some(grant.jid.clone());
+            entry.active = false;
+        }
+        self.stats.logins += 1;
+        Ok(grant)
+    }
+
+    fn check_login(
+        &self,
+        phone: &str,
+        device: u32,
+        noise_public: &[u8; 32],
+    ) -> Result<LoginGrant, LoginRefused> {
+        let account = self
+            .accounts
+            .get(phone)
+            .ok_or(LoginRefused::UnknownAccount)?;
+        let record = u16::try_from(device)
+            .ok()
+            .and_then(|d| account.devices.get(&d))
+            .ok_or(LoginRefused::UnknownDevice)?;
+        match record.state {
+            DeviceState::Pending => return Err(LoginRefused::NotPaired),
+            DeviceState::Removed => return Err(LoginRefused::Removed),
+            DeviceState::Paired => {}
+        }
+        if record.noise_public != *noise_public {
+            return Err(LoginRefused::WrongNoiseKey);
+        }
+        Ok(LoginGrant {
+            jid: Jid::device(phone, DEFAULT_USER_SERVER, record.id),
+            lid: Jid::device(account.lid.as_str(), "lid", record.id),
+            created: account.created,
+        })
+    }
+
+    /// Marks the device `jid` removed (§8.7a, §10.7 logout). Returns whether it existed and was
+    /// not removed already.
+    pub(crate) fn remove_device(&mut self, jid: &Jid) -> bool {
+        match self.device_mut(jid) {
+            Some(device) if device.state != DeviceState::Removed => {
+                device.state = DeviceState::Removed;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Registers someone waiting for the confirmation of message `id`.
+    pub(crate) fn wait_for(&mut self, id: String) -> oneshot::Receiver<Confirmation> {
+        let (tx, rx) = oneshot::channel();
+        self.waiters.insert(id, tx);
+        rx
+    }
+
+    /// Stops waiting for message `id` (the waiter gave up).
+    pub(crate) fn forget_waiter(&mut self, id: &str) {
+        self.waiters.remove(id);
+    }
+
+    /// Tells whoever waits for message `id` how it was confirmed.
+    pub(crate) fn confirm(&mut self, id: &str, confirmation: Confirmation) {
+        if let Some(waiter) = self.waiters.remove(id) {
+            let _ = waiter.send(confirmation);
+        }
+    }
+}
+
+impl Account {
+    /// The ADV account key (the phone's identity key), private half.
+    pub(crate) fn identity_private(&self) -> &[u8; 32] {
+        &self.identity_private
+    }
+
+    /// Allocates the next device id and key index.
+    pub(crate) fn allocate_device(&mut self) -> (u16, u32) {
+        let device = self.next_device;
+        let key_index = self.next_key_index;
+        self.next_device = self.next_device.wrapping_add(1).max(1);
+        self.next_key_index += 1;
+        (device, key_index)
+    }
+}
+
+/// Whether two JIDs name the same device (user, server, device).
+pub(crate) fn same_device(a: &Jid, b: &Jid) -> bool {
+    a.user == b.user && a.server == b.server && a.device == b.device
+}
+
+/// A phone number for logs: all but the last two digits hidden.
+pub(crate) fn masked(phone: &str) -> String {
+    let keep = phone.len().saturating_sub(2);
+    format!("{}{}", "*".repeat(keep), &phone[keep..])
+}
+
+/// The current unix time in seconds.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The instant for deadlines (tokio's, so paused-time tests work).
+pub(crate) fn now() -> Instant {
+    Instant::now()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_all_but_the_last_two_digits() {
+        assert_eq!(masked("15551234567"), "*********67");
+        assert_eq!(masked("7"), "7");
+    }
+
+    #[test]
+    fn allocates_device_ids_and_key_indexes_in_order() {
+        let mut registry = Registry::new(LiveConfig::default());
+        let account = registry.account_or_create("15551234567", 1);
+        assert_eq!(account.allocate_device(), (1, 1));
+        assert_eq!(account.allocate_device(), (2, 2));
+        let lid = account.lid.clone();
+        assert_eq!(lid.len(), 15);
+        assert_eq!(
+            registry.account_or_create("15551234567", 2).lid,
+            lid,
+            "same account"
+        );
+    }
+
+    #[test]
+    fn an_unknown_number_cannot_log_in() {
+        let mut registry = Registry::new(LiveConfig::default());
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let id = registry.open_conn(tx);
+        assert_eq!(
+            registry.login(id, 15_551_234_567, 1, &[0; 32]),
+            Err(LoginRefused::UnknownAccount)
+        );
+        assert_eq!(registry.stats.login_failures, 1);
+        assert_eq!(registry.sessions()[0].state, ConnState::Handshake);
+    }
+}
