@@ -35,7 +35,16 @@ impl Link {
                     debug!("ipc link closed; message dropped");
                 }
             }
-            None => info!(?msg, "state (no supervisor link)"),
+            // The QR carries the adv secret: a detached worker logs what happened, not the QR.
+            None => match msg {
+                ToSupervisor::State(state) => info!(
+                    status = %state.status,
+                    reason = state.reason.map(|r| r.as_string()),
+                    has_qr = state.qr.is_some(),
+                    "state (no supervisor link)"
+                ),
+                other => debug!(?other, "no supervisor link"),
+            },
         }
     }
 }

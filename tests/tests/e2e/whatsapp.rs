@@ -118,6 +118,20 @@ fn an_added_account_shows_a_qr_is_scanned_and_connects_with_durable_creds() {
     assert_eq!(mode, 0o600);
     let text = std::fs::read_to_string(&creds).expect("read");
     assert!(text.contains(&jid), "the paired jid is stored");
+    let stored: Value = serde_json::from_str(&text).expect("creds json");
+    let log = sup.log().join("\n");
+    for secret in [
+        &stored["adv_secret"],
+        &stored["noise_key"]["private"],
+        &stored["identity_key"]["private"],
+    ] {
+        let secret = secret.as_str().expect("base64");
+        assert!(!log.contains(secret), "key material never reaches the log");
+    }
+    assert!(
+        !log.contains(&qr),
+        "the QR (it carries the adv secret) never reaches the log"
+    );
     assert!(
         qr_json(&sup, "first")["qr"].is_null(),
         "no QR once connected"
