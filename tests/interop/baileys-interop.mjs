@@ -99,6 +99,9 @@ async function main() {
     const third = await runSocket(info, again.state, again.saveCreds, async () => { throw new Error('a QR was shown on a login with saved creds'); });
     if (third.outcome !== 'open' || qrs !== before) throw new Error('expected a login without a QR');
     log('logged in again with saved creds, no QR');
+    const live = (await (await fetch(`${info.control_url}/sessions`)).json()).find((x) => x.state === 'logged_in');
+    if (!live?.routing_info) throw new Error('Baileys sent no ED routing pre-intro after receiving edge_routing');
+    log('Baileys named the edge routing info in its ED pre-intro:', live.routing_info);
     await finish(third);
     const stats = await (await fetch(`${info.control_url}/stats`)).json();
     log('sim stats', JSON.stringify(stats));

@@ -98,15 +98,19 @@ impl Connection {
     async fn serve(mut self) -> Result<&'static str> {
         let token = self.shared.token.clone();
         let mut decoder = FrameDecoder::new();
+        let mut routing = None;
 
         // Steps 1 and 2.
         let hello = tokio::select! {
             biased;
             _ = token.cancelled() => return Ok("shutdown"),
-            read = tokio::time::timeout(HANDSHAKE_STEP_DEADLINE, read_hello(&mut self.ws, &mut decoder)) => {
+            read = tokio::time::timeout(HANDSHAKE_STEP_DEADLINE, read_hello(&mut self.ws, &mut decoder, &mut routing)) => {
                 read.map_err(|_| Error::Timeout("client hello"))??
             }
         };
+        if let Some(info) = routing.take() {
+            self.shared.registry().set_routing_info(self.id, info);
+        }
         let delay = self.shared.registry().config.handshake_delay;
         if !delay.is_zero() {
             tokio::select! {
@@ -178,6 +182,7 @@ impl Connection {
                     info!(conn_id = %self.id, phone = %masked(&phone), device, "logged in");
                     io.write(&login::success(&grant, super::registry::unix_now()))
                         .await?;
+                    io.write(&login::edge_routing(self.id)).await?;
                     Kind::LoggedIn
                 }
                 Err(refused) => {
@@ -214,7 +219,11 @@ impl Connection {
 }
 
 /// Step 1 and the first frame: the intro, then the ClientHello payload.
-async fn read_hello(ws: &mut WsConnection, decoder: &mut FrameDecoder) -> Result<Vec<u8>> {
+async fn read_hello(
+    ws: &mut WsConnection,
+    decoder: &mut FrameDecoder,
+    routing: &mut Option<Vec<u8>>,
+) -> Result<Vec<u8>> {
     let mut head = Vec::new();
     loop {
         let bytes = ws.recv().await?.ok_or(Error::Closed("intro"))?;
@@ -225,6 +234,7 @@ async fn read_hello(ws: &mut WsConnection, decoder: &mut FrameDecoder) -> Result
             Intro::Complete { len, routing_info } => {
                 if let Some(info) = routing_info {
                     debug!(routing_info_len = info.len(), "edge routing pre-intro");
+                    *routing = Some(info);
                 }
                 decoder.push(&head[len..]);
                 break;

@@ -26,6 +26,16 @@ use super::pairing::verify_skey;
 use super::registry::{same_device, unix_now, ConnId, LoginGrant, Registry};
 use super::session::Step;
 
+/// `<ib><edge_routing><routing_info>…` (§8.7): what a real edge sends after login so the client
+/// names it in its next connection's `ED` pre-intro. The bytes are opaque to clients; the
+/// simulator uses readable text that names the connection that handed them out.
+pub(crate) fn edge_routing(conn: super::registry::ConnId) -> Node {
+    Node::new("ib").children(vec![Node::new("edge_routing")
+        .children(vec![
+            Node::new("routing_info").bytes(format!("sim-edge-{}", conn.0).into_bytes())
+        ])])
+}
+
 /// `<failure reason=N location="mock"/>` (§8.6).
 pub(crate) fn failure(reason: &str) -> Node {
     Node::new("failure")

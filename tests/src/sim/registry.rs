@@ -94,6 +94,8 @@ pub struct SessionView {
     pub state: ConnState,
     /// When the WebSocket was accepted, RFC 3339 with milliseconds.
     pub connected_at: String,
+    /// The routing info of the client's `ED` pre-intro, as text (`null` without one).
+    pub routing_info: Option<String>,
 }
 
 /// All accounts, devices and live connections.
@@ -171,6 +173,8 @@ pub(crate) struct ConnEntry {
     pub(crate) registration: Option<Registration>,
     /// Sent `<active/>` (§8.2): queued stanzas flow.
     pub(crate) active: bool,
+    /// The routing info of the client's `ED` pre-intro (§1.2).
+    pub(crate) routing_info: Option<Vec<u8>>,
 }
 
 /// A registration session's state (§10.3).
@@ -245,9 +249,17 @@ impl Registry {
                 commands,
                 registration: None,
                 active: false,
+                routing_info: None,
             },
         );
         id
+    }
+
+    /// Records the routing info a connection presented in its pre-intro.
+    pub(crate) fn set_routing_info(&mut self, id: ConnId, info: Vec<u8>) {
+        if let Some(entry) = self.conns.get_mut(&id) {
+            entry.routing_info = Some(info);
+        }
     }
 
     /// Forgets a connection; a pairing it left half done is undone.
@@ -304,6 +316,10 @@ impl Registry {
                     .map(ToString::to_string),
                 state: c.state,
                 connected_at: humantime::format_rfc3339_millis(c.connected_at).to_string(),
+                routing_info: c
+                    .routing_info
+                    .as_ref()
+                    .map(|r| String::from_utf8_lossy(r).into_owned()),
             })
             .collect()
     }

@@ -344,7 +344,18 @@ async fn login(sim: &Sim, companion: &Companion, jid: &Jid) -> NodeIo {
     let mut io = connect(sim, &companion.noise, &login_payload(jid)).await;
     let success = expect_node(&mut io, "success").await;
     assert_eq!(success.tag, "success", "{success}");
+    expect_edge_routing(&mut io).await;
     io
+}
+
+/// The `<ib><edge_routing>` a login gets right after `<success>`; returns the routing info.
+async fn expect_edge_routing(io: &mut NodeIo) -> Vec<u8> {
+    let ib = expect_node(io, "edge routing").await;
+    ib.child("edge_routing")
+        .and_then(|e| e.child("routing_info"))
+        .and_then(Node::content_bytes)
+        .unwrap_or_else(|| panic!("edge routing info after success: {ib}"))
+        .to_vec()
 }
 
 #[tokio::test]
@@ -366,6 +377,7 @@ async fn pairs_by_qr_then_logs_in_and_refuses_a_foreign_noise_key() {
         .is_some_and(|t| t.parse::<u64>().is_ok()));
     let lid = success.attr_jid("lid").expect("lid is a typed JID");
     assert_eq!((lid.server.as_str(), lid.device), ("lid", jid.device));
+    assert!(expect_edge_routing(&mut io).await.starts_with(b"sim-edge-"));
 
     io.write(&iq("1.2-1", "w:p", "get", vec![]))
         .await

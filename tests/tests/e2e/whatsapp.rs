@@ -270,6 +270,12 @@ fn a_dropped_socket_reconnects_with_backoff_and_counts_it() {
     });
     let new_conn = sim.wait_logged_in(&jid, STATE_DEADLINE);
     assert_ne!(conn, new_conn, "a new connection");
+    let session = sim.session_of(&jid).expect("live session");
+    assert_eq!(
+        session["routing_info"],
+        format!("sim-edge-{conn}"),
+        "the reconnect names the edge routing info of the last connection in its ED pre-intro"
+    );
     assert!(
         sup.log()
             .iter()
