@@ -44,7 +44,8 @@ pub(crate) enum Disconnect {
 }
 
 impl Disconnect {
-    fn logged_out(error: String) -> Self {
+    /// The device was unlinked: `logged_out`, creds archived, no reconnect.
+    pub(crate) fn logged_out(error: String) -> Self {
         Disconnect::Stop {
             status: WorkerStatus::LoggedOut,
             reason: Reason::LoggedOut,

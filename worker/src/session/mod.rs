@@ -277,7 +277,7 @@ impl Session {
                         Err(e) => {
                             self.after_disconnect(
                                 Some(live),
-                                logged_out(format!("logout sent offline: {e}")),
+                                Disconnect::logged_out(format!("logout sent offline: {e}")),
                             )
                             .await
                         }
@@ -288,8 +288,11 @@ impl Session {
                         Phase::Open(live) => Some(live),
                         _ => None,
                     };
-                    self.after_disconnect(live, logged_out("logged out by the admin".into()))
-                        .await
+                    self.after_disconnect(
+                        live,
+                        Disconnect::logged_out("logged out by the admin".into()),
+                    )
+                    .await
                 }
             },
             ToWorker::Shutdown => Ok(phase),
@@ -428,7 +431,11 @@ impl Session {
                     }
                 }
             }
-            Purpose::Logout => return Ok(Some(logged_out("logged out by the admin".into()))),
+            Purpose::Logout => {
+                return Ok(Some(Disconnect::logged_out(
+                    "logged out by the admin".into(),
+                )))
+            }
             Purpose::PrekeyUpload | Purpose::Active | Purpose::PrekeyCount => {
                 if !ok {
                     warn!(?purpose, %iq, "iq failed");
@@ -512,7 +519,7 @@ impl Session {
     async fn on_timer(&mut self, live: &mut Live) -> Result<Option<Disconnect>, SessionError> {
         let now = Instant::now();
         if live.logout_deadline.is_some_and(|d| now >= d) {
-            return Ok(Some(logged_out(
+            return Ok(Some(Disconnect::logged_out(
                 "logged out; the server did not confirm in time".into(),
             )));
         }
@@ -739,15 +746,6 @@ impl Session {
         self.link.send(ToSupervisor::Heartbeat {
             last_frame_at: self.last_frame_at,
         });
-    }
-}
-
-fn logged_out(error: String) -> Disconnect {
-    Disconnect::Stop {
-        status: WorkerStatus::LoggedOut,
-        reason: Reason::LoggedOut,
-        error,
-        archive_creds: true,
     }
 }
 
