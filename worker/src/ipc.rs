@@ -136,3 +136,16 @@ pub(crate) fn detached() -> LinkParts {
         None,
     )
 }
+
+/// A link whose messages a test reads.
+#[cfg(test)]
+pub(crate) fn for_test() -> (Link, mpsc::UnboundedReceiver<ToSupervisor>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (
+        Link {
+            tx: Some(tx),
+            _keep_commands_open: None,
+        },
+        rx,
+    )
+}

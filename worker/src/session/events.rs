@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use ipc_protocol::{Reason, WorkerStatus};
 
+use super::actions::{Actions, Persist};
+use super::stage::Ctx;
 use crate::wa::binary::Node;
 
 /// How a live connection ended, and what to do next.
@@ -124,6 +126,42 @@ pub(crate) fn failure(node: &Node) -> Disconnect {
             archive_creds: false,
         },
     }
+}
+
+/// `<failure>`: the login was refused.
+pub(crate) fn on_failure(_ctx: &mut Ctx<'_>, node: &Node) -> Actions {
+    Actions::end(failure(node))
+}
+
+/// `<stream:error>`.
+pub(crate) fn on_stream_error(_ctx: &mut Ctx<'_>, node: &Node) -> Actions {
+    Actions::end(stream_error(node))
+}
+
+/// `<xmlstreamend/>`: the server closed the stream.
+pub(crate) fn on_stream_end(_ctx: &mut Ctx<'_>, _node: &Node) -> Actions {
+    Actions::end(Disconnect::Retry {
+        reason: Reason::Network,
+        error: "the server ended the stream".into(),
+    })
+}
+
+/// `<ib>`: keep the edge routing info for the next connect (§8.7).
+pub(crate) fn on_ib(_ctx: &mut Ctx<'_>, ib: &Node) -> Actions {
+    match routing_info(ib) {
+        Some(info) => Actions::none().and_persist(Persist::RoutingInfo(info)),
+        None => Actions::none(),
+    }
+}
+
+/// The routing info of an `<ib><edge_routing><routing_info>…` stanza (§8.7).
+fn routing_info(ib: &Node) -> Option<Vec<u8>> {
+    Some(
+        ib.child("edge_routing")?
+            .child("routing_info")?
+            .content_bytes()?
+            .to_vec(),
+    )
 }
 
 #[cfg(test)]

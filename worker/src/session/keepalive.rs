@@ -3,7 +3,14 @@
 
 use std::time::Duration;
 
+use ipc_protocol::Reason;
 use tokio::time::Instant;
+
+use super::actions::Actions;
+use super::events::Disconnect;
+use super::request::Purpose;
+use super::stage::{Ctx, Stage};
+use crate::wa::binary::Node;
 
 /// The longest a ping may go unanswered. whatsmeow waits 10 s and reconnects only after 3 min
 /// of failures; one missed answer in 20 s ends the connection here, as whatsapp-rust does.
@@ -59,6 +66,31 @@ fn interval() -> Duration {
     Duration::from_millis(
         MIN_INTERVAL_MS + rand::random::<u64>() % (MAX_INTERVAL_MS - MIN_INTERVAL_MS),
     )
+}
+
+/// The answer to our ping.
+pub(crate) fn on_pong(ctx: &mut Ctx<'_>, _result: &Node) -> Actions {
+    if let Stage::Online(keepalive) = ctx.stage {
+        keepalive.answered();
+    }
+    Actions::none()
+}
+
+/// The keepalive's timer: ping when due, end the connection when a ping went unanswered.
+pub(crate) fn on_tick(ctx: &mut Ctx<'_>) -> Actions {
+    let Stage::Online(keepalive) = ctx.stage else {
+        return Actions::none();
+    };
+    if keepalive.is_dead(ctx.now) {
+        return Actions::end(Disconnect::Retry {
+            reason: Reason::KeepaliveTimeout,
+            error: "no answer to the keepalive ping".into(),
+        });
+    }
+    if keepalive.ping_due(ctx.now) {
+        return Actions::send(ctx.requests.iq(Purpose::Ping, "w:p", "get", vec![]));
+    }
+    Actions::none()
 }
 
 #[cfg(test)]

@@ -1,10 +1,14 @@
 //! After `<success>`: go active, and keep the server stocked with Signal prekeys
 //! (wa-protocol.md §8.1, §8.2; whatsmeow's batch sizes).
 
-use crate::store::creds::{Creds, PreKey, DJB_KEY_TYPE};
-use crate::wa::binary::Node;
+use tracing::{info, warn};
 
+use super::actions::{Actions, Persist, Report};
+use super::keepalive::Keepalive;
 use super::request::{Purpose, Requests};
+use super::stage::{Ctx, Stage};
+use crate::store::creds::{Creds, KeyPair, PreKey, DJB_KEY_TYPE};
+use crate::wa::binary::Node;
 
 /// Below this many prekeys on the server, upload more.
 const MIN_SERVER_PREKEYS: u32 = 5;
@@ -71,6 +75,55 @@ pub(crate) fn upload_iq(requests: &mut Requests, creds: &Creds, keys: &[PreKey])
             ]),
         ],
     )
+}
+
+/// `<success>`: logged in. Go active, ask for the prekey count, start the keepalive, and learn
+/// our LID if the server names one.
+pub(crate) fn on_success(ctx: &mut Ctx<'_>, node: &Node) -> Actions {
+    if !matches!(ctx.stage, Stage::ExpectSuccess) {
+        warn!("success outside a login ignored");
+        return Actions::none();
+    }
+    info!("connected");
+    *ctx.stage = Stage::Online(Keepalive::new(ctx.now));
+    let mut actions = Actions::send(active_iq(ctx.requests))
+        .and_send(prekey_count_iq(ctx.requests))
+        .and_report(Report::Connected);
+    if let Some(lid) = node.attr_jid("lid").map(ToString::to_string) {
+        let known = ctx
+            .creds
+            .and_then(|c| c.me.as_ref())
+            .and_then(|m| m.lid.as_deref());
+        if known != Some(lid.as_str()) {
+            actions = actions.and_persist(Persist::OwnLid(lid));
+        }
+    }
+    actions
+}
+
+/// The answer to the prekey count: upload a batch when the server runs low. The new keys are
+/// durable before the upload goes out.
+pub(crate) fn on_prekey_count(ctx: &mut Ctx<'_>, result: &Node) -> Actions {
+    let Some(creds) = ctx.creds else {
+        return Actions::none();
+    };
+    let Some(count) = prekeys_needed(result, creds) else {
+        return Actions::none();
+    };
+    let keys = fresh_prekeys(creds.next_prekey_id, count);
+    info!(count, "uploading prekeys");
+    let upload = upload_iq(ctx.requests, creds, &keys);
+    Actions::send(upload).and_persist(Persist::Prekeys(keys))
+}
+
+/// `count` new one-time prekeys with ids from `first_id` on (24 bits, wrapping).
+pub(crate) fn fresh_prekeys(first_id: u32, count: u32) -> Vec<PreKey> {
+    (0..count)
+        .map(|i| PreKey {
+            id: first_id.wrapping_add(i) & 0x00FF_FFFF,
+            key_pair: KeyPair::generate(),
+        })
+        .collect()
 }
 
 #[cfg(test)]

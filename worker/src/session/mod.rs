@@ -4,31 +4,38 @@
 //! 1. Load `creds.json`. Missing: generate the keys and persist them before the first
 //!    connection (a worker restarted mid-pairing reuses them). Corrupt: keep it aside, report
 //!    `needs_qr` (`creds_corrupt`) and wait for `RequestQr`.
-//! 2. Dial and run the Noise handshake ([`connect`]) with the registration or login payload
-//!    ([`payload`]); the certificate chain must verify under the trusted root.
-//! 3. Unpaired: show the QR refs ([`pair`]) until the phone scans, verify and persist the
-//!    pairing, answer it, and reconnect at once on the 515. Paired: `<success>` means
-//!    `connected`; then go active and stock prekeys ([`login`]); ping ([`keepalive`]); ack
-//!    ([`receive`]).
+//! 2. Dial and run the Noise handshake ([`connect`], through a [`socket::Dialer`]) with the
+//!    registration or login payload ([`payload`]); the certificate chain must verify under the
+//!    trusted root.
+//! 3. Each stanza goes to its handler ([`dispatch`]), which only decides: it returns
+//!    [`Actions`] (persist, report, send, end) that [`Session::apply`] carries out in that
+//!    order. The connection's [`Stage`] names what it waits for: the QR scan ([`pair`]),
+//!    `<success>` ([`login`]), keepalive answers ([`keepalive`]), a logout ([`logout`]).
 //! 4. Stream errors and failures decide between reconnecting, backing off and stopping
 //!    ([`events`]); backoff per [`reconnect::Backoff`].
 //! 5. Every change goes to the supervisor as a full snapshot; a heartbeat goes every 15 s.
 //! 6. On cancel (SIGTERM, `Shutdown`, EOF on the link): stop, prove the creds durable, close the
 //!    socket, send `Flushed`, return.
 
+mod actions;
 mod connect;
+mod dispatch;
 mod events;
 mod keepalive;
 mod login;
+mod logout;
 mod pair;
 mod payload;
+mod receipts;
 mod receive;
 pub(crate) mod reconnect;
 mod request;
+mod socket;
+mod stage;
+#[cfg(test)]
+mod tests;
 
-use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::time::Duration;
 
 use ipc_protocol::{Reason, ToSupervisor, ToWorker, UnixMillis, WorkerState, WorkerStatus};
@@ -41,71 +48,28 @@ use crate::config::{WaVersion, WorkerArgs};
 use crate::ipc::Link;
 use crate::store::creds::{Creds, CredsStore, Loaded};
 use crate::store::secret::{Blob, Secret};
-use crate::transport::{Connection, TransportError};
-use crate::wa::binary::{Jid, Node};
+use crate::transport::TransportError;
+use crate::wa::binary::Node;
 use crate::wa::noise::cert::WA_ROOT_KEY;
+use actions::{Actions, Persist, Report};
 use connect::{ConnectError, Dial};
 use events::Disconnect;
-use keepalive::Keepalive;
-use pair::QrRotation;
 use reconnect::{Backoff, Retry};
-use request::{Purpose, Requests};
+use socket::{DialFuture, Dialer, Socket};
+use stage::{Ctx, Live, Settings};
 
 /// How often a heartbeat goes to the supervisor (its watchdog fires after 60 s of silence).
 pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
-/// The longest a dial plus the Noise handshake may take (wa-protocol.md §2.7).
-const CONNECT_DEADLINE: Duration = Duration::from_secs(20);
-/// How long a logout waits for the server to confirm the unlink.
-const LOGOUT_DEADLINE: Duration = Duration::from_secs(5);
-/// How long the close frame may take.
-const CLOSE_DEADLINE: Duration = Duration::from_secs(1);
-
-type DialFuture = Pin<Box<dyn Future<Output = Result<Box<Connection>, ConnectError>>>>;
 
 /// Why the session ended badly.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SessionError {
     /// The creds file could not be read, written or moved aside.
-    #[error("creds store failed")]
+    #[error("creds store failed: {0}")]
     Store(#[source] io::Error),
 }
 
-/// One open, handshaken connection and what rides on it.
-struct Live {
-    conn: Box<Connection>,
-    requests: Requests,
-    /// Set once logged in.
-    keepalive: Option<Keepalive>,
-    /// Set while pairing.
-    qr: Option<QrRotation>,
-    /// Set while a logout waits for the server.
-    logout_deadline: Option<Instant>,
-}
-
-impl Live {
-    fn new(conn: Box<Connection>) -> Self {
-        Live {
-            conn,
-            requests: Requests::new(),
-            keepalive: None,
-            qr: None,
-            logout_deadline: None,
-        }
-    }
-
-    fn next_deadline(&self) -> Option<Instant> {
-        [
-            self.keepalive.as_ref().map(Keepalive::deadline),
-            self.qr.as_ref().and_then(QrRotation::deadline),
-            self.logout_deadline,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-    }
-}
-
-/// What the connection is doing.
+/// What the session is doing.
 enum Phase {
     /// Nothing to do until a command arrives.
     Idle,
@@ -120,7 +84,7 @@ enum Phase {
 /// Something that moved the session along.
 enum Event {
     RetryDue,
-    Dialed(Result<Box<Connection>, ConnectError>),
+    Dialed(Result<Socket, ConnectError>),
     Node(Result<Node, TransportError>),
     Timer,
 }
@@ -129,8 +93,8 @@ impl Phase {
     /// Waits for this phase's next event.
     ///
     /// # Cancel safety
-    /// Cancel safe: the dial future lives in the phase, and the connection keeps partial frames
-    /// in its own buffer.
+    /// Cancel safe: the dial future lives in the phase, and the socket keeps partial frames in
+    /// its own buffer.
     async fn next_event(&mut self) -> Event {
         match self {
             Phase::Idle => std::future::pending().await,
@@ -140,9 +104,9 @@ impl Phase {
             }
             Phase::Dialing(dial) => Event::Dialed(dial.await),
             Phase::Open(live) => {
-                let deadline = live.next_deadline();
+                let deadline = live.stage.deadline();
                 tokio::select! {
-                    node = live.conn.read_node() => Event::Node(node),
+                    node = live.socket.read_node() => Event::Node(node),
                     _ = sleep_until_some(deadline) => Event::Timer,
                 }
             }
@@ -164,7 +128,8 @@ pub(crate) struct Session {
     ws_url: String,
     root: [u8; 32],
     version: WaVersion,
-    qr_lifetime: Option<Duration>,
+    settings: Settings,
+    dialer: Dialer,
     link: Link,
     commands: mpsc::UnboundedReceiver<ToWorker>,
     state: WorkerState,
@@ -186,8 +151,11 @@ impl Session {
             ws_url: c.wa_ws_url.clone(),
             root: c.wa_trust_root.map_or(WA_ROOT_KEY, |r| r.0),
             version: c.wa_version,
-            qr_lifetime: (c.qr_ref_timeout_ms > 0)
-                .then(|| Duration::from_millis(c.qr_ref_timeout_ms)),
+            settings: Settings {
+                qr_lifetime: (c.qr_ref_timeout_ms > 0)
+                    .then(|| Duration::from_millis(c.qr_ref_timeout_ms)),
+            },
+            dialer: Dialer::Network,
             link,
             commands,
             state: WorkerState::default(),
@@ -245,67 +213,41 @@ impl Session {
 
     async fn on_command(&mut self, cmd: ToWorker, phase: Phase) -> Result<Phase, SessionError> {
         info!(?cmd, "command");
-        match cmd {
-            ToWorker::Ping => {
+        match (cmd, phase) {
+            (ToWorker::Ping, phase) => {
                 self.send_heartbeat();
                 Ok(phase)
             }
-            ToWorker::RequestQr => match phase {
-                Phase::Idle | Phase::Waiting(_) => {
-                    self.state.reconnect_attempts = 0;
-                    self.dial()
-                }
-                busy => {
-                    debug!("already connecting or connected; qr request noted");
-                    Ok(busy)
-                }
-            },
-            ToWorker::Logout => match phase {
-                Phase::Open(mut live) if live.keepalive.is_some() => {
-                    let jid = self.own_jid();
-                    let mut unlink =
-                        Node::new("remove-companion-device").attr("reason", "user_initiated");
-                    if let Some(jid) = jid {
-                        unlink = unlink.jid_attr("jid", jid);
-                    }
-                    let iq = live.requests.iq(Purpose::Logout, "md", "set", vec![unlink]);
-                    match live.conn.send_node(&iq).await {
-                        Ok(()) => {
-                            live.logout_deadline = Some(Instant::now() + LOGOUT_DEADLINE);
-                            Ok(Phase::Open(live))
-                        }
-                        Err(e) => {
-                            self.after_disconnect(
-                                Some(live),
-                                Disconnect::logged_out(format!("logout sent offline: {e}")),
-                            )
-                            .await
-                        }
-                    }
-                }
-                other => {
-                    let live = match other {
-                        Phase::Open(live) => Some(live),
-                        _ => None,
-                    };
-                    self.after_disconnect(
-                        live,
-                        Disconnect::logged_out("logged out by the admin".into()),
-                    )
-                    .await
-                }
-            },
-            ToWorker::Shutdown => Ok(phase),
+            (ToWorker::RequestQr, Phase::Idle | Phase::Waiting(_)) => {
+                self.state.reconnect_attempts = 0;
+                self.dial()
+            }
+            (ToWorker::RequestQr, busy) => {
+                debug!("already connecting or connected; qr request noted");
+                Ok(busy)
+            }
+            (ToWorker::Logout, Phase::Open(mut live)) => {
+                let actions = self.decide(&mut live, logout::start);
+                self.apply_open(live, actions).await
+            }
+            (ToWorker::Logout, _) => {
+                self.after_disconnect(
+                    None,
+                    Disconnect::logged_out("logged out by the admin".into()),
+                )
+                .await
+            }
+            (ToWorker::Shutdown, phase) => Ok(phase),
         }
     }
 
     async fn on_event(&mut self, event: Event, phase: Phase) -> Result<Phase, SessionError> {
         match (event, phase) {
             (Event::RetryDue, _) => self.dial(),
-            (Event::Dialed(Ok(conn)), _) => {
+            (Event::Dialed(Ok(socket)), _) => {
                 info!(paired = self.is_paired(), "handshake done");
                 self.touch();
-                Ok(Phase::Open(Box::new(Live::new(conn))))
+                Ok(Phase::Open(Box::new(Live::new(socket, self.is_paired()))))
             }
             (Event::Dialed(Err(e)), _) => {
                 let reason = if e.is_certificate() {
@@ -317,252 +259,111 @@ impl Session {
             }
             (Event::Node(Ok(node)), Phase::Open(mut live)) => {
                 self.last_frame_at = Some(UnixMillis::now());
-                match self.on_node(&mut live, node).await? {
-                    None => Ok(Phase::Open(live)),
-                    Some(disconnect) => self.after_disconnect(Some(live), disconnect).await,
-                }
+                let actions = self.decide(&mut live, |ctx| dispatch::on_node(ctx, &node));
+                self.apply_open(live, actions).await
             }
             (Event::Node(Err(e)), Phase::Open(live)) => {
-                self.after_disconnect(
-                    Some(live),
-                    Disconnect::Retry {
-                        reason: Reason::Network,
-                        error: e.to_string(),
-                    },
-                )
-                .await
+                self.after_disconnect(Some(live), network(e)).await
             }
-            (Event::Timer, Phase::Open(mut live)) => match self.on_timer(&mut live).await? {
-                None => Ok(Phase::Open(live)),
-                Some(disconnect) => self.after_disconnect(Some(live), disconnect).await,
-            },
+            (Event::Timer, Phase::Open(mut live)) => {
+                let actions = self.decide(&mut live, dispatch::on_timer);
+                self.apply_open(live, actions).await
+            }
             (_, phase) => Ok(phase),
         }
     }
 
-    /// Step 3: one stanza from the server.
-    async fn on_node(
+    /// Runs one handler against the connection.
+    fn decide(&self, live: &mut Live, handler: impl FnOnce(&mut Ctx<'_>) -> Actions) -> Actions {
+        let mut ctx = Ctx {
+            creds: self.creds.as_ref(),
+            settings: &self.settings,
+            requests: &mut live.requests,
+            stage: &mut live.stage,
+            now: Instant::now(),
+        };
+        handler(&mut ctx)
+    }
+
+    /// Step 3: carries out a decision on an open connection, in the documented order.
+    async fn apply_open(
         &mut self,
-        live: &mut Live,
-        node: Node,
-    ) -> Result<Option<Disconnect>, SessionError> {
-        let outcome = match node.tag.as_str() {
-            "iq" => self.on_iq(live, &node).await?,
-            "success" => self.on_success(live, &node).await?,
-            "failure" => Some(events::failure(&node)),
-            "stream:error" => Some(events::stream_error(&node)),
-            "xmlstreamend" => Some(Disconnect::Retry {
-                reason: Reason::Network,
-                error: "the server ended the stream".into(),
+        mut live: Box<Live>,
+        actions: Actions,
+    ) -> Result<Phase, SessionError> {
+        let Actions {
+            persist,
+            report,
+            send,
+            end,
+        } = actions;
+        for change in persist {
+            self.persist(change)?;
+        }
+        for r in report {
+            self.report(r);
+        }
+        for node in &send {
+            if let Err(e) = live.socket.send_node(node).await {
+                return self.after_disconnect(Some(live), network(e)).await;
+            }
+        }
+        match end {
+            Some(disconnect) => self.after_disconnect(Some(live), disconnect).await,
+            None => Ok(Phase::Open(live)),
+        }
+    }
+
+    /// Makes one change durable.
+    fn persist(&mut self, change: Persist) -> Result<(), SessionError> {
+        match change {
+            Persist::Creds(creds) => {
+                self.store.save(&creds).map_err(SessionError::Store)?;
+                self.creds = Some(*creds);
+                Ok(())
+            }
+            Persist::OwnLid(lid) => self.update_creds(|c| {
+                if let Some(me) = &mut c.me {
+                    me.lid = Some(lid);
+                }
             }),
-            "ib" => {
-                if let Some(info) = receive::routing_info(&node) {
-                    self.update_creds(|c| c.routing_info = Some(Blob(info)))?;
+            Persist::Prekeys(keys) => self.update_creds(|c| {
+                if let Some(last) = keys.last() {
+                    c.next_prekey_id = (last.id + 1) & 0x00FF_FFFF;
                 }
-                None
-            }
-            _ => None,
-        };
-        if outcome.is_some() {
-            return Ok(outcome);
+                c.prekeys.extend(keys);
+            }),
+            Persist::RoutingInfo(info) => self.update_creds(|c| c.routing_info = Some(Blob(info))),
         }
-        if node.tag == "message" {
-            self.state.last_message_at = Some(UnixMillis::now());
-            self.touch();
-        }
-        if let Some(ack) = receive::ack_for(&node) {
-            if let Err(e) = live.conn.send_node(&ack).await {
-                return Ok(Some(network(e)));
-            }
-        }
-        Ok(None)
     }
 
-    async fn on_iq(
-        &mut self,
-        live: &mut Live,
-        iq: &Node,
-    ) -> Result<Option<Disconnect>, SessionError> {
-        let kind = iq.attr_str("type").unwrap_or_default().into_owned();
-        if kind == "set" {
-            if let Some(pair_device) = iq.child("pair-device") {
-                let mut ack = Node::new("iq")
-                    .attr("id", iq.attr_str("id").unwrap_or_default().into_owned())
-                    .attr("type", "result");
-                if let Some(from) = iq.get_attr("from") {
-                    ack.set_attr("to".into(), from.clone());
-                }
-                if let Err(e) = live.conn.send_node(&ack).await {
-                    return Ok(Some(network(e)));
-                }
-                live.qr = Some(QrRotation::new(pair_device, self.qr_lifetime));
-                return Ok(self.show_next_qr(live));
-            }
-            if iq.child("pair-success").is_some() {
-                return self.on_pair_success(live, iq).await;
-            }
-        }
-        let id = iq.attr_str("id").unwrap_or_default();
-        let Some(purpose) = live.requests.answer(&id) else {
-            debug!(%iq, "unsolicited iq ignored");
-            return Ok(None);
-        };
-        let ok = kind == "result";
-        match purpose {
-            Purpose::Ping => {
-                if let Some(k) = &mut live.keepalive {
-                    k.answered();
-                }
-            }
-            Purpose::PrekeyCount if ok => {
-                let needed = self
-                    .creds
-                    .as_ref()
-                    .and_then(|c| login::prekeys_needed(iq, c));
-                if let Some(count) = needed {
-                    let mut fresh = Vec::new();
-                    self.update_creds(|c| fresh = c.generate_prekeys(count))?;
-                    if let Some(creds) = &self.creds {
-                        let upload = login::upload_iq(&mut live.requests, creds, &fresh);
-                        info!(count, "uploading prekeys");
-                        if let Err(e) = live.conn.send_node(&upload).await {
-                            return Ok(Some(network(e)));
-                        }
-                    }
-                }
-            }
-            Purpose::Logout => {
-                return Ok(Some(Disconnect::logged_out(
-                    "logged out by the admin".into(),
-                )))
-            }
-            Purpose::PrekeyUpload | Purpose::Active | Purpose::PrekeyCount => {
-                if !ok {
-                    warn!(?purpose, %iq, "iq failed");
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    async fn on_pair_success(
-        &mut self,
-        live: &mut Live,
-        iq: &Node,
-    ) -> Result<Option<Disconnect>, SessionError> {
-        let Some(creds) = &mut self.creds else {
-            return Ok(None);
-        };
-        let mut candidate = creds.clone();
-        let reply = match pair::accept_pair_success(iq, &mut candidate) {
-            Ok(paired) => {
-                // Durable before we tell anyone: a crash now still leaves a usable pairing.
-                self.store.save(&candidate).map_err(SessionError::Store)?;
-                info!(jid = %paired.jid.to_non_ad(), "paired");
-                self.state.phone = candidate.phone().map(str::to_owned);
-                self.state.jid = Some(paired.jid.to_string());
-                self.creds = Some(candidate);
-                live.qr = None;
-                self.state.qr = None;
-                self.state.qr_expires_at = None;
-                self.set(WorkerStatus::Connecting, None);
-                paired.reply
-            }
-            Err(e) => {
-                warn!(error = %e, "pair-success refused");
-                pair::pair_error_reply(iq, e)
-            }
-        };
-        Ok(live.conn.send_node(&reply).await.err().map(network))
-    }
-
-    async fn on_success(
-        &mut self,
-        live: &mut Live,
-        node: &Node,
-    ) -> Result<Option<Disconnect>, SessionError> {
-        if !self.is_paired() {
-            warn!("success on an unpaired connection ignored");
-            return Ok(None);
-        }
-        if let Some(lid) = node.attr_jid("lid").map(ToString::to_string) {
-            let known = self
-                .creds
-                .as_ref()
-                .and_then(|c| c.me.as_ref())
-                .and_then(|m| m.lid.clone());
-            if known.as_deref() != Some(lid.as_str()) {
-                self.update_creds(|c| {
-                    if let Some(me) = &mut c.me {
-                        me.lid = Some(lid);
-                    }
-                })?;
-            }
-        }
-        info!("connected");
-        live.keepalive = Some(Keepalive::new(Instant::now()));
-        self.state.reconnect_attempts = 0;
-        self.state.next_retry_at = None;
-        self.state.last_error = None;
-        self.set(WorkerStatus::Connected, None);
-        for iq in [
-            login::active_iq(&mut live.requests),
-            login::prekey_count_iq(&mut live.requests),
-        ] {
-            if let Err(e) = live.conn.send_node(&iq).await {
-                return Ok(Some(network(e)));
-            }
-        }
-        Ok(None)
-    }
-
-    async fn on_timer(&mut self, live: &mut Live) -> Result<Option<Disconnect>, SessionError> {
-        let now = Instant::now();
-        if live.logout_deadline.is_some_and(|d| now >= d) {
-            return Ok(Some(Disconnect::logged_out(
-                "logged out; the server did not confirm in time".into(),
-            )));
-        }
-        if live
-            .qr
-            .as_ref()
-            .and_then(QrRotation::deadline)
-            .is_some_and(|d| now >= d)
-        {
-            return Ok(self.show_next_qr(live));
-        }
-        if let Some(k) = &mut live.keepalive {
-            if k.is_dead(now) {
-                return Ok(Some(Disconnect::Retry {
-                    reason: Reason::KeepaliveTimeout,
-                    error: "no answer to the keepalive ping".into(),
-                }));
-            }
-            if k.ping_due(now) {
-                let ping = live.requests.iq(Purpose::Ping, "w:p", "get", vec![]);
-                if let Err(e) = live.conn.send_node(&ping).await {
-                    return Ok(Some(network(e)));
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    /// Shows the next QR ref, or ends the pairing when they have run out.
-    fn show_next_qr(&mut self, live: &mut Live) -> Option<Disconnect> {
-        let (Some(qr), Some(creds)) = (&mut live.qr, &self.creds) else {
-            return None;
-        };
-        match qr.advance(Instant::now()) {
-            Some((reference, expires)) => {
-                let left = expires.saturating_duration_since(Instant::now());
-                self.state.qr = Some(pair::qr_string(reference, creds));
-                self.state.qr_expires_at = Some(UnixMillis::now().after(left));
+    /// Tells the supervisor.
+    fn report(&mut self, report: Report) {
+        match report {
+            Report::Status(status, reason) => self.set(status, reason),
+            Report::Qr { qr, expires_in } => {
+                self.state.qr = Some(qr);
+                self.state.qr_expires_at = Some(UnixMillis::now().after(expires_in));
                 self.state.next_retry_at = None;
                 self.set(WorkerStatus::NeedsQr, None);
-                None
             }
-            None => Some(Disconnect::QrExhausted),
+            Report::Paired => {
+                let creds = self.creds.as_ref();
+                self.state.phone = creds.and_then(Creds::phone).map(str::to_owned);
+                self.state.jid = creds.and_then(|c| c.me.as_ref()).map(|me| me.jid.clone());
+                self.state.qr = None;
+                self.state.qr_expires_at = None;
+            }
+            Report::Connected => {
+                self.state.reconnect_attempts = 0;
+                self.state.next_retry_at = None;
+                self.state.last_error = None;
+                self.set(WorkerStatus::Connected, None);
+            }
+            Report::MessageSeen => {
+                self.state.last_message_at = Some(UnixMillis::now());
+                self.touch();
+            }
         }
     }
 
@@ -573,7 +374,7 @@ impl Session {
         disconnect: Disconnect,
     ) -> Result<Phase, SessionError> {
         if let Some(mut live) = live {
-            close(&mut live.conn).await;
+            live.socket.close().await;
         }
         self.state.qr = None;
         self.state.qr_expires_at = None;
@@ -652,12 +453,7 @@ impl Session {
         self.has_dialled = true;
         self.state.next_retry_at = None;
         self.set(WorkerStatus::Connecting, self.state.reason.clone());
-        Ok(Phase::Dialing(Box::pin(async move {
-            match tokio::time::timeout(CONNECT_DEADLINE, connect::connect(dial)).await {
-                Ok(result) => result.map(Box::new),
-                Err(_) => Err(ConnectError::TimedOut),
-            }
-        })))
+        Ok(Phase::Dialing(self.dialer.dial(dial)))
     }
 
     /// Step 4: count the failure and wait.
@@ -686,7 +482,7 @@ impl Session {
     /// Step 6.
     async fn flush(mut self, phase: Phase) -> Result<(), SessionError> {
         if let Phase::Open(mut live) = phase {
-            close(&mut live.conn).await;
+            live.socket.close().await;
         }
         let saved = match &self.creds {
             Some(creds) => self.store.save(creds),
@@ -726,10 +522,6 @@ impl Session {
         self.creds.as_ref().is_some_and(Creds::is_paired)
     }
 
-    fn own_jid(&self) -> Option<Jid> {
-        self.creds.as_ref()?.me.as_ref()?.jid.parse().ok()
-    }
-
     fn set(&mut self, status: WorkerStatus, reason: Option<Reason>) {
         self.state.status = status;
         self.state.reason = reason;
@@ -753,15 +545,5 @@ fn network(e: TransportError) -> Disconnect {
     Disconnect::Retry {
         reason: Reason::Network,
         error: e.to_string(),
-    }
-}
-
-/// Sends a close frame and waits briefly for it to go out.
-async fn close(conn: &mut Connection) {
-    if tokio::time::timeout(CLOSE_DEADLINE, conn.close())
-        .await
-        .is_err()
-    {
-        debug!("socket close timed out");
     }
 }

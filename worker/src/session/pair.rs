@@ -19,6 +19,12 @@ use prost::Message;
 use sha2::Sha256;
 use tokio::time::Instant;
 
+use ipc_protocol::WorkerStatus;
+use tracing::{info, warn};
+
+use super::actions::{Actions, Persist, Report};
+use super::events::Disconnect;
+use super::stage::{Ctx, Stage};
 use crate::store::creds::{Creds, Me};
 use crate::store::secret::{Blob, Bytes};
 use crate::wa::binary::{Jid, Node};
@@ -230,8 +236,61 @@ pub(crate) fn pair_error_reply(iq: &Node, error: PairError) -> Node {
             .attr("text", error.to_string())])
 }
 
+/// `<iq type=set><pair-device>`: ack it and show the first ref (step 1 and 2).
+pub(crate) fn on_pair_device(ctx: &mut Ctx<'_>, iq: &Node, pair_device: &Node) -> Actions {
+    let mut ack = Node::new("iq")
+        .attr("id", iq.attr_str("id").unwrap_or_default().into_owned())
+        .attr("type", "result");
+    if let Some(from) = iq.get_attr("from") {
+        ack.set_attr("to".into(), from.clone());
+    }
+    *ctx.stage = Stage::ExpectScan(QrRotation::new(pair_device, ctx.settings.qr_lifetime));
+    show_next_qr(ctx).and_send(ack)
+}
+
+/// A ref expired: show the next one, or end the pairing when they have run out.
+pub(crate) fn show_next_qr(ctx: &mut Ctx<'_>) -> Actions {
+    let (Stage::ExpectScan(qr), Some(creds)) = (&mut *ctx.stage, ctx.creds) else {
+        return Actions::none();
+    };
+    match qr.advance(ctx.now) {
+        Some((reference, expires)) => Actions::none().and_report(Report::Qr {
+            qr: qr_string(reference, creds),
+            expires_in: expires.saturating_duration_since(ctx.now),
+        }),
+        None => Actions::end(Disconnect::QrExhausted),
+    }
+}
+
+/// `<iq type=set><pair-success>` (step 3): verify, persist the paired creds, then reply.
+pub(crate) fn on_pair_success(ctx: &mut Ctx<'_>, iq: &Node) -> Actions {
+    let Some(creds) = ctx.creds else {
+        return Actions::none();
+    };
+    if !matches!(ctx.stage, Stage::ExpectScan(_) | Stage::ExpectPairDevice) {
+        warn!("pair-success outside a pairing ignored");
+        return Actions::none();
+    }
+    let mut candidate = creds.clone();
+    match accept_pair_success(iq, &mut candidate) {
+        Ok(paired) => {
+            info!(jid = %paired.jid.to_non_ad(), "paired");
+            *ctx.stage = Stage::ExpectRestart;
+            // Durable before we tell anyone: a crash now still leaves a usable pairing.
+            Actions::send(paired.reply)
+                .and_persist(Persist::Creds(Box::new(candidate)))
+                .and_report(Report::Paired)
+                .and_report(Report::Status(WorkerStatus::Connecting, None))
+        }
+        Err(e) => {
+            warn!(error = %e, "pair-success refused");
+            Actions::send(pair_error_reply(iq, e))
+        }
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::secret::Secret;
     use crate::wa::binary::decode;
@@ -241,7 +300,7 @@ mod tests {
     }
 
     /// Creds holding the keys of wa-protocol.md §11.2.1 and §11.2.2.
-    fn vector_creds() -> Creds {
+    pub(crate) fn vector_creds() -> Creds {
         let mut creds = Creds::generate();
         let identity = k("30540783e788824fd7783d659090ea6a1314717fd4ce1b55f1f555a7c0832471");
         creds.identity_key.private = Secret::new(Bytes(identity));
@@ -255,7 +314,7 @@ mod tests {
         creds
     }
 
-    const PAIR_SUCCESS: &str = "00f80c1906fa0003045a08ff02100216fc026d641aff051700000000f801f802fc0c706169722d73756363657373f803f802e6fc9c0a760a100887ad4b1080e2cfaa0618012000280012206aa526f3bab59120df91afd4c62d1bbc3f624ce0835cb7e3d39ee2d76d1282471a40f2997b7bc361ee8aabebbf27874681764d19cde68cf9bdaa46fca76900e281a31a1cabfc0c2372661cf6da80602edcbbe365eafb27caa6a699a29033badd970c1220cabd1b48aec8c4e7189e22c6d887c9e2fe48e8b0398eede61aa581a049318ad91800f8034a89e4f8053b0cf70002ff8615551234567f76f70102ff88100000000000001f";
+    pub(crate) const PAIR_SUCCESS: &str = "00f80c1906fa0003045a08ff02100216fc026d641aff051700000000f801f802fc0c706169722d73756363657373f803f802e6fc9c0a760a100887ad4b1080e2cfaa0618012000280012206aa526f3bab59120df91afd4c62d1bbc3f624ce0835cb7e3d39ee2d76d1282471a40f2997b7bc361ee8aabebbf27874681764d19cde68cf9bdaa46fca76900e281a31a1cabfc0c2372661cf6da80602edcbbe365eafb27caa6a699a29033badd970c1220cabd1b48aec8c4e7189e22c6d887c9e2fe48e8b0398eede61aa581a049318ad91800f8034a89e4f8053b0cf70002ff8615551234567f76f70102ff88100000000000001f";
 
     #[test]
     fn builds_the_qr_string_of_the_vector() {

@@ -1,7 +1,29 @@
-//! What incoming stanzas ask of us besides their meaning: acks (wa-protocol.md §9, whatsmeow's
-//! attribute rules).
+//! Incoming messages, notifications and calls, and the acks every such stanza needs
+//! (wa-protocol.md §9, whatsmeow's attribute rules).
 
+use super::actions::{Actions, Report};
+use super::stage::Ctx;
 use crate::wa::binary::Node;
+
+/// `<message>`: acknowledged so the server stops redelivering it.
+pub(crate) fn on_message(_ctx: &mut Ctx<'_>, message: &Node) -> Actions {
+    acked(message).and_report(Report::MessageSeen)
+}
+
+/// `<notification>`: acknowledged.
+pub(crate) fn on_notification(_ctx: &mut Ctx<'_>, notification: &Node) -> Actions {
+    acked(notification)
+}
+
+/// `<call>`: acknowledged.
+pub(crate) fn on_call(_ctx: &mut Ctx<'_>, call: &Node) -> Actions {
+    acked(call)
+}
+
+/// Sends the ack of `stanza`, if it has one.
+pub(crate) fn acked(stanza: &Node) -> Actions {
+    ack_for(stanza).map_or_else(Actions::none, Actions::send)
+}
 
 /// The stanzas the server keeps until we acknowledge them.
 const ACKED: [&str; 4] = ["message", "receipt", "notification", "call"];
@@ -30,16 +52,6 @@ pub(crate) fn ack_for(stanza: &Node) -> Option<Node> {
         }
     }
     Some(ack)
-}
-
-/// The routing info of an `<ib><edge_routing><routing_info>…` stanza (§8.7).
-pub(crate) fn routing_info(ib: &Node) -> Option<Vec<u8>> {
-    Some(
-        ib.child("edge_routing")?
-            .child("routing_info")?
-            .content_bytes()?
-            .to_vec(),
-    )
 }
 
 #[cfg(test)]

@@ -1,0 +1,100 @@
+//! What a handler decided: the stanzas to send, the changes to make durable, what to report,
+//! and whether the connection ends. Handlers only decide; [`super::Session::apply`] carries the
+//! decision out, always in the same order:
+//!
+//! 1. persist (durable before anyone hears of it: a crash after this point loses nothing),
+//! 2. report to the supervisor,
+//! 3. send the stanzas,
+//! 4. end the connection.
+
+use std::time::Duration;
+
+use ipc_protocol::{Reason, WorkerStatus};
+
+use super::events::Disconnect;
+use crate::store::creds::{Creds, PreKey};
+use crate::wa::binary::Node;
+
+/// A handler's decision.
+#[derive(Debug, Default)]
+pub(crate) struct Actions {
+    /// Changes to make durable first.
+    pub(crate) persist: Vec<Persist>,
+    /// What the supervisor hears, after the changes are durable.
+    pub(crate) report: Vec<Report>,
+    /// Stanzas to write, in order.
+    pub(crate) send: Vec<Node>,
+    /// End the connection afterwards.
+    pub(crate) end: Option<Disconnect>,
+}
+
+/// A change that must be durable before the stanzas that depend on it go out.
+#[derive(Debug)]
+pub(crate) enum Persist {
+    /// Replace the credentials with these, and save them.
+    Creds(Box<Creds>),
+    /// Our LID, as `<success>` named it.
+    OwnLid(String),
+    /// One-time prekeys about to be uploaded.
+    Prekeys(Vec<PreKey>),
+    /// The edge routing info for the next connect.
+    RoutingInfo(Vec<u8>),
+}
+
+/// Something the supervisor should hear.
+#[derive(Debug, Eq, PartialEq)]
+pub(crate) enum Report {
+    /// A new status.
+    Status(WorkerStatus, Option<Reason>),
+    /// A QR ref to show until `expires_in` has passed (status `needs_qr`).
+    Qr {
+        /// The QR string.
+        qr: String,
+        /// Its remaining lifetime.
+        expires_in: Duration,
+    },
+    /// Pairing succeeded: the JID and phone come from the (already saved) creds.
+    Paired,
+    /// Logged in: retries and errors are over.
+    Connected,
+    /// A message arrived.
+    MessageSeen,
+}
+
+impl Actions {
+    /// No decision at all.
+    pub(crate) fn none() -> Self {
+        Self::default()
+    }
+
+    /// Send one stanza.
+    pub(crate) fn send(node: Node) -> Self {
+        Self::none().and_send(node)
+    }
+
+    /// End the connection.
+    pub(crate) fn end(disconnect: Disconnect) -> Self {
+        Actions {
+            end: Some(disconnect),
+            ..Self::default()
+        }
+    }
+
+    /// Also send `node`, after what is already queued.
+    pub(crate) fn and_send(mut self, node: Node) -> Self {
+        self.send.push(node);
+        self
+    }
+
+    /// Also persist `change`.
+    pub(crate) fn and_persist(mut self, change: Persist) -> Self {
+        self.persist.push(change);
+        self
+    }
+
+    /// Also report `report`.
+    pub(crate) fn and_report(mut self, report: Report) -> Self {
+        self.report.push(report);
+        self
+    }
+}

@@ -1,0 +1,107 @@
+//! Where a connection stands, named for what it waits for, and what handlers see of it.
+//!
+//! ```text
+//!  unpaired:  ExpectPairDevice ──pair-device──▶ ExpectScan ──pair-success──▶ ExpectRestart ─(515)─▶ new connection
+//!  paired:    ExpectSuccess ──success──▶ Online ──admin logout──▶ ExpectLogoutConfirmation ─▶ logged_out
+//! ```
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::keepalive::Keepalive;
+use super::pair::QrRotation;
+use super::request::Requests;
+use super::socket::Socket;
+use crate::store::creds::Creds;
+
+/// The stage of one open connection.
+#[derive(Debug)]
+pub(crate) enum Stage {
+    /// A registration connection, before the server's `pair-device` refs.
+    ExpectPairDevice,
+    /// Showing QR refs until the phone scans one.
+    ExpectScan(QrRotation),
+    /// The pairing is answered; the server will end the stream with a 515.
+    ExpectRestart,
+    /// A login connection, before `<success>`.
+    ExpectSuccess,
+    /// Logged in and kept alive.
+    Online(Keepalive),
+    /// The admin asked to log out; the unlink IQ is out.
+    ExpectLogoutConfirmation {
+        /// Give up waiting then, and log out anyway.
+        deadline: Instant,
+    },
+}
+
+impl Stage {
+    /// The stage a fresh connection starts in.
+    pub(crate) fn first(paired: bool) -> Self {
+        if paired {
+            Stage::ExpectSuccess
+        } else {
+            Stage::ExpectPairDevice
+        }
+    }
+
+    /// The next instant a timer must fire in this stage.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        match self {
+            Stage::ExpectScan(qr) => qr.deadline(),
+            Stage::Online(keepalive) => Some(keepalive.deadline()),
+            Stage::ExpectLogoutConfirmation { deadline } => Some(*deadline),
+            Stage::ExpectPairDevice | Stage::ExpectRestart | Stage::ExpectSuccess => None,
+        }
+    }
+
+    /// Whether the account is logged in on this connection.
+    pub(crate) fn is_online(&self) -> bool {
+        matches!(self, Stage::Online(_))
+    }
+}
+
+/// One open, handshaken connection and what rides on it.
+#[derive(Debug)]
+pub(crate) struct Live {
+    /// The socket.
+    pub(crate) socket: Socket,
+    /// IQ ids and the answers awaited on this connection.
+    pub(crate) requests: Requests,
+    /// Where the connection stands.
+    pub(crate) stage: Stage,
+}
+
+impl Live {
+    /// A fresh connection.
+    pub(crate) fn new(socket: Socket, paired: bool) -> Self {
+        Live {
+            socket,
+            requests: Requests::new(),
+            stage: Stage::first(paired),
+        }
+    }
+}
+
+/// Settings the handlers read.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Settings {
+    /// Replaces the protocol's QR ref lifetimes (tests, `QR_REF_TIMEOUT_MS`).
+    pub(crate) qr_lifetime: Option<Duration>,
+}
+
+/// What a handler may read, and the connection state it may change in memory. Everything
+/// durable or visible goes through the [`super::actions::Actions`] it returns.
+#[derive(Debug)]
+pub(crate) struct Ctx<'a> {
+    /// The credentials, if any.
+    pub(crate) creds: Option<&'a Creds>,
+    /// The session's settings.
+    pub(crate) settings: &'a Settings,
+    /// IQ ids and the answers awaited.
+    pub(crate) requests: &'a mut Requests,
+    /// Where the connection stands; handlers move it on.
+    pub(crate) stage: &'a mut Stage,
+    /// The time of the event being handled.
+    pub(crate) now: Instant,
+}

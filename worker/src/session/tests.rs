@@ -1,0 +1,431 @@
+//! The whole session over in-memory connections, under paused time: the test plays the server
+//! (answering dials, pushing stanzas, reading what the session sends) and the supervisor
+//! (reading reports, sending commands).
+
+use std::time::Duration;
+
+use clap::Parser;
+use ipc_protocol::{Reason, ToSupervisor, ToWorker, WorkerState, WorkerStatus};
+use prost::Message as _;
+use tempfile::TempDir;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::pair::tests::{vector_creds, PAIR_SUCCESS};
+use super::socket::memory::{self, DialRequest, ServerEnd};
+use super::socket::Dialer;
+use super::{Session, SessionError};
+use crate::config::WorkerArgs;
+use crate::store::creds::{Creds, CredsStore, Loaded};
+use crate::wa::binary::{decode, Jid, Node};
+use crate::wa::proto::ClientPayload;
+
+/// Longer than anything a step may take in virtual time.
+const STEP: Duration = Duration::from_secs(600);
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: WorkerArgs,
+}
+
+/// A running session and both of its peers.
+struct Harness {
+    dir: TempDir,
+    dials: mpsc::UnboundedReceiver<DialRequest>,
+    reports: mpsc::UnboundedReceiver<ToSupervisor>,
+    commands: mpsc::UnboundedSender<ToWorker>,
+    token: CancellationToken,
+    task: JoinHandle<Result<(), SessionError>>,
+    last: WorkerState,
+}
+
+impl Harness {
+    /// Starts a session on an account directory holding `creds` (none: never registered).
+    fn start(creds: Option<&Creds>) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cli = Cli::try_parse_from([
+            "worker",
+            "--account",
+            "acct",
+            "--sessions",
+            dir.path().to_str().expect("utf-8 path"),
+        ])
+        .expect("flags");
+        let account_dir = cli.args.account_dir();
+        std::fs::create_dir_all(&account_dir).expect("account dir");
+        if let Some(creds) = creds {
+            CredsStore::new(&account_dir).save(creds).expect("save");
+        }
+        let (link, reports) = crate::ipc::for_test();
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (dialer, dials) = memory::dials();
+        let mut session = Session::new(&cli.args, link, command_rx);
+        session.dialer = Dialer::Memory(dialer);
+        let token = CancellationToken::new();
+        let task = tokio::spawn(session.run(token.clone()));
+        Harness {
+            dir,
+            dials,
+            reports,
+            commands,
+            token,
+            task,
+            last: WorkerState::default(),
+        }
+    }
+
+    fn creds(&self) -> Option<Creds> {
+        match CredsStore::new(&self.dir.path().join("acct"))
+            .load()
+            .expect("load")
+        {
+            Loaded::Creds(c) => Some(*c),
+            _ => None,
+        }
+    }
+
+    async fn next_dial(&mut self) -> DialRequest {
+        tokio::time::timeout(STEP, self.dials.recv())
+            .await
+            .expect("a dial in time")
+            .expect("dial queue open")
+    }
+
+    /// Waits for the first snapshot that satisfies `want`.
+    async fn state_where(
+        &mut self,
+        what: &str,
+        want: impl Fn(&WorkerState) -> bool,
+    ) -> WorkerState {
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            let report = tokio::time::timeout_at(deadline, self.reports.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no state {what}; last seen {:?}", self.last))
+                .expect("link open");
+            if let ToSupervisor::State(state) = report {
+                self.last = state.clone();
+                if want(&state) {
+                    return state;
+                }
+            }
+        }
+    }
+
+    async fn status(&mut self, status: WorkerStatus) -> WorkerState {
+        self.state_where(&status.to_string(), |s| s.status == status)
+            .await
+    }
+
+    /// Dials, accepts, sends `<success>`, and answers the login IQs (prekeys well stocked).
+    async fn online(&mut self) -> ServerEnd {
+        let mut server = self.next_dial().await.accept();
+        server.push(Node::new("success").attr("t", "1700000000"));
+        self.status(WorkerStatus::Connected).await;
+        let active = sent(&mut server, "iq").await;
+        assert_eq!(active.attr_str("xmlns").as_deref(), Some("passive"));
+        let count = sent(&mut server, "iq").await;
+        assert_eq!(count.attr_str("xmlns").as_deref(), Some("encrypt"));
+        server.push(result(&count).children(vec![Node::new("count").attr("value", "100")]));
+        server
+    }
+
+    async fn stop(self) -> Vec<ToSupervisor> {
+        self.token.cancel();
+        let outcome = tokio::time::timeout(STEP, self.task)
+            .await
+            .expect("stops in time")
+            .expect("no panic");
+        assert!(outcome.is_ok(), "{outcome:?}");
+        let mut rest = self.reports;
+        let mut tail = Vec::new();
+        while let Ok(m) = rest.try_recv() {
+            tail.push(m);
+        }
+        tail
+    }
+}
+
+/// The next node the session sent, which must be a `tag`.
+async fn sent(server: &mut ServerEnd, tag: &str) -> Node {
+    let node = tokio::time::timeout(STEP, server.next())
+        .await
+        .unwrap_or_else(|_| panic!("no <{tag}> sent in time"))
+        .unwrap_or_else(|| panic!("connection closed before a <{tag}>"));
+    assert_eq!(node.tag, tag, "{node}");
+    node
+}
+
+/// Whether the session closed this connection (within a step).
+async fn closed(server: &mut ServerEnd) -> bool {
+    loop {
+        match tokio::time::timeout(STEP, server.next()).await {
+            Ok(None) => return true,
+            Ok(Some(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+fn result(iq: &Node) -> Node {
+    Node::new("iq")
+        .attr("id", iq.attr_str("id").expect("id").into_owned())
+        .attr("type", "result")
+        .jid_attr("from", Jid::server_jid())
+}
+
+fn pair_device(refs: &[&str]) -> Node {
+    Node::new("iq")
+        .attr("id", "pd-1")
+        .attr("type", "set")
+        .jid_attr("from", Jid::server_jid())
+        .children(vec![Node::new("pair-device").children(
+            refs.iter()
+                .map(|r| Node::new("ref").bytes(r.as_bytes().to_vec()))
+                .collect(),
+        )])
+}
+
+/// A paired account's creds, as `accept_pair_success` leaves them.
+fn paired_creds() -> Creds {
+    let mut creds = vector_creds();
+    let iq = decode(&hex::decode(PAIR_SUCCESS).expect("hex")).expect("node");
+    super::pair::accept_pair_success(&iq, &mut creds).expect("pairs");
+    creds
+}
+
+#[tokio::test(start_paused = true)]
+async fn shows_each_qr_ref_in_turn_then_waits_when_they_run_out() {
+    let mut h = Harness::start(None);
+    let mut server = h.next_dial().await.accept();
+    assert!(
+        h.creds().is_some(),
+        "keys are durable before the first dial"
+    );
+    server.push(pair_device(&["ref-1", "ref-2"]));
+    let ack = sent(&mut server, "iq").await;
+    assert_eq!(ack.attr_str("id").as_deref(), Some("pd-1"));
+    assert_eq!(ack.attr_str("type").as_deref(), Some("result"));
+
+    let first = h.status(WorkerStatus::NeedsQr).await;
+    let qr = first.qr.expect("a qr");
+    assert!(qr.contains("#ref-1,"), "{qr}");
+    let t1 = tokio::time::Instant::now();
+    let second = h
+        .state_where("second ref", |s| {
+            s.qr.as_deref().is_some_and(|q| q.contains("#ref-2,"))
+        })
+        .await;
+    assert_eq!(t1.elapsed().as_secs(), 60, "the first ref lives 60 s");
+    assert!(second.qr_expires_at.is_some());
+
+    let t2 = tokio::time::Instant::now();
+    let done = h
+        .state_where("qr exhausted", |s| s.reason == Some(Reason::QrExhausted))
+        .await;
+    assert_eq!(t2.elapsed().as_secs(), 20, "later refs live 20 s");
+    assert_eq!(done.status, WorkerStatus::NeedsQr);
+    assert!(done.qr.is_none());
+    assert!(closed(&mut server).await, "the socket is closed");
+
+    // A new QR request starts a new registration connection.
+    h.commands.send(ToWorker::RequestQr).expect("send");
+    let again = h.next_dial().await;
+    let payload = ClientPayload::decode(&again.dial.payload[..]).expect("payload");
+    assert!(payload.username.is_none(), "a registration payload");
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn persists_the_pairing_before_replying_then_logs_in_after_the_515() {
+    let mut h = Harness::start(Some(&vector_creds()));
+    let mut server = h.next_dial().await.accept();
+    server.push(pair_device(&["ref-1"]));
+    sent(&mut server, "iq").await;
+    h.status(WorkerStatus::NeedsQr).await;
+
+    server.push(decode(&hex::decode(PAIR_SUCCESS).expect("hex")).expect("node"));
+    let reply = sent(&mut server, "iq").await;
+    assert!(reply.child("pair-device-sign").is_some(), "{reply}");
+    let stored = h.creds().expect("creds");
+    assert!(stored.is_paired(), "durable before the reply went out");
+    let state = h
+        .state_where("paired", |s| s.jid.is_some() && s.qr.is_none())
+        .await;
+    assert_eq!(state.phone.as_deref(), Some("15551234567"));
+
+    server.push(Node::new("stream:error").attr("code", "515"));
+    assert!(closed(&mut server).await);
+    let login = h.next_dial().await;
+    let payload = ClientPayload::decode(&login.dial.payload[..]).expect("payload");
+    assert_eq!(payload.username, Some(15551234567), "a login payload");
+    let mut server = login.accept();
+    server.push(Node::new("success").attr("t", "1"));
+    let connected = h.status(WorkerStatus::Connected).await;
+    assert_eq!(connected.reconnect_attempts, 0);
+    sent(&mut server, "iq").await;
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn refuses_a_forged_pair_success_and_keeps_the_creds_unpaired() {
+    let mut creds = vector_creds();
+    creds.adv_secret = crate::store::secret::Secret::new(crate::store::secret::Bytes([7; 32]));
+    let mut h = Harness::start(Some(&creds));
+    let mut server = h.next_dial().await.accept();
+    server.push(pair_device(&["ref-1"]));
+    sent(&mut server, "iq").await;
+    server.push(decode(&hex::decode(PAIR_SUCCESS).expect("hex")).expect("node"));
+    let reply = sent(&mut server, "iq").await;
+    assert_eq!(reply.attr_str("type").as_deref(), Some("error"));
+    assert!(!h.creds().expect("creds").is_paired());
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn stocks_prekeys_durably_before_uploading_them() {
+    let mut h = Harness::start(Some(&paired_creds()));
+    let mut server = h.next_dial().await.accept();
+    server.push(
+        Node::new("success")
+            .attr("t", "1")
+            .jid_attr("lid", "100000000000009:2@lid".parse().expect("jid")),
+    );
+    h.status(WorkerStatus::Connected).await;
+    sent(&mut server, "iq").await;
+    let count = sent(&mut server, "iq").await;
+    server.push(result(&count).children(vec![Node::new("count").attr("value", "0")]));
+    let upload = sent(&mut server, "iq").await;
+    let keys = upload.child("list").expect("list").children_slice().len();
+    assert_eq!(keys, 812);
+    let stored = h.creds().expect("creds");
+    assert_eq!(stored.prekeys.len(), 812, "durable before the upload");
+    assert_eq!(
+        stored.me.and_then(|m| m.lid).as_deref(),
+        Some("100000000000009:2@lid"),
+        "the lid from <success> is kept"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn pings_and_reconnects_when_a_ping_goes_unanswered() {
+    let mut h = Harness::start(Some(&paired_creds()));
+    let mut server = h.online().await;
+    let t0 = tokio::time::Instant::now();
+    let ping = sent(&mut server, "iq").await;
+    assert_eq!(ping.attr_str("xmlns").as_deref(), Some("w:p"));
+    let waited = t0.elapsed().as_secs();
+    assert!((20..30).contains(&waited), "pinged after {waited} s");
+    server.push(result(&ping));
+
+    let ping = sent(&mut server, "iq").await;
+    assert_eq!(ping.attr_str("xmlns").as_deref(), Some("w:p"));
+    let unanswered = tokio::time::Instant::now();
+    let state = h.status(WorkerStatus::Reconnecting).await;
+    assert_eq!(state.reason, Some(Reason::KeepaliveTimeout));
+    assert_eq!(unanswered.elapsed().as_secs(), 20);
+    assert!(closed(&mut server).await);
+    let again = h.next_dial().await;
+    assert!(
+        unanswered.elapsed() > Duration::from_secs(20),
+        "after a backoff"
+    );
+    again.refuse();
+    let state = h.status(WorkerStatus::Reconnecting).await;
+    assert_eq!(state.reconnect_attempts, 2);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn acks_each_stanza_kind_and_reports_message_time() {
+    let mut h = Harness::start(Some(&paired_creds()));
+    let mut server = h.online().await;
+    let from: Jid = "15550009999@s.whatsapp.net".parse().expect("jid");
+    server.push(
+        Node::new("message")
+            .attr("id", "M1")
+            .attr("type", "text")
+            .jid_attr("from", from.clone()),
+    );
+    let ack = sent(&mut server, "ack").await;
+    assert_eq!(ack.attr_str("class").as_deref(), Some("message"));
+    assert_eq!(ack.attr_str("id").as_deref(), Some("M1"));
+    assert_eq!(ack.attr_jid("to"), Some(&from));
+    h.state_where("message time", |s| s.last_message_at.is_some())
+        .await;
+    for (tag, kind) in [
+        ("receipt", "read"),
+        ("notification", "devices"),
+        ("call", "offer"),
+    ] {
+        server.push(
+            Node::new(tag)
+                .attr("id", "X1")
+                .attr("type", kind)
+                .jid_attr("from", from.clone()),
+        );
+        let ack = sent(&mut server, "ack").await;
+        assert_eq!(ack.attr_str("class").as_deref(), Some(tag));
+        assert_eq!(ack.attr_str("type").as_deref(), Some(kind));
+    }
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn logout_unlinks_the_device_and_archives_the_creds() {
+    let mut h = Harness::start(Some(&paired_creds()));
+    let mut server = h.online().await;
+    h.commands.send(ToWorker::Logout).expect("send");
+    let unlink = sent(&mut server, "iq").await;
+    let remove = unlink.child("remove-companion-device").expect("unlink");
+    assert_eq!(
+        remove.attr_jid("jid").map(ToString::to_string).as_deref(),
+        Some("15551234567:2@s.whatsapp.net")
+    );
+    assert!(h.creds().is_some(), "nothing archived before the answer");
+    server.push(result(&unlink));
+    let state = h.status(WorkerStatus::LoggedOut).await;
+    assert_eq!(state.reason, Some(Reason::LoggedOut));
+    assert!(state.phone.is_none());
+    assert!(h.creds().is_none(), "creds archived");
+    assert!(closed(&mut server).await);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn logout_completes_after_the_deadline_without_an_answer() {
+    let mut h = Harness::start(Some(&paired_creds()));
+    let mut server = h.online().await;
+    h.commands.send(ToWorker::Logout).expect("send");
+    sent(&mut server, "iq").await;
+    let t0 = tokio::time::Instant::now();
+    h.status(WorkerStatus::LoggedOut).await;
+    assert_eq!(t0.elapsed(), super::logout::LOGOUT_DEADLINE);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn conflict_stops_without_reconnecting_and_shutdown_flushes() {
+    let mut h = Harness::start(Some(&paired_creds()));
+    let mut server = h.online().await;
+    server.push(
+        Node::new("stream:error").children(vec![Node::new("conflict").attr("type", "replaced")]),
+    );
+    let state = h.status(WorkerStatus::Conflict).await;
+    assert_eq!(state.reason, Some(Reason::Replaced));
+    assert!(closed(&mut server).await);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3600), h.dials.recv())
+            .await
+            .is_err(),
+        "no dial within an hour"
+    );
+    let tail = h.stop().await;
+    assert!(
+        tail.iter().any(|m| matches!(m, ToSupervisor::Flushed)),
+        "{tail:?}"
+    );
+}
