@@ -6,6 +6,7 @@ use std::sync::RwLock;
 
 use ipc_protocol::{AccountId, Reason, UnixMillis, WorkerState, WorkerStatus};
 
+use crate::events::{self, EventBus, EventKind};
 use crate::registry::Account;
 
 /// What the API knows of one account.
@@ -45,16 +46,21 @@ impl AccountView {
     }
 }
 
-/// Every account's view, sorted by id.
+/// Every account's view, sorted by id. Every change of an account's status, reason or QR is
+/// published on [`Cache::events`] as it is written.
 #[derive(Debug, Default)]
 pub struct Cache {
     accounts: RwLock<BTreeMap<AccountId, AccountView>>,
+    /// The events these changes produce.
+    pub events: EventBus,
 }
 
 impl Cache {
     /// Inserts or replaces an account's view.
     pub fn insert(&self, view: AccountView) {
-        self.write().insert(view.account.id.clone(), view);
+        let id = view.account.id.clone();
+        let old = self.write().insert(id.clone(), view.clone());
+        self.publish_changes(&id, old.as_ref().map(|v| &v.state), &view.state);
     }
 
     /// Removes an account.
@@ -64,8 +70,34 @@ impl Cache {
 
     /// Applies `f` to the account's view, if there is one.
     pub fn update(&self, id: &AccountId, f: impl FnOnce(&mut AccountView)) {
-        if let Some(view) = self.write().get_mut(id) {
+        let changed = {
+            let mut accounts = self.write();
+            let Some(view) = accounts.get_mut(id) else {
+                return;
+            };
+            let before = view.state.clone();
             f(view);
+            (before, view.state.clone())
+        };
+        self.publish_changes(id, Some(&changed.0), &changed.1);
+    }
+
+    /// Publishes `account.status` when the status or reason changed, `account.qr` when the QR
+    /// did.
+    fn publish_changes(&self, id: &AccountId, before: Option<&WorkerState>, after: &WorkerState) {
+        let status_changed =
+            before.is_none_or(|b| b.status != after.status || b.reason != after.reason);
+        if status_changed {
+            self.events
+                .publish(EventKind::AccountStatus, id, events::status_data(after));
+        }
+        let qr_changed = match before {
+            Some(b) => b.qr != after.qr,
+            None => after.qr.is_some(),
+        };
+        if qr_changed {
+            self.events
+                .publish(EventKind::AccountQr, id, events::qr_data(after));
         }
     }
 

@@ -6,6 +6,7 @@
 mod e2e {
     mod api;
     mod boot;
+    mod events;
     mod ipc;
     mod restart;
     mod shutdown;

@@ -64,8 +64,8 @@ pub fn account_json(v: &AccountView) -> Value {
 /// gave, masked.
 pub fn masked_phone(v: &AccountView) -> Option<String> {
     match (&v.state.phone, &v.account.phone) {
-        (Some(p), _) if !p.starts_with('+') => Some(phone::mask(&format!("+{p}"))),
-        (Some(p), _) | (None, Some(p)) => Some(phone::mask(p)),
+        (Some(p), _) => Some(phone::mask_reported(p)),
+        (None, Some(p)) => Some(phone::mask(p)),
         (None, None) => None,
     }
 }

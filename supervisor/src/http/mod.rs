@@ -5,6 +5,7 @@ mod accounts;
 mod auth;
 mod dashboard;
 mod error;
+mod events;
 mod health;
 mod metrics;
 mod phone;
@@ -23,6 +24,7 @@ use worker::store::secret::Secret;
 
 pub use error::ApiError;
 pub use health::HealthProbe;
+pub use phone::mask_reported as mask_reported_phone;
 
 use crate::cache::Cache;
 use crate::fleet::FleetHandle;
@@ -72,6 +74,7 @@ pub fn router(state: AppState) -> Router {
             "/api/whatsapp/accounts/{account_id}",
             delete(accounts::remove),
         )
+        .route("/api/events", get(events::stream))
         .route("/metrics", get(metrics::render))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

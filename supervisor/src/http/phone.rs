@@ -1,5 +1,14 @@
 //! Phone numbers leave the API masked: `+40712345697` becomes `+407****97`.
 
+/// Masks a phone a worker reported (JID digits, shown with their `+`).
+pub fn mask_reported(phone: &str) -> String {
+    if phone.starts_with('+') {
+        mask(phone)
+    } else {
+        mask(&format!("+{phone}"))
+    }
+}
+
 /// Masks all but the first four and the last two characters of `phone`.
 pub fn mask(phone: &str) -> String {
     let chars: Vec<char> = phone.chars().collect();

@@ -3,6 +3,7 @@
 pub mod http;
 pub mod process;
 pub mod sim;
+pub mod sse;
 pub mod volume;
 pub mod wait;
 

@@ -178,6 +178,22 @@ impl Supervisor {
             .unwrap_or_else(|e| panic!("{method} {path} failed: {e}"))
     }
 
+    /// Opens `GET /api/events{query}` with the admin token and `extra` headers.
+    ///
+    /// # Panics
+    /// On I/O errors.
+    pub fn events_stream(
+        &self,
+        query: &str,
+        extra: &[(&str, &str)],
+    ) -> crate::harness::sse::EventStream {
+        let auth = format!("Bearer {TOKEN}");
+        let mut headers = vec![("Authorization", auth.as_str())];
+        headers.extend_from_slice(extra);
+        crate::harness::sse::EventStream::open(self.addr, &format!("/api/events{query}"), &headers)
+            .unwrap_or_else(|e| panic!("GET /api/events failed: {e}"))
+    }
+
     /// `GET /api/status/dashboard`, remembering every worker pid it shows.
     ///
     /// # Panics

@@ -12,7 +12,7 @@ use super::STATE_DEADLINE;
 /// How long an account may take from scan to `connected` (issue 3: within 5 s).
 const CONNECT_DEADLINE: Duration = Duration::from_secs(5);
 
-fn start(volume: &Volume, sim: &Sim, extra: &[(&str, &str)]) -> Supervisor {
+pub(super) fn start(volume: &Volume, sim: &Sim, extra: &[(&str, &str)]) -> Supervisor {
     let mut env = vec![
         ("WA_WS_URL", sim.ws_url.as_str()),
         ("WA_TRUST_ROOT", sim.root_public_key.as_str()),
