@@ -7,6 +7,12 @@
 //!    │ ── State(WorkerState) ─────────────────▶ │ on every change: a full snapshot, never a delta
 //!    │ ── Heartbeat { last_frame_at } ────────▶ │ every 15 s (liveness watchdog: 60 s)
 //!    │ ◀──────────── Ping / RequestQr / Logout  │ admin commands
+//!    │ ◀──────── Send { request, message } ──── │ queue a text (API POST …/messages)
+//!    │ ── SendAnswer { request, outcome } ────▶ │ once durable in the outbox (then 202), or why not
+//!    │ ◀──────── Query { request, query } ───── │ a message by id, or a page of a direction
+//!    │ ── QueryAnswer { request, answer } ────▶ │
+//!    │ ── Message(MessageRecord) ─────────────▶ │ a message arrived, or one of ours moved on
+//!    │                                          │ (already durable; becomes an event)
 //!    │ ◀──────────────────────────── Shutdown   │ (or SIGTERM, or EOF on the link)
 //!    │ ── Flushed ────────────────────────────▶ │ creds proven durable
 //!    │ ── Goodbye { reason } ─────────────────▶ │ last words, then the worker exits
@@ -19,6 +25,7 @@
 pub mod codec;
 pub mod error;
 pub mod message;
+pub mod messaging;
 
 pub use codec::{encode, FrameDecoder, FrameReader, FrameWriter, MAX_FRAME_LEN};
 pub use error::FrameError;
@@ -26,6 +33,10 @@ pub use message::{
     AccountId, InvalidAccountId, Reason, ToSupervisor, ToWorker, UnixMillis, WorkerState,
     WorkerStatus,
 };
+pub use messaging::{
+    Direction, MessageQuery, MessageRecord, MessageStatus, OutgoingText, QueryAnswer, SendOutcome,
+    SendRefusal,
+};
 
 /// Version of this protocol; a worker whose Hello carries another one is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;

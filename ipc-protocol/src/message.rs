@@ -6,6 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::messaging::{MessageQuery, MessageRecord, OutgoingText, QueryAnswer, SendOutcome};
+
 /// A message from a worker to the supervisor.
 #[derive(Clone, Debug, Deserialize, Eq, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -33,10 +35,26 @@ pub enum ToSupervisor {
         /// Why it is leaving, for the log.
         reason: String,
     },
+    /// The answer to `Send`.
+    SendAnswer {
+        /// The `request` of the `Send`.
+        request: u64,
+        /// Queued or refused.
+        outcome: SendOutcome,
+    },
+    /// The answer to `Query`.
+    QueryAnswer {
+        /// The `request` of the `Query`.
+        request: u64,
+        /// What the store holds.
+        answer: QueryAnswer,
+    },
+    /// A message arrived (status `received`), or one of ours moved on; already durable.
+    Message(MessageRecord),
 }
 
 /// A command from the supervisor to a worker.
-#[derive(Clone, Copy, Debug, Deserialize, Eq, PartialEq, Serialize)]
+#[derive(Clone, Debug, Deserialize, Eq, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToWorker {
     /// Flush credentials, close the connection and exit 0.
@@ -47,6 +65,20 @@ pub enum ToWorker {
     RequestQr,
     /// Answer with a `Heartbeat`.
     Ping,
+    /// Queue a text durably and answer `SendAnswer` once it is (or why not).
+    Send {
+        /// Echoed in the answer.
+        request: u64,
+        /// What to send.
+        message: OutgoingText,
+    },
+    /// Answer `QueryAnswer` from the message store.
+    Query {
+        /// Echoed in the answer.
+        request: u64,
+        /// The question.
+        query: MessageQuery,
+    },
 }
 
 /// A full snapshot of one worker's state.

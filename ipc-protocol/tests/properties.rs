@@ -1,8 +1,9 @@
 //! Properties of the frame codec: round-trips, any chunking, and no panic on any input.
 
 use ipc_protocol::{
-    encode, AccountId, FrameDecoder, FrameError, Reason, ToSupervisor, ToWorker, UnixMillis,
-    WorkerState, WorkerStatus,
+    encode, AccountId, Direction, FrameDecoder, FrameError, MessageQuery, MessageRecord,
+    MessageStatus, OutgoingText, QueryAnswer, Reason, SendOutcome, SendRefusal, ToSupervisor,
+    ToWorker, UnixMillis, WorkerState, WorkerStatus,
 };
 use proptest::prelude::*;
 
@@ -76,16 +77,61 @@ fn to_supervisor() -> impl Strategy<Value = ToSupervisor> {
         millis().prop_map(|last_frame_at| ToSupervisor::Heartbeat { last_frame_at }),
         Just(ToSupervisor::Flushed),
         ".{0,60}".prop_map(|reason| ToSupervisor::Goodbye { reason }),
+        (".{0,200}", any::<u64>(), any::<bool>()).prop_map(|(text, cursor, inbound)| {
+            ToSupervisor::Message(MessageRecord {
+                id: "3EB0AB".into(),
+                direction: if inbound {
+                    Direction::In
+                } else {
+                    Direction::Out
+                },
+                chat: "1@s.whatsapp.net".into(),
+                sender: None,
+                push_name: Some(text.clone()),
+                kind: "text".into(),
+                text: Some(text),
+                status: MessageStatus::Received,
+                timestamp: UnixMillis(cursor / 1000),
+                sent_at: None,
+                delivered_at: None,
+                read_at: None,
+                error: None,
+                cursor,
+            })
+        }),
     ]
 }
 
 fn to_worker() -> impl Strategy<Value = ToWorker> {
-    proptest::sample::select(vec![
-        ToWorker::Shutdown,
-        ToWorker::Logout,
-        ToWorker::RequestQr,
-        ToWorker::Ping,
-    ])
+    prop_oneof![
+        proptest::sample::select(vec![
+            ToWorker::Shutdown,
+            ToWorker::Logout,
+            ToWorker::RequestQr,
+            ToWorker::Ping,
+        ]),
+        (any::<u64>(), ".{0,40}", ".{0,300}").prop_map(|(request, to, text)| ToWorker::Send {
+            request,
+            message: OutgoingText {
+                id: "3EB0".into(),
+                to,
+                text
+            },
+        }),
+        (
+            any::<u64>(),
+            proptest::option::of(any::<u64>()),
+            any::<u32>()
+        )
+            .prop_map(|(request, after, limit)| ToWorker::Query {
+                request,
+                query: MessageQuery::List {
+                    direction: Direction::Out,
+                    after,
+                    limit
+                },
+            }),
+    ]
 }
 
 fn decode_all<T: serde::de::DeserializeOwned>(chunks: &[&[u8]]) -> Vec<T> {
@@ -227,5 +273,111 @@ fn messages_match_their_golden_json() {
         let text = std::fs::read_to_string(dir.join(file)).expect("golden file exists");
         let golden: serde_json::Value = serde_json::from_str(&text).expect("golden is json");
         assert_eq!(value, golden, "{file}");
+    }
+}
+
+/// The messaging frames (protocol 2): golden JSON both ways, so the supervisor and the worker of
+/// one release agree and a change of shape is a visible diff.
+#[test]
+fn messaging_frames_match_their_golden_json_both_ways() {
+    let record = |status, direction| MessageRecord {
+        id: "3EB05765B9D1119841E331".into(),
+        direction,
+        chat: "40712345678@s.whatsapp.net".into(),
+        sender: None,
+        push_name: None,
+        kind: "text".into(),
+        text: Some("hello".into()),
+        status,
+        timestamp: UnixMillis(1_764_000_000_000),
+        sent_at: None,
+        delivered_at: None,
+        read_at: None,
+        error: None,
+        cursor: 1_764_000_000_000_000,
+    };
+    let to_worker = [
+        (
+            "send.json",
+            ToWorker::Send {
+                request: 7,
+                message: OutgoingText {
+                    id: "3EB05765B9D1119841E331".into(),
+                    to: "40712345678@s.whatsapp.net".into(),
+                    text: "hello".into(),
+                },
+            },
+        ),
+        (
+            "query_list.json",
+            ToWorker::Query {
+                request: 9,
+                query: MessageQuery::List {
+                    direction: Direction::In,
+                    after: Some(1_764_000_000_000_000),
+                    limit: 50,
+                },
+            },
+        ),
+    ];
+    let to_supervisor = [
+        (
+            "send_answer_accepted.json",
+            ToSupervisor::SendAnswer {
+                request: 7,
+                outcome: SendOutcome::Accepted {
+                    message: Box::new(record(MessageStatus::Queued, Direction::Out)),
+                },
+            },
+        ),
+        (
+            "send_answer_refused.json",
+            ToSupervisor::SendAnswer {
+                request: 8,
+                outcome: SendOutcome::Refused {
+                    refusal: SendRefusal::OutboxFull { limit: 10_000 },
+                },
+            },
+        ),
+        (
+            "query_answer_page.json",
+            ToSupervisor::QueryAnswer {
+                request: 9,
+                answer: QueryAnswer::Page {
+                    messages: Vec::new(),
+                    next: None,
+                },
+            },
+        ),
+        (
+            "message.json",
+            ToSupervisor::Message(MessageRecord {
+                id: "ABCDEF0123".into(),
+                chat: "120363000000000001@g.us".into(),
+                sender: Some("40712345678@s.whatsapp.net".into()),
+                push_name: Some("Ana".into()),
+                text: Some("hi all".into()),
+                cursor: 1_764_000_000_000_001,
+                ..record(MessageStatus::Received, Direction::In)
+            }),
+        ),
+    ];
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let golden = |file: &str| -> String {
+        std::fs::read_to_string(dir.join(file)).expect("golden file exists")
+    };
+    for (file, msg) in to_worker {
+        let parsed: ToWorker = serde_json::from_str(&golden(file)).expect("golden parses");
+        assert_eq!(parsed, msg, "{file}");
+        let value = serde_json::to_value(&msg).expect("serializes");
+        let expected: serde_json::Value = serde_json::from_str(&golden(file)).expect("json");
+        assert_eq!(value, expected, "{file}");
+    }
+    for (file, msg) in to_supervisor {
+        let parsed: ToSupervisor = serde_json::from_str(&golden(file)).expect("golden parses");
+        assert_eq!(parsed, msg, "{file}");
+        let value = serde_json::to_value(&msg).expect("serializes");
+        let expected: serde_json::Value = serde_json::from_str(&golden(file)).expect("json");
+        assert_eq!(value, expected, "{file}");
     }
 }

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::RwLock;
 
-use ipc_protocol::{AccountId, Reason, UnixMillis, WorkerState, WorkerStatus};
+use ipc_protocol::{
+    AccountId, Direction, MessageRecord, Reason, UnixMillis, WorkerState, WorkerStatus,
+};
 
 use crate::events::{self, EventBus, EventKind};
 use crate::registry::Account;
@@ -80,6 +82,16 @@ impl Cache {
             (before, view.state.clone())
         };
         self.publish_changes(id, Some(&changed.0), &changed.1);
+    }
+
+    /// A message arrived (`message.received`) or one of ours moved on (`message.status`).
+    pub fn message(&self, id: &AccountId, record: &MessageRecord) {
+        let kind = match record.direction {
+            Direction::In => EventKind::MessageReceived,
+            Direction::Out => EventKind::MessageStatus,
+        };
+        self.events
+            .publish(kind, id, crate::http::message_json(record));
     }
 
     /// Publishes `account.status` when the status or reason changed, `account.qr` when the QR

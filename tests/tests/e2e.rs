@@ -8,6 +8,7 @@ mod e2e {
     mod boot;
     mod events;
     mod ipc;
+    mod messages;
     mod restart;
     mod shutdown;
     mod whatsapp;

@@ -58,6 +58,15 @@ pub struct ConnectionArgs {
     /// Lifetime of each QR ref; 0 means the protocol's (60 s for the first, 20 s after).
     #[arg(long, env = "QR_REF_TIMEOUT_MS", default_value_t = 0)]
     pub qr_ref_timeout_ms: u64,
+    /// Queued outgoing messages per account before a send is refused (429).
+    #[arg(long, env = "OUTBOX_LIMIT", default_value_t = 10_000)]
+    pub outbox_limit: u32,
+    /// Days a sent or received message is kept.
+    #[arg(long, env = "MESSAGE_RETENTION_DAYS", default_value_t = 7)]
+    pub message_retention_days: u32,
+    /// Sent, and received, messages kept per account (each).
+    #[arg(long, env = "MESSAGE_RETENTION_COUNT", default_value_t = 10_000)]
+    pub message_retention_count: u32,
 }
 
 /// The WhatsApp Web version whatsmeow sends (wa-protocol.md §0).
@@ -131,6 +140,15 @@ impl ConnectionArgs {
             ),
             ("WA_VERSION", self.wa_version.to_string()),
             ("QR_REF_TIMEOUT_MS", self.qr_ref_timeout_ms.to_string()),
+            ("OUTBOX_LIMIT", self.outbox_limit.to_string()),
+            (
+                "MESSAGE_RETENTION_DAYS",
+                self.message_retention_days.to_string(),
+            ),
+            (
+                "MESSAGE_RETENTION_COUNT",
+                self.message_retention_count.to_string(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

@@ -16,7 +16,10 @@ use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipc_protocol::{AccountId, Reason, ToSupervisor, ToWorker, UnixMillis, WorkerStatus};
+use ipc_protocol::{
+    AccountId, MessageQuery, OutgoingText, QueryAnswer, Reason, SendOutcome, ToSupervisor,
+    ToWorker, UnixMillis, WorkerStatus,
+};
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -95,6 +98,33 @@ pub enum FleetMsg {
         /// The worker's pid.
         pid: u32,
     },
+    /// A question for an account's worker; answered when the worker answers.
+    Ask {
+        /// The account.
+        id: AccountId,
+        /// The question.
+        ask: Ask,
+        /// The worker's answer, or why there is none.
+        reply: oneshot::Sender<Result<Answer, CommandError>>,
+    },
+}
+
+/// A question only the worker can answer (it owns the account's messages).
+#[derive(Debug)]
+pub enum Ask {
+    /// Queue this text durably.
+    Send(OutgoingText),
+    /// Read the message store.
+    Query(MessageQuery),
+}
+
+/// The worker's answer to an [`Ask`].
+#[derive(Debug)]
+pub enum Answer {
+    /// To `Send`.
+    Sent(SendOutcome),
+    /// To `Query`.
+    Queried(QueryAnswer),
 }
 
 /// An admin command.
@@ -145,6 +175,19 @@ impl FleetHandle {
         answer.await.unwrap_or(Err(CommandError::ShuttingDown))
     }
 
+    /// Asks the account's worker and waits for its answer.
+    ///
+    /// # Errors
+    /// [`CommandError::NotFound`] for an unknown account, [`CommandError::NotRunning`] when no
+    /// worker runs (or it exited before answering), [`CommandError::ShuttingDown`].
+    pub async fn ask(&self, id: AccountId, ask: Ask) -> Result<Answer, CommandError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(FleetMsg::Ask { id, ask, reply })
+            .map_err(|_| CommandError::ShuttingDown)?;
+        answer.await.unwrap_or(Err(CommandError::NotRunning))
+    }
+
     /// The raw channel, for the IPC links.
     pub fn sender(&self) -> mpsc::UnboundedSender<FleetMsg> {
         self.tx.clone()
@@ -168,13 +211,18 @@ struct Running {
     last_seen: Instant,
     flushed: bool,
     intent: Option<Intent>,
+    /// Questions sent to this worker, by request id; dropped (so refused) if it exits.
+    asks: HashMap<u64, oneshot::Sender<Result<Answer, CommandError>>>,
 }
 
 impl Running {
     fn send(&mut self, cmd: ToWorker) {
-        match &self.link {
-            Some(link) if link.send(cmd).is_ok() => {}
-            _ => self.queued.push(cmd),
+        let unsent = match &self.link {
+            Some(link) => link.send(cmd).err().map(|e| e.0),
+            None => Some(cmd),
+        };
+        if let Some(cmd) = unsent {
+            self.queued.push(cmd);
         }
     }
 }
@@ -205,6 +253,7 @@ pub struct Fleet {
     cache: Arc<Cache>,
     registry: Registry,
     slots: HashMap<AccountId, Slot>,
+    next_request: u64,
     tx: mpsc::UnboundedSender<FleetMsg>,
     rx: mpsc::UnboundedReceiver<FleetMsg>,
 }
@@ -232,6 +281,7 @@ impl Fleet {
             cache,
             registry,
             slots,
+            next_request: 1,
             tx,
             rx,
         };
@@ -299,6 +349,7 @@ impl Fleet {
                     self.spawn(&id);
                 }
             }
+            FleetMsg::Ask { id, ask, reply } => self.on_ask(&id, ask, reply),
             FleetMsg::KillDue { id, pid } => {
                 if let Some(running) = self.running_mut(&id, pid) {
                     warn!(account = %id, pid, "worker did not stop in time; killing it");
@@ -306,6 +357,29 @@ impl Fleet {
                 }
             }
         }
+    }
+
+    fn on_ask(
+        &mut self,
+        id: &AccountId,
+        ask: Ask,
+        reply: oneshot::Sender<Result<Answer, CommandError>>,
+    ) {
+        let request = self.next_request;
+        self.next_request += 1;
+        let Some(slot) = self.slots.get_mut(id) else {
+            let _ = reply.send(Err(CommandError::NotFound));
+            return;
+        };
+        let Some(running) = slot.running.as_mut().filter(|r| r.intent.is_none()) else {
+            let _ = reply.send(Err(CommandError::NotRunning));
+            return;
+        };
+        running.asks.insert(request, reply);
+        running.send(match ask {
+            Ask::Send(message) => ToWorker::Send { request, message },
+            Ask::Query(query) => ToWorker::Query { request, query },
+        });
     }
 
     fn on_command(&mut self, cmd: Command) -> Result<(), CommandError> {
@@ -387,6 +461,17 @@ impl Fleet {
                 info!(account = %id, pid, %reason, "worker says goodbye")
             }
             ToSupervisor::Heartbeat { .. } => {}
+            ToSupervisor::SendAnswer { request, outcome } => {
+                if let Some(reply) = running.asks.remove(&request) {
+                    let _ = reply.send(Ok(Answer::Sent(outcome)));
+                }
+            }
+            ToSupervisor::QueryAnswer { request, answer } => {
+                if let Some(reply) = running.asks.remove(&request) {
+                    let _ = reply.send(Ok(Answer::Queried(answer)));
+                }
+            }
+            ToSupervisor::Message(record) => self.cache.message(id, &record),
             ToSupervisor::Hello { .. } => warn!(account = %id, pid, "second hello ignored"),
         }
     }
@@ -472,6 +557,7 @@ impl Fleet {
                     last_seen: now,
                     flushed: false,
                     intent: None,
+                    asks: HashMap::new(),
                 });
             }
             Err(e) => {

@@ -7,6 +7,7 @@ mod dashboard;
 mod error;
 mod events;
 mod health;
+mod messages;
 mod metrics;
 mod phone;
 mod qr;
@@ -24,6 +25,7 @@ use worker::store::secret::Secret;
 
 pub use error::ApiError;
 pub use health::HealthProbe;
+pub use messages::message_json;
 pub use phone::mask_reported as mask_reported_phone;
 
 use crate::cache::Cache;
@@ -73,6 +75,16 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/whatsapp/accounts/{account_id}",
             delete(accounts::remove),
+        )
+        .route(
+            "/api/whatsapp/accounts/{account_id}/messages",
+            post(messages::send)
+                .layer(DefaultBodyLimit::max(messages::MAX_SEND_BODY_LEN))
+                .get(messages::list),
+        )
+        .route(
+            "/api/whatsapp/accounts/{account_id}/messages/{message_id}",
+            get(messages::get),
         )
         .route("/api/events", get(events::stream))
         .route("/metrics", get(metrics::render))

@@ -56,7 +56,7 @@ fn wait_status(sup: &Supervisor, id: &str, want: &str, deadline: Duration) -> Va
 }
 
 /// add-account, QR over HTTP, scan at the sim, `connected`: returns the device JID.
-fn pair(sup: &Supervisor, sim: &Sim, id: &str, phone: &str) -> String {
+pub(super) fn pair(sup: &Supervisor, sim: &Sim, id: &str, phone: &str) -> String {
     let r = sup.call(
         "POST",
         "/api/whatsapp/add-account",

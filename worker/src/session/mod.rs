@@ -24,6 +24,7 @@ mod events;
 mod keepalive;
 mod login;
 mod logout;
+mod messages;
 mod pair;
 mod payload;
 mod receipts;
@@ -47,6 +48,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::{WaVersion, WorkerArgs};
 use crate::ipc::Link;
 use crate::store::creds::{Creds, CredsStore, Loaded};
+use crate::store::messages::MessageStore;
 use crate::store::secret::{Blob, Secret};
 use crate::transport::TransportError;
 use crate::wa::binary::Node;
@@ -134,6 +136,9 @@ pub(crate) struct Session {
     commands: mpsc::UnboundedReceiver<ToWorker>,
     state: WorkerState,
     creds: Option<Creds>,
+    /// The outbox and the message record; `None` when it could not be opened.
+    messages: Option<MessageStore>,
+    outbox_limit: u32,
     last_frame_at: Option<UnixMillis>,
     has_dialled: bool,
 }
@@ -160,6 +165,8 @@ impl Session {
             commands,
             state: WorkerState::default(),
             creds: None,
+            messages: None,
+            outbox_limit: c.outbox_limit,
             last_frame_at: None,
             has_dialled: false,
         }
@@ -190,6 +197,13 @@ impl Session {
 
     /// Step 1.
     fn start(&mut self) -> Result<Phase, SessionError> {
+        match MessageStore::open(self.store.dir()) {
+            Ok(store) => {
+                info!(queued = store.queued_count(), "message store opened");
+                self.messages = Some(store);
+            }
+            Err(e) => error!(error = %e, "message store unusable; sends are refused"),
+        }
         match self.store.load().map_err(SessionError::Store)? {
             Loaded::Creds(creds) => {
                 info!(paired = creds.is_paired(), "creds loaded");
@@ -236,6 +250,20 @@ impl Session {
                     Disconnect::logged_out("logged out by the admin".into()),
                 )
                 .await
+            }
+            (ToWorker::Send { request, message }, phase) => {
+                let paired = self.is_paired();
+                let outcome =
+                    messages::queue(self.messages.as_mut(), paired, self.outbox_limit, message);
+                self.link
+                    .send(ToSupervisor::SendAnswer { request, outcome });
+                Ok(phase)
+            }
+            (ToWorker::Query { request, query }, phase) => {
+                let answer = messages::answer(self.messages.as_ref(), query);
+                self.link
+                    .send(ToSupervisor::QueryAnswer { request, answer });
+                Ok(phase)
             }
             (ToWorker::Shutdown, phase) => Ok(phase),
         }

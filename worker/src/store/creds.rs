@@ -203,6 +203,11 @@ impl CredsStore {
         }
     }
 
+    /// The account directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The path of `creds.json`.
     pub fn path(&self) -> PathBuf {
         self.dir.join(CREDS_FILE)

@@ -6,4 +6,5 @@
 pub mod atomic;
 pub mod creds;
 pub mod lock;
+pub mod messages;
 pub mod secret;

@@ -4,6 +4,8 @@
 
 pub mod binary;
 pub mod frame;
+pub mod message_id;
 pub mod noise;
 pub mod proto;
+pub mod recipient;
 pub mod xeddsa;

@@ -1,0 +1,176 @@
+//! The message API against the real supervisor, its workers and wa-sim: what is accepted, what
+//! is refused with which status, and that an accepted message is durable.
+
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+use wa_sim::harness::{wait_until, Sim, Supervisor, Volume};
+
+use super::whatsapp::{pair, start};
+use super::STATE_DEADLINE;
+
+fn send(sup: &Supervisor, account: &str, body: &Value) -> (u16, Value) {
+    let r = sup.call(
+        "POST",
+        &format!("/api/whatsapp/accounts/{account}/messages"),
+        Some(&body.to_string()),
+    );
+    let status = r.status;
+    (status, r.json())
+}
+
+#[test]
+fn a_send_is_queued_durably_once_per_idempotency_key() {
+    let sim = Sim::start(&[]);
+    let volume = Volume::new();
+    let sup = start(&volume, &sim, &[]);
+    pair(&sup, &sim, "shop", "15550001111");
+
+    let (status, body) = send(
+        &sup,
+        "shop",
+        &json!({"to": "+40712345678", "text": "hello", "id": "order-17"}),
+    );
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["success"], true);
+    assert_eq!(body["message"]["status"], "queued");
+    let id = body["message"]["id"].as_str().expect("id").to_owned();
+    assert!(id.starts_with("3EB0") && id.len() == 22, "{id}");
+
+    let (again, body) = send(
+        &sup,
+        "shop",
+        &json!({"to": "+40712345678", "text": "hello", "id": "order-17"}),
+    );
+    assert_eq!(
+        (again, body["message"]["id"].as_str()),
+        (202, Some(id.as_str()))
+    );
+
+    let r = sup.call(
+        "GET",
+        &format!("/api/whatsapp/accounts/shop/messages/{id}"),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let m = &r.json()["message"];
+    assert_eq!(m["status"], "queued");
+    assert_eq!(m["chat"], "40712345678@s.whatsapp.net");
+    assert_eq!(m["text"], "hello");
+    assert_eq!(m["direction"], "out");
+
+    let list = sup
+        .call(
+            "GET",
+            "/api/whatsapp/accounts/shop/messages?direction=out",
+            None,
+        )
+        .json();
+    assert_eq!(list["messages"].as_array().map(Vec::len), Some(1), "{list}");
+    let inbox = sup
+        .call("GET", "/api/whatsapp/accounts/shop/messages", None)
+        .json();
+    assert_eq!(inbox["direction"], "in");
+
+    // A restart of the whole service keeps it.
+    sup.signal(Signal::SIGKILL);
+    drop(sup);
+    let sup = start(&volume, &sim, &[]);
+    let m = wait_until("the message after a restart", STATE_DEADLINE, || {
+        let r = sup.call(
+            "GET",
+            &format!("/api/whatsapp/accounts/shop/messages/{id}"),
+            None,
+        );
+        if r.status == 200 {
+            Ok(r.json())
+        } else {
+            Err(r.text())
+        }
+    });
+    assert_eq!(m["message"]["status"], "queued");
+}
+
+#[test]
+fn bad_sends_are_refused_with_the_documented_status_and_nothing_queued() {
+    let sim = Sim::start(&[]);
+    let volume = Volume::new();
+    let sup = start(&volume, &sim, &[("OUTBOX_LIMIT", "2")]);
+    pair(&sup, &sim, "shop", "15550002222");
+    let ok = json!({"to": "40712345678@s.whatsapp.net", "text": "hi"});
+
+    for (body, code) in [
+        (
+            json!({"to": "not a phone", "text": "hi"}),
+            "invalid_recipient",
+        ),
+        (
+            json!({"to": "40712345678:2@s.whatsapp.net", "text": "hi"}),
+            "invalid_recipient",
+        ),
+        (json!({"to": "+40712345678", "text": "  "}), "empty_text"),
+        (
+            json!({"to": "+40712345678", "text": "x".repeat(64 * 1024 + 1)}),
+            "text_too_long",
+        ),
+        (
+            json!({"to": "+40712345678", "text": "hi", "extra": 1}),
+            "invalid_json",
+        ),
+        (
+            json!({"to": "+40712345678", "text": "hi", "id": ""}),
+            "invalid_id",
+        ),
+    ] {
+        let (status, answer) = send(&sup, "shop", &body);
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(answer["error"]["code"], code);
+    }
+    let (status, _) = send(&sup, "nobody", &ok);
+    assert_eq!(status, 404);
+    let r = sup.call(
+        "GET",
+        "/api/whatsapp/accounts/shop/messages/3EB0000000000000000000",
+        None,
+    );
+    assert_eq!(r.status, 404);
+    for query in ["direction=sideways", "after=x", "limit=0", "limit=501"] {
+        let r = sup.call(
+            "GET",
+            &format!("/api/whatsapp/accounts/shop/messages?{query}"),
+            None,
+        );
+        assert_eq!(r.status, 400, "{query}: {}", r.text());
+    }
+
+    let r = sup.call(
+        "POST",
+        "/api/whatsapp/add-account",
+        Some(r#"{"name":"Fresh","accountId":"fresh"}"#),
+    );
+    assert_eq!(r.status, 201);
+    let (status, answer) = send(&sup, "fresh", &ok);
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (409, Some("not_paired"))
+    );
+
+    assert_eq!(send(&sup, "shop", &ok).0, 202);
+    assert_eq!(send(&sup, "shop", &ok).0, 202);
+    let (status, answer) = send(&sup, "shop", &ok);
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (429, Some("outbox_full"))
+    );
+    let list = sup
+        .call(
+            "GET",
+            "/api/whatsapp/accounts/shop/messages?direction=out",
+            None,
+        )
+        .json();
+    assert_eq!(
+        list["messages"].as_array().map(Vec::len),
+        Some(2),
+        "nothing half-written"
+    );
+}
