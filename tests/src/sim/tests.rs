@@ -397,9 +397,9 @@ async fn pairs_by_qr_then_logs_in_and_refuses_a_foreign_noise_key() {
             .as_deref(),
         Some("0")
     );
-    io.write(&iq("1.2-3", "usync", "get", vec![Node::new("usync")]))
+    io.write(&iq("1.2-3", "w:profile:picture", "get", vec![Node::new("picture")]))
         .await
-        .expect("usync");
+        .expect("unsupported iq");
     let unsupported = expect_node(&mut io, "error 501").await;
     assert_eq!(
         unsupported
@@ -617,6 +617,10 @@ async fn delivers_newsletter_messages_after_active_and_reports_the_ack() {
         .expect("active");
     let result = expect_node(&mut io, "active result").await;
     assert_eq!(result.attr_str("type").as_deref(), Some("result"));
+    let preview = expect_node(&mut io, "offline preview").await;
+    let preview = preview.child("offline_preview").expect("offline_preview");
+    assert_eq!(preview.attr_str("count").as_deref(), Some("1"));
+    assert_eq!(preview.attr_str("message").as_deref(), Some("1"));
     let message = expect_node(&mut io, "message").await;
     assert_eq!(message.tag, "message");
     assert_eq!(message.attr_str("offline").as_deref(), Some("1"));
