@@ -26,6 +26,8 @@ use super::ws::WsConnection;
 use super::{Sim, SimConfig};
 use crate::harness::http;
 
+mod messaging;
+
 /// Deadline for anything that happens within milliseconds on an idle machine.
 const DEADLINE: Duration = Duration::from_secs(5);
 const PHONE: &str = "15551234567";
@@ -200,12 +202,13 @@ async fn expect_closed(io: &mut NodeIo) {
 }
 
 /// One control API request, on the blocking pool (the harness client is blocking).
-async fn control(sim: &Sim, method: &'static str, path: &'static str, body: Value) -> (u16, Value) {
+async fn control(sim: &Sim, method: &'static str, path: &str, body: Value) -> (u16, Value) {
     let addr = sim.control_addr();
+    let path = path.to_owned();
     tokio::task::spawn_blocking(move || {
         let body = body.to_string();
         let body = (method == "POST").then_some(body.as_bytes());
-        let response = http::request(addr, method, path, &[], body).expect("control api answers");
+        let response = http::request(addr, method, &path, &[], body).expect("control api answers");
         (response.status, response.json())
     })
     .await
@@ -320,12 +323,17 @@ fn accept_pair_success(companion: &Companion, iq: &Node) -> (Jid, Node) {
 
 /// Registers, scans, answers pair-success and sees the 515: a paired device.
 async fn pair(sim: &Sim, companion: &Companion) -> Jid {
+    pair_as(sim, companion, PHONE).await
+}
+
+/// [`pair`] with the phone of another account.
+async fn pair_as(sim: &Sim, companion: &Companion, phone: &str) -> Jid {
     let (mut io, refs) = register(sim, companion).await;
     let (status, answer) = control(
         sim,
         "POST",
         "/scan",
-        json!({"qr": companion.qr(&refs[0]), "phone": PHONE}),
+        json!({"qr": companion.qr(&refs[0]), "phone": phone}),
     )
     .await;
     assert_eq!(status, 200, "{answer}");
@@ -397,9 +405,14 @@ async fn pairs_by_qr_then_logs_in_and_refuses_a_foreign_noise_key() {
             .as_deref(),
         Some("0")
     );
-    io.write(&iq("1.2-3", "w:profile:picture", "get", vec![Node::new("picture")]))
-        .await
-        .expect("unsupported iq");
+    io.write(&iq(
+        "1.2-3",
+        "w:profile:picture",
+        "get",
+        vec![Node::new("picture")],
+    ))
+    .await
+    .expect("unsupported iq");
     let unsupported = expect_node(&mut io, "error 501").await;
     assert_eq!(
         unsupported
