@@ -206,7 +206,9 @@ fn direct_fanout(
             now,
         );
         stanza = if account.phone == own.phone {
-            stanza.jid_attr("recipient", to.to_non_ad())
+            // A retry resend to an own device names the chat in `recipient`.
+            let chat = jid_in(message, "recipient").unwrap_or_else(|| to.to_non_ad());
+            stanza.jid_attr("recipient", chat.to_non_ad())
         } else {
             let (key, alt) = match addressing {
                 Addressing::Pn => ("sender_lid", own.jid(Addressing::Lid, 0)),

@@ -323,11 +323,12 @@ fn accept_pair_success(companion: &Companion, iq: &Node) -> (Jid, Node) {
 
 /// Registers, scans, answers pair-success and sees the 515: a paired device.
 async fn pair(sim: &Sim, companion: &Companion) -> Jid {
-    pair_as(sim, companion, PHONE).await
+    pair_as(sim, companion, PHONE).await.0
 }
 
-/// [`pair`] with the phone of another account.
-async fn pair_as(sim: &Sim, companion: &Companion, phone: &str) -> Jid {
+/// [`pair`] with the phone of another account; also returns the LID device JID of
+/// `pair-success`.
+async fn pair_as(sim: &Sim, companion: &Companion, phone: &str) -> (Jid, Jid) {
     let (mut io, refs) = register(sim, companion).await;
     let (status, answer) = control(
         sim,
@@ -339,13 +340,19 @@ async fn pair_as(sim: &Sim, companion: &Companion, phone: &str) -> Jid {
     assert_eq!(status, 200, "{answer}");
     let pair_success = expect_node(&mut io, "pair-success").await;
     let (jid, reply) = accept_pair_success(companion, &pair_success);
+    let lid = pair_success
+        .child("pair-success")
+        .and_then(|s| s.child("device"))
+        .and_then(|d| d.attr_jid("lid"))
+        .cloned()
+        .expect("pair-success names the LID");
     assert_eq!(answer["jid"], jid.to_string());
     io.write(&reply).await.expect("reply");
     let restart = expect_node(&mut io, "stream:error 515").await;
     assert_eq!(restart.tag, "stream:error");
     assert_eq!(restart.attr_str("code").as_deref(), Some("515"));
     expect_closed(&mut io).await;
-    jid
+    (jid, lid)
 }
 
 async fn login(sim: &Sim, companion: &Companion, jid: &Jid) -> NodeIo {

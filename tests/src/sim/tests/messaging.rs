@@ -13,12 +13,18 @@ const PHONE_B: &str = "15550002222";
 struct Member {
     companion: Companion,
     jid: Jid,
+    /// The LID device JID pair-success gave it.
+    lid: Jid,
 }
 
 async fn member(sim: &Sim, phone: &str) -> Member {
     let companion = Companion::generate();
-    let jid = pair_as(sim, &companion, phone).await;
-    Member { companion, jid }
+    let (jid, lid) = pair_as(sim, &companion, phone).await;
+    Member {
+        companion,
+        jid,
+        lid,
+    }
 }
 
 /// Logs in and sends `<active/>`; returns the connection and the queued stanzas it got
@@ -152,6 +158,15 @@ async fn usync_lists_paired_companions_and_lids_and_strangers_get_empty_lists() 
     let b2 = member(&sim, PHONE_B).await;
     let (mut io, _) = online(&sim, &a).await;
     let lid_b = lid_of(&sim, PHONE_B);
+    // One LID per account: pair-success, <success> and usync agree.
+    assert_eq!(
+        (b1.lid.user.as_str(), b1.lid.device),
+        (lid_b.as_str(), b1.jid.device)
+    );
+    assert_eq!(b2.lid.user, lid_b);
+    let mut io_b = connect(&sim, &b2.companion.noise, &login_payload(&b2.jid)).await;
+    let success = expect_node(&mut io_b, "success").await;
+    assert_eq!(success.attr_jid("lid"), Some(&b2.lid));
     let query = iq(
         "u1",
         "usync",
@@ -220,7 +235,7 @@ async fn usync_lists_paired_companions_and_lids_and_strangers_get_empty_lists() 
         .and_then(|d| d.child("error"))
         .is_none());
     assert_eq!(sim.stats().usync_queries, 1);
-    shut_down(sim, token, vec![io]).await;
+    shut_down(sim, token, vec![io, io_b]).await;
 }
 
 #[tokio::test]
@@ -383,6 +398,33 @@ async fn relays_direct_messages_with_alternates_and_acks_with_phash() {
         Some(format!("{PHONE_A}@s.whatsapp.net"))
     );
 
+    // A retry resend: no <participants>, the enc goes to the device `to` names; no phash.
+    io_a.write(&message(
+        "M1",
+        b.jid.clone(),
+        vec![Node::new("enc")
+            .attr("v", "2")
+            .attr("type", "msg")
+            .attr("count", "1")
+            .bytes(b"again".to_vec())],
+    ))
+    .await
+    .expect("resend");
+    let ack = expect_node(&mut io_a, "resend ack").await;
+    assert!(
+        attr(&ack, "error").is_none() && attr(&ack, "phash").is_none(),
+        "{ack}"
+    );
+    let got = expect_node(&mut io_b, "resent message").await;
+    assert_eq!(got.attr_jid("from"), Some(&a1.jid));
+    assert_eq!(payloads(&got), vec![("msg".to_owned(), b"again".to_vec())]);
+    assert_eq!(
+        got.child("enc")
+            .and_then(|e| e.attr_str("count"))
+            .as_deref(),
+        Some("1")
+    );
+
     // Refusals.
     let refusals = [
         (
@@ -415,7 +457,7 @@ async fn relays_direct_messages_with_alternates_and_acks_with_phash() {
         assert_eq!(attr(&ack, "error").as_deref(), Some(code), "{ack}");
     }
     let stats = sim.stats();
-    assert_eq!((stats.messages_accepted, stats.messages_relayed), (2, 3));
+    assert_eq!((stats.messages_accepted, stats.messages_relayed), (3, 4));
     shut_down(sim, token, vec![io_a, io_b]).await;
 }
 
