@@ -8,9 +8,8 @@
 //! 3. IQs: `w:p` ping → result with `t`; `encrypt` `<count/>` → `<count value=N/>`; `encrypt`
 //!    set (upload) → store, result; `encrypt` `<digest/>` → the key bundle digest;
 //!    `passive` `<active/>`/`<passive/>` → result; `md` `<remove-companion-device/>` → device
-//!    removed, result; anything else → error 501.
-//!    `usync` get → device lists and LIDs, `encrypt` get `<key>` → prekey bundles
-//!    (`directory`); `w:g2` get → group metadata (`groups`).
+//!    removed, result; `usync` get → device lists and LIDs, `encrypt` get `<key>` → prekey
+//!    bundles (`directory`); `w:g2` get → group metadata (`groups`); anything else → error 501.
 //! 4. On `<active/>`: `<ib><offline_preview count message receipt notification …/></ib>`, the
 //!    device's outbox (each stanza `offline` marked), then `<ib><offline count=N/></ib>`
 //!    (wa-messaging.md §10). The client's `<ib><offline_batch/></ib>` needs no answer.

@@ -13,8 +13,9 @@
 //! ```
 //!
 //! Everything sits behind one mutex, held for short, synchronous steps only: the protocol
-//! handlers (`pairing`, `login`, `phone`, `delivery`) take `&mut Registry` and return what to
-//! write; connection tasks do the IO after the lock is released.
+//! handlers (`pairing`, `login`, `phone`, `delivery`, `directory`, `relay`, `groups`) take
+//! `&mut Registry` and return what to write; connection tasks do the IO after the lock is
+//! released.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;

@@ -322,6 +322,10 @@ async fn relays_direct_messages_with_alternates_and_acks_with_phash() {
     let lid_a = lid_of(&sim, PHONE_A);
     let lid_b = lid_of(&sim, PHONE_B);
 
+    // The push name A announces rides along as `notify`.
+    io_a.write(&Node::new("presence").attr("name", "Alice"))
+        .await
+        .expect("presence");
     // PN-addressed, to B's companion and to A's other device (a DSM).
     let stanza = message(
         "M1",
@@ -353,6 +357,7 @@ async fn relays_direct_messages_with_alternates_and_acks_with_phash() {
     assert_eq!(got.attr_jid("from"), Some(&a1.jid));
     assert_eq!(attr(&got, "id").as_deref(), Some("M1"));
     assert_eq!(attr(&got, "type").as_deref(), Some("text"));
+    assert_eq!(attr(&got, "notify").as_deref(), Some("Alice"));
     assert_eq!(attr(&got, "sender_lid"), Some(format!("{lid_a}@lid")));
     assert!(attr(&got, "t").is_some() && attr(&got, "recipient").is_none());
     assert_eq!(
