@@ -207,4 +207,51 @@ mod tests {
             "00f80c1306faff09120363000000000000fc0a6e6577736c657474657208fb08abcdef0123456789fc097365727665725f6964ec331aff0517000001000438f801f802fc09706c61696e74657874fc070a0568656c6c6f"
         );
     }
+
+    #[test]
+    fn an_offline_devices_queue_is_bounded_and_drops_the_oldest() {
+        use super::super::pairing::RegistrationKeys;
+        use super::super::registry::{Device, DeviceState, LiveConfig};
+        use worker::wa::binary::jid::DEFAULT_USER_SERVER;
+
+        let mut registry = Registry::new(LiveConfig::default());
+        registry.account_or_create("15551234567", 1).devices.insert(
+            1,
+            Device {
+                id: 1,
+                key_index: 1,
+                state: DeviceState::Paired,
+                noise_public: [0; 32],
+                keys: RegistrationKeys {
+                    registration_id: [0; 4],
+                    identity: [0; 32],
+                    skey_id: [0; 3],
+                    skey_value: [0; 32],
+                    skey_signature: [0; 64],
+                },
+                prekeys: Default::default(),
+                uploaded: false,
+                signed_identity: None,
+                outbox: Vec::new(),
+                relayed: Default::default(),
+            },
+        );
+        let jid = Jid::device("15551234567", DEFAULT_USER_SERVER, 1);
+        for n in 0..=MAX_OUTBOX {
+            assert!(deliver(
+                &mut registry,
+                &jid,
+                Node::new("message").attr("id", n.to_string())
+            ));
+        }
+        let device = registry.device_mut(&jid).expect("device");
+        assert_eq!(device.outbox.len(), MAX_OUTBOX);
+        assert_eq!(device.outbox[0].attr_str("id").as_deref(), Some("1"));
+        assert_eq!(registry.stats.outbox_overflows, 1);
+        assert!(!deliver(
+            &mut registry,
+            &Jid::device("15551234567", DEFAULT_USER_SERVER, 2),
+            Node::new("message")
+        ));
+    }
 }
