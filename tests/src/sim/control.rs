@@ -11,9 +11,14 @@
 //! POST /restart  {"jid"}  stream:error 515 + close                         → {"ok":true}
 //! POST /error    {"jid","code"}  stream:error code + close                 → {"ok":true}
 //! POST /end      {"jid"}  <xmlstreamend/> + close                          → {"ok":true}
+//! POST /group    {"subject","participants":[phone…][,"addressing_mode":"lid"|"pn"]}
+//!                                                  → {"ok":true,"jid":"<id>@g.us"}
 //! POST /config   {["handshake_delay_ms"],["edge_latency_ms"],["refuse"],["ref_timeout_ms"]} → {"ok":true}
 //! GET  /sessions → [{"conn_id","jid","state","connected_at"}]
-//! GET  /stats    → {"registrations","logins","connections","pairings","login_failures","live"}
+//! GET  /stats    → {"registrations","logins","connections","pairings","login_failures",
+//!                   "messages_accepted","messages_relayed","receipts_relayed","usync_queries",
+//!                   "bundle_fetches","prekeys_consumed","client_acks","outbox_overflows","live"}
+//! GET  /relayed?jid=<device> → [{"tag","id","from","type","participant","encs","pending"}]
 //! ```
 //!
 //! 1. `/scan` returns once `pair-success` is on the socket (not after the 515 reconnect).
@@ -27,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -43,6 +48,7 @@ use worker::wa::binary::Jid;
 use super::connection::Command;
 use super::delivery;
 use super::faults::Fault;
+use super::groups::{self, GroupRefused};
 use super::phone::{self, Qr, ScanError, DEFAULT_PLATFORM};
 use super::registry::{masked, now, unix_now, LiveConfig};
 use super::Shared;
@@ -77,6 +83,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/restart", post(|s, b| hook(s, b, Hook::Restart)))
         .route("/error", post(|s, b| hook(s, b, Hook::Error)))
         .route("/end", post(|s, b| hook(s, b, Hook::End)))
+        .route("/group", post(group))
+        .route("/relayed", get(relayed))
         .route("/config", post(config))
         .route("/sessions", get(sessions))
         .route("/stats", get(stats))
@@ -317,6 +325,56 @@ async fn config(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
     }
     info!(?config, "config changed");
     Ok(Json(json!({ "ok": true })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupBody {
+    subject: String,
+    participants: Vec<Number>,
+    addressing_mode: Option<String>,
+}
+
+async fn group(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
+    let body: GroupBody = parse(&body)?;
+    let phones: Vec<String> = body.participants.iter().map(Number::text).collect();
+    let jid = groups::create(
+        &mut shared.registry(),
+        &body.subject,
+        &phones,
+        body.addressing_mode.as_deref(),
+        unix_now(),
+    )
+    .map_err(|e| {
+        let status = match e {
+            GroupRefused::UnknownPhone(_) => StatusCode::NOT_FOUND,
+            GroupRefused::NoParticipants | GroupRefused::BadAddressing => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, e.to_string())
+    })?;
+    info!(members = phones.len(), "group created");
+    Ok(Json(json!({ "ok": true, "jid": jid.to_string() })))
+}
+
+#[derive(Debug, Deserialize)]
+struct RelayedQuery {
+    jid: Option<String>,
+}
+
+async fn relayed(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<RelayedQuery>,
+) -> ApiResult {
+    let jid = query
+        .jid
+        .as_deref()
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "jid is required"))
+        .and_then(parse_jid)?;
+    let views = shared
+        .registry()
+        .relayed(&jid)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such device"))?;
+    Ok(Json(json!(views)))
 }
 
 async fn sessions(State(shared): State<Arc<Shared>>) -> Json<Value> {

@@ -8,11 +8,14 @@
 //! 3. IQs: `w:p` ping → result with `t`; `encrypt` `<count/>` → `<count value=N/>`; `encrypt`
 //!    set (upload) → store, result; `encrypt` `<digest/>` → the key bundle digest;
 //!    `passive` `<active/>`/`<passive/>` → result; `md` `<remove-companion-device/>` → device
-//!    removed, result; anything else → error 501.
-//! 4. On `<active/>`, deliver the device's outbox (`offline` marked) and end with
-//!    `<ib><offline count=N/></ib>` (§8.2).
-//! 5. `<ack>`/`<receipt>` confirm delivered stanzas (`delivery`); a client `<message>` gets the
-//!    server's `<ack class=message>`; `<ib>`, `<presence>`, `<chatstate>` are ignored.
+//!    removed, result; `usync` get → device lists and LIDs, `encrypt` get `<key>` → prekey
+//!    bundles (`directory`); `w:g2` get → group metadata (`groups`); anything else → error 501.
+//! 4. On `<active/>`: `<ib><offline_preview count message receipt notification …/></ib>`, the
+//!    device's outbox (each stanza `offline` marked), then `<ib><offline count=N/></ib>`
+//!    (wa-messaging.md §10). The client's `<ib><offline_batch/></ib>` needs no answer.
+//! 5. `<ack>`/`<receipt>` confirm delivered stanzas (`delivery`); a client `<message>` or
+//!    `<receipt>` is relayed to its recipients and acked (`relay`); `<presence name>` records
+//!    the account's push name; other `<ib>`, `<presence>`, `<chatstate>` are ignored.
 
 use tracing::{debug, info, warn};
 use worker::wa::binary::{Jid, Node};
@@ -25,6 +28,7 @@ use super::iq;
 use super::pairing::verify_skey;
 use super::registry::{same_device, unix_now, ConnId, LoginGrant, Registry};
 use super::session::Step;
+use super::{directory, groups, relay};
 
 /// `<ib><edge_routing><routing_info>…` (§8.7): what a real edge sends after login so the client
 /// names it in its next connection's `ED` pre-intro. The bytes are opaque to clients; the
@@ -58,11 +62,19 @@ pub(crate) fn success(grant: &LoginGrant, now_unix: u64) -> Node {
 pub(crate) fn on_node(registry: &mut Registry, conn: ConnId, node: &Node) -> Step {
     match node.tag.as_str() {
         "iq" => on_iq(registry, conn, node),
-        "ack" | "receipt" => {
+        "ack" => {
             delivery::on_confirmation(registry, conn, node);
             Step::default()
         }
-        "message" => Step::send(server_ack(node, unix_now())),
+        "receipt" => {
+            delivery::on_confirmation(registry, conn, node);
+            Step::send(relay::on_receipt(registry, conn, node, unix_now()))
+        }
+        "message" => Step::send(relay::on_message(registry, conn, node, unix_now())),
+        "presence" => {
+            record_push_name(registry, conn, node);
+            Step::default()
+        }
         _ => Step::default(),
     }
 }
@@ -85,6 +97,9 @@ fn on_iq(registry: &mut Registry, conn: ConnId, node: &Node) -> Step {
             Step::send(upload(registry, conn, node))
         }
         ("passive", "set", Some("active")) => go_active(registry, conn, node),
+        ("usync", "get", _) => Step::send(directory::usync(registry, node)),
+        ("encrypt", "get", Some("key")) => Step::send(directory::bundles(registry, node)),
+        ("w:g2", "get", _) => Step::send(groups::query(registry, conn, node)),
         ("passive", "set", Some("passive")) => {
             if let Some(entry) = registry.conn_mut(conn) {
                 entry.active = false;
@@ -138,6 +153,13 @@ fn upload(registry: &mut Registry, conn: ConnId, request: &Node) -> Node {
             let n = prekeys.len();
             device.prekeys.extend(prekeys);
             device.uploaded = true;
+            if let Some(registration) = request
+                .child("registration")
+                .and_then(Node::content_bytes)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            {
+                device.keys.registration_id = registration;
+            }
             if let Some((id, value, signature)) = skey {
                 device.keys.skey_id = id;
                 device.keys.skey_value = value;
@@ -196,7 +218,7 @@ fn parse_upload(request: &Node, identity: &[u8; 32]) -> Result<Upload, UploadRef
     Ok((prekeys, skey))
 }
 
-/// Step 4: the result, the outbox, then `<ib><offline count=N/></ib>`.
+/// Step 4: the result, the preview, the outbox, then `<ib><offline count=N/></ib>`.
 fn go_active(registry: &mut Registry, conn: ConnId, request: &Node) -> Step {
     if let Some(entry) = registry.conn_mut(conn) {
         entry.active = true;
@@ -211,7 +233,7 @@ fn go_active(registry: &mut Registry, conn: ConnId, request: &Node) -> Step {
         })
         .unwrap_or_default();
     let count = queued.len();
-    let mut send = vec![iq::result(request)];
+    let mut send = vec![iq::result(request), offline_preview(&queued)];
     send.extend(queued);
     send.push(
         Node::new("ib").children(vec![Node::new("offline").attr("count", count.to_string())]),
@@ -219,6 +241,36 @@ fn go_active(registry: &mut Registry, conn: ConnId, request: &Node) -> Step {
     Step {
         send,
         ..Step::default()
+    }
+}
+
+/// `<ib><offline_preview count message receipt notification call appdata/></ib>`: what the
+/// queue holds, by stanza kind.
+fn offline_preview(queued: &[Node]) -> Node {
+    let of = |tag: &str| queued.iter().filter(|n| n.tag == tag).count().to_string();
+    Node::new("ib").children(vec![Node::new("offline_preview")
+        .attr("count", queued.len().to_string())
+        .attr("message", of("message"))
+        .attr("notification", of("notification"))
+        .attr("receipt", of("receipt"))
+        .attr("call", of("call"))
+        .attr("appdata", "0")])
+}
+
+/// `<presence name=…>`: the push name later messages carry as `notify`.
+fn record_push_name(registry: &mut Registry, conn: ConnId, presence: &Node) {
+    let Some(name) = presence.attr_str("name").map(|n| n.into_owned()) else {
+        return;
+    };
+    let Some(phone) = registry
+        .conn(conn)
+        .and_then(|c| c.jid.as_ref())
+        .map(|j| j.user.clone())
+    else {
+        return;
+    };
+    if let Some(account) = registry.account_mut(&phone) {
+        account.push_name = Some(name);
     }
 }
 
@@ -250,19 +302,6 @@ fn remove_companion(registry: &mut Registry, conn: ConnId, request: &Node) -> No
         }
     }
     iq::result(request)
-}
-
-/// The server's ack of a client `<message>` (§10.8): `class`, `id`, `from` = the message's `to`,
-/// `t`.
-fn server_ack(message: &Node, now_unix: u64) -> Node {
-    let mut ack = Node::new("ack").attr("class", "message").attr(
-        "id",
-        message.attr_str("id").unwrap_or_default().into_owned(),
-    );
-    if let Some(to) = message.get_attr("to") {
-        ack.set_attr("from".into(), to.clone());
-    }
-    ack.attr("t", now_unix.to_string())
 }
 
 #[cfg(test)]
@@ -332,19 +371,6 @@ mod tests {
         assert_eq!(
             parse_upload(&upload(identity, bad), &identity),
             Err(UploadRefused::Signature)
-        );
-    }
-
-    #[test]
-    fn client_messages_get_a_server_ack() {
-        let message = Node::new("message")
-            .attr("id", "3EB0")
-            .jid_attr("to", Jid::new("15550001111", "s.whatsapp.net"));
-        let ack = server_ack(&message, 5);
-        assert_eq!(ack.attr_str("class").as_deref(), Some("message"));
-        assert_eq!(
-            ack.attr_jid("from").map(ToString::to_string).as_deref(),
-            Some("15550001111@s.whatsapp.net")
         );
     }
 }

@@ -8,9 +8,16 @@
 //!              │                          login (success, IQs, acks); commands from other tasks
 //!              ├─ control               http://127.0.0.1:Q: /scan (phone), /message (delivery),
 //!              │                          /conflict /logout /drop /restart /error /end (faults),
-//!              │                          /config, /sessions, /stats
-//!              └─ registry (one mutex)  accounts, devices, live connections, counters
+//!              │                          /group, /config, /sessions, /stats, /relayed
+//!              └─ registry (one mutex)  accounts (PN and LID), devices, groups, live
+//!                                         connections, counters
 //! ```
+//!
+//! Between logged-in clients the simulator is WhatsApp's relay: `directory` answers device
+//! lists (usync) and hands out prekey bundles, `relay` fans `<message>`/`<receipt>` stanzas out
+//! to devices (opaque `<enc>` payloads, server acks with phash), `groups` keeps group
+//! membership, and `delivery` queues every copy per device until it is confirmed, replaying
+//! the queue as offline stanzas at the next login.
 //!
 //! A pairing, end to end:
 //!
@@ -27,14 +34,17 @@ mod connection;
 mod control;
 mod delivery;
 mod digest;
+mod directory;
 pub mod error;
 pub mod faults;
+mod groups;
 mod iq;
 mod login;
 mod pairing;
 pub mod phone;
 mod pki;
 pub mod registry;
+mod relay;
 mod server;
 mod session;
 pub mod ws;
@@ -54,7 +64,7 @@ use tracing::info;
 
 pub use error::{Error, Result};
 pub use pki::Pki;
-pub use registry::{ConnState, LiveConfig, Registry, SessionView, Stats};
+pub use registry::{ConnState, LiveConfig, Registry, RelayedView, SessionView, Stats};
 pub use server::WS_PATH;
 
 /// Where and how the simulator runs.

@@ -222,6 +222,7 @@ pub(crate) fn scan(
         device_id,
         Device {
             id: device_id,
+            key_index,
             state: DeviceState::Pending,
             noise_public: qr.noise_public,
             keys,
@@ -229,6 +230,7 @@ pub(crate) fn scan(
             uploaded: false,
             signed_identity: None,
             outbox: Vec::new(),
+            relayed: Default::default(),
         },
     );
     let pair_success = pair_success_iq(&iq_id, now_unix, container, platform, &jid, &lid);

@@ -4,6 +4,8 @@
 //!  Registry
 //!   ├─ accounts   phone → Account (identity key pair = the ADV account key, LID, rawID)
 //!   │               └─ devices  id → Device (noise key, Signal keys, prekeys, outbox, state)
+//!   ├─ lids       LID user → phone (every account is reachable by PN and by LID)
+//!   ├─ groups     group id → Group (subject, addressing mode, member phones)
 //!   ├─ conns      ConnId → ConnEntry (state, device JID once logged in, command channel,
 //!   │                                 the registration while pairing)
 //!   ├─ waiters    message id → who waits for its ack (POST /message)
@@ -11,17 +13,18 @@
 //! ```
 //!
 //! Everything sits behind one mutex, held for short, synchronous steps only: the protocol
-//! handlers (`pairing`, `login`, `phone`, `delivery`) take `&mut Registry` and return what to
-//! write; connection tasks do the IO after the lock is released.
+//! handlers (`pairing`, `login`, `phone`, `delivery`, `directory`, `relay`, `groups`) take
+//! `&mut Registry` and return what to write; connection tasks do the IO after the lock is
+//! released.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use worker::wa::binary::jid::DEFAULT_USER_SERVER;
+use worker::wa::binary::jid::{DEFAULT_USER_SERVER, HIDDEN_USER_SERVER};
 use worker::wa::binary::{Jid, Node};
 use worker::wa::xeddsa;
 
@@ -68,6 +71,22 @@ pub struct Stats {
     pub pairings: u64,
     /// `<failure>` sent instead of `<success>`.
     pub login_failures: u64,
+    /// Client `<message>` stanzas accepted (server ack without error).
+    pub messages_accepted: u64,
+    /// `<message>` copies handed to recipient devices (one per device).
+    pub messages_relayed: u64,
+    /// `<receipt>` copies handed to devices (one per device).
+    pub receipts_relayed: u64,
+    /// `usync` queries answered.
+    pub usync_queries: u64,
+    /// Prekey bundles handed out (one per device in an `encrypt` key fetch).
+    pub bundle_fetches: u64,
+    /// One-time prekeys consumed by bundle fetches.
+    pub prekeys_consumed: u64,
+    /// `<ack>`s from clients for stanzas the simulator delivered.
+    pub client_acks: u64,
+    /// Queued stanzas dropped because a device's outbox was full.
+    pub outbox_overflows: u64,
 }
 
 /// Settings the control API can change while the simulator runs.
@@ -102,6 +121,8 @@ pub struct SessionView {
 #[derive(Debug, Default)]
 pub struct Registry {
     accounts: HashMap<String, Account>,
+    lids: HashMap<String, String>,
+    pub(crate) groups: BTreeMap<String, Group>,
     conns: BTreeMap<ConnId, ConnEntry>,
     waiters: HashMap<String, oneshot::Sender<Confirmation>>,
     /// The counters.
@@ -110,12 +131,55 @@ pub struct Registry {
     pub config: LiveConfig,
     next_conn: u64,
     next_id: u64,
+    next_group: u64,
+}
+
+/// Which namespace a stanza addresses users in (wa-messaging.md §1.1).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub(crate) enum Addressing {
+    /// Phone numbers, `…@s.whatsapp.net`.
+    Pn,
+    /// Linked identities, `…@lid`.
+    Lid,
+}
+
+impl Addressing {
+    /// The namespace of `jid`, if it is a user JID.
+    pub(crate) fn of(jid: &Jid) -> Option<Self> {
+        match jid.server.as_str() {
+            DEFAULT_USER_SERVER => Some(Self::Pn),
+            HIDDEN_USER_SERVER => Some(Self::Lid),
+            _ => None,
+        }
+    }
+
+    /// `pn` or `lid`, as in `addressing_mode`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Pn => "pn",
+            Self::Lid => "lid",
+        }
+    }
+}
+
+/// A group chat the control API created (wa-messaging.md §7.1).
+#[derive(Clone, Debug)]
+pub(crate) struct Group {
+    /// The user part of `<id>@g.us`.
+    pub(crate) id: String,
+    pub(crate) subject: String,
+    pub(crate) addressing: Addressing,
+    /// Member phones, creator first.
+    pub(crate) members: Vec<String>,
+    pub(crate) created: u64,
 }
 
 /// A phone number with its primary device's keys.
 pub(crate) struct Account {
     pub(crate) phone: String,
     pub(crate) lid: String,
+    /// The push name the account's devices announced with `<presence name=…>`.
+    pub(crate) push_name: Option<String>,
     identity_private: [u8; 32],
     pub(crate) identity_public: [u8; 32],
     pub(crate) raw_id: u32,
@@ -139,6 +203,8 @@ impl fmt::Debug for Account {
 #[derive(Debug)]
 pub(crate) struct Device {
     pub(crate) id: u16,
+    /// The key index the phone gave it (usync `key-index`).
+    pub(crate) key_index: u32,
     pub(crate) state: DeviceState,
     pub(crate) noise_public: [u8; 32],
     pub(crate) keys: RegistrationKeys,
@@ -150,6 +216,49 @@ pub(crate) struct Device {
     pub(crate) signed_identity: Option<Vec<u8>>,
     /// Stanzas delivered or waiting for delivery, kept until confirmed (§10.8).
     pub(crate) outbox: Vec<Node>,
+    /// The last [`MAX_RELAYED_LOG`] stanzas handed to the device (`GET /relayed`).
+    pub(crate) relayed: VecDeque<RelayedView>,
+}
+
+/// How many handed-out stanzas `GET /relayed` remembers per device.
+pub(crate) const MAX_RELAYED_LOG: usize = 200;
+
+/// One row of `GET /relayed`: a stanza handed to a device, without its ciphertext.
+#[derive(Clone, Debug, Serialize)]
+pub struct RelayedView {
+    /// `message`, `receipt`, …
+    pub tag: String,
+    /// The stanza id.
+    pub id: String,
+    /// The `from` attribute.
+    pub from: String,
+    /// The `type` attribute, if any.
+    pub r#type: Option<String>,
+    /// The `participant` attribute, if any.
+    pub participant: Option<String>,
+    /// The `type` of each `<enc>` child, in order.
+    pub encs: Vec<String>,
+    /// Still waiting for the device's confirmation (filled in when read).
+    pub pending: bool,
+}
+
+impl RelayedView {
+    /// The view of `stanza`.
+    pub(crate) fn of(stanza: &Node) -> Self {
+        let attr = |k: &str| stanza.attr_str(k).map(|v| v.into_owned());
+        Self {
+            tag: stanza.tag.clone(),
+            id: attr("id").unwrap_or_default(),
+            from: attr("from").unwrap_or_default(),
+            r#type: attr("type"),
+            participant: attr("participant"),
+            encs: stanza
+                .children_by_tag("enc")
+                .map(|e| e.attr_str("type").unwrap_or_default().into_owned())
+                .collect(),
+            pending: true,
+        }
+    }
 }
 
 /// A device's standing (§10.2).
@@ -334,11 +443,13 @@ impl Registry {
                 }
             };
             let identity_private = xeddsa::generate_private();
+            self.lids.insert(lid.clone(), phone.to_owned());
             self.accounts.insert(
                 phone.to_owned(),
                 Account {
                     phone: phone.to_owned(),
                     lid,
+                    push_name: None,
                     identity_public: xeddsa::public_key(&identity_private),
                     identity_private,
                     raw_id: rand::random::<u32>() >> 1,
@@ -354,15 +465,43 @@ impl Registry {
             .expect("inserted above when missing")
     }
 
-    /// The device `jid` (`phone:device@s.whatsapp.net`).
+    /// The device `jid` (`phone:device@s.whatsapp.net` or `lid:device@lid`).
     pub(crate) fn device_mut(&mut self, jid: &Jid) -> Option<&mut Device> {
-        if jid.server != DEFAULT_USER_SERVER {
-            return None;
+        let phone = self.phone_of(jid)?.to_owned();
+        self.accounts.get_mut(&phone)?.devices.get_mut(&jid.device)
+    }
+
+    /// The phone number of the account `jid` names, by PN or by LID.
+    pub(crate) fn phone_of(&self, jid: &Jid) -> Option<&str> {
+        match Addressing::of(jid)? {
+            Addressing::Pn => self
+                .accounts
+                .get_key_value(&jid.user)
+                .map(|(k, _)| k.as_str()),
+            Addressing::Lid => self.lids.get(&jid.user).map(String::as_str),
         }
-        self.accounts
-            .get_mut(&jid.user)?
-            .devices
-            .get_mut(&jid.device)
+    }
+
+    /// The account `jid` names, by PN or by LID.
+    pub(crate) fn account_of(&self, jid: &Jid) -> Option<&Account> {
+        let phone = self.phone_of(jid)?;
+        self.accounts.get(phone)
+    }
+
+    /// The account of `phone`.
+    pub(crate) fn account(&self, phone: &str) -> Option<&Account> {
+        self.accounts.get(phone)
+    }
+
+    /// The account of `phone`.
+    pub(crate) fn account_mut(&mut self, phone: &str) -> Option<&mut Account> {
+        self.accounts.get_mut(phone)
+    }
+
+    /// A fresh group id (`120363…`, 18 digits).
+    pub(crate) fn next_group_id(&mut self) -> String {
+        self.next_group += 1;
+        format!("120363{:012}", self.next_group)
     }
 
     /// The device logged in on connection `id`.
@@ -466,6 +605,23 @@ impl Registry {
         }
     }
 
+    /// `GET /relayed`: what was handed to the device `jid`, oldest first.
+    pub fn relayed(&mut self, jid: &Jid) -> Option<Vec<RelayedView>> {
+        let device = self.device_mut(jid)?;
+        let views = device
+            .relayed
+            .iter()
+            .cloned()
+            .map(|mut view| {
+                view.pending = device.outbox.iter().any(|n| {
+                    n.tag == view.tag && n.attr_str("id").as_deref() == Some(view.id.as_str())
+                });
+                view
+            })
+            .collect();
+        Some(views)
+    }
+
     /// Registers someone waiting for the confirmation of message `id`.
     pub(crate) fn wait_for(&mut self, id: String) -> oneshot::Receiver<Confirmation> {
         let (tx, rx) = oneshot::channel();
@@ -487,6 +643,29 @@ impl Registry {
 }
 
 impl Account {
+    /// The paired companions: the devices other accounts' messages go to. Device 0, the
+    /// simulator's phone, is not a Signal peer and is never listed.
+    pub(crate) fn companions(&self) -> impl Iterator<Item = &Device> {
+        self.devices
+            .values()
+            .filter(|d| d.state == DeviceState::Paired)
+    }
+
+    /// Whether device `id` is a paired companion.
+    pub(crate) fn has_companion(&self, id: u16) -> bool {
+        self.devices
+            .get(&id)
+            .is_some_and(|d| d.state == DeviceState::Paired)
+    }
+
+    /// Device `device` of this account in namespace `addressing`.
+    pub(crate) fn jid(&self, addressing: Addressing, device: u16) -> Jid {
+        match addressing {
+            Addressing::Pn => Jid::device(self.phone.as_str(), DEFAULT_USER_SERVER, device),
+            Addressing::Lid => Jid::device(self.lid.as_str(), HIDDEN_USER_SERVER, device),
+        }
+    }
+
     /// The ADV account key (the phone's identity key), private half.
     pub(crate) fn identity_private(&self) -> &[u8; 32] {
         &self.identity_private
@@ -505,6 +684,13 @@ impl Account {
 /// Whether two JIDs name the same device (user, server, device).
 pub(crate) fn same_device(a: &Jid, b: &Jid) -> bool {
     a.user == b.user && a.server == b.server && a.device == b.device
+}
+
+/// The JID in attribute `key`, typed on the wire or written as text.
+pub(crate) fn jid_in(node: &Node, key: &str) -> Option<Jid> {
+    node.attr_jid(key)
+        .cloned()
+        .or_else(|| node.attr_str(key).and_then(|s| s.parse::<Jid>().ok()))
 }
 
 /// A phone number for logs: all but the last two digits hidden.

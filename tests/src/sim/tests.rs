@@ -26,6 +26,8 @@ use super::ws::WsConnection;
 use super::{Sim, SimConfig};
 use crate::harness::http;
 
+mod messaging;
+
 /// Deadline for anything that happens within milliseconds on an idle machine.
 const DEADLINE: Duration = Duration::from_secs(5);
 const PHONE: &str = "15551234567";
@@ -200,12 +202,13 @@ async fn expect_closed(io: &mut NodeIo) {
 }
 
 /// One control API request, on the blocking pool (the harness client is blocking).
-async fn control(sim: &Sim, method: &'static str, path: &'static str, body: Value) -> (u16, Value) {
+async fn control(sim: &Sim, method: &'static str, path: &str, body: Value) -> (u16, Value) {
     let addr = sim.control_addr();
+    let path = path.to_owned();
     tokio::task::spawn_blocking(move || {
         let body = body.to_string();
         let body = (method == "POST").then_some(body.as_bytes());
-        let response = http::request(addr, method, path, &[], body).expect("control api answers");
+        let response = http::request(addr, method, &path, &[], body).expect("control api answers");
         (response.status, response.json())
     })
     .await
@@ -320,24 +323,36 @@ fn accept_pair_success(companion: &Companion, iq: &Node) -> (Jid, Node) {
 
 /// Registers, scans, answers pair-success and sees the 515: a paired device.
 async fn pair(sim: &Sim, companion: &Companion) -> Jid {
+    pair_as(sim, companion, PHONE).await.0
+}
+
+/// [`pair`] with the phone of another account; also returns the LID device JID of
+/// `pair-success`.
+async fn pair_as(sim: &Sim, companion: &Companion, phone: &str) -> (Jid, Jid) {
     let (mut io, refs) = register(sim, companion).await;
     let (status, answer) = control(
         sim,
         "POST",
         "/scan",
-        json!({"qr": companion.qr(&refs[0]), "phone": PHONE}),
+        json!({"qr": companion.qr(&refs[0]), "phone": phone}),
     )
     .await;
     assert_eq!(status, 200, "{answer}");
     let pair_success = expect_node(&mut io, "pair-success").await;
     let (jid, reply) = accept_pair_success(companion, &pair_success);
+    let lid = pair_success
+        .child("pair-success")
+        .and_then(|s| s.child("device"))
+        .and_then(|d| d.attr_jid("lid"))
+        .cloned()
+        .expect("pair-success names the LID");
     assert_eq!(answer["jid"], jid.to_string());
     io.write(&reply).await.expect("reply");
     let restart = expect_node(&mut io, "stream:error 515").await;
     assert_eq!(restart.tag, "stream:error");
     assert_eq!(restart.attr_str("code").as_deref(), Some("515"));
     expect_closed(&mut io).await;
-    jid
+    (jid, lid)
 }
 
 async fn login(sim: &Sim, companion: &Companion, jid: &Jid) -> NodeIo {
@@ -397,9 +412,14 @@ async fn pairs_by_qr_then_logs_in_and_refuses_a_foreign_noise_key() {
             .as_deref(),
         Some("0")
     );
-    io.write(&iq("1.2-3", "usync", "get", vec![Node::new("usync")]))
-        .await
-        .expect("usync");
+    io.write(&iq(
+        "1.2-3",
+        "w:profile:picture",
+        "get",
+        vec![Node::new("picture")],
+    ))
+    .await
+    .expect("unsupported iq");
     let unsupported = expect_node(&mut io, "error 501").await;
     assert_eq!(
         unsupported
@@ -617,6 +637,10 @@ async fn delivers_newsletter_messages_after_active_and_reports_the_ack() {
         .expect("active");
     let result = expect_node(&mut io, "active result").await;
     assert_eq!(result.attr_str("type").as_deref(), Some("result"));
+    let preview = expect_node(&mut io, "offline preview").await;
+    let preview = preview.child("offline_preview").expect("offline_preview");
+    assert_eq!(preview.attr_str("count").as_deref(), Some("1"));
+    assert_eq!(preview.attr_str("message").as_deref(), Some("1"));
     let message = expect_node(&mut io, "message").await;
     assert_eq!(message.tag, "message");
     assert_eq!(message.attr_str("offline").as_deref(), Some("1"));
