@@ -3,6 +3,7 @@
 //! which plays the server side of the same code paths (wa-protocol.md).
 
 pub mod binary;
+pub mod e2e;
 pub mod frame;
 pub mod noise;
 pub mod proto;
