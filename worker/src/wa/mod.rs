@@ -6,5 +6,6 @@ pub mod binary;
 pub mod e2e;
 pub mod frame;
 pub mod noise;
+pub mod phash;
 pub mod proto;
 pub mod xeddsa;
