@@ -32,6 +32,7 @@
 //! never advance a chain. Key material is held in [`crate::store::secret::Secret`] or in
 //! types whose `Debug` prints nothing of it.
 
+#![warn(missing_docs)]
 mod address;
 mod aes_cbc;
 mod error;

@@ -9,6 +9,7 @@
 //!    (keeping skipped keys: iterations need not be consecutive) and decrypts.
 
 use std::collections::VecDeque;
+use std::fmt;
 
 use prost::Message as _;
 use rand::{CryptoRng, RngCore};
@@ -28,7 +29,7 @@ use crate::store::secret::Secret;
 pub const MAX_SENDER_KEY_STATES: usize = 5;
 
 /// One sender key: id, chain, signing key and skipped message keys.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SenderKeyState {
     key_id: u32,
     chain: SenderChainKey,
@@ -36,6 +37,19 @@ pub struct SenderKeyState {
     signing_private: Option<PrivateKey>,
     /// `(iteration, message seed)`, oldest first.
     skipped: VecDeque<(u32, Key32)>,
+}
+
+/// Shows ids and counts; keys only as `Secret(..)` / `PrivateKey(..)`.
+impl fmt::Debug for SenderKeyState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SenderKeyState")
+            .field("key_id", &self.key_id)
+            .field("chain", &self.chain)
+            .field("signing_public", &self.signing_public)
+            .field("signing_private", &self.signing_private)
+            .field("skipped", &self.skipped.len())
+            .finish()
+    }
 }
 
 impl SenderKeyState {

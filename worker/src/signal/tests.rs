@@ -650,6 +650,23 @@ fn simultaneous_initiation_converges() {
 }
 
 #[test]
+fn any_previous_counter_is_tolerated() {
+    // go.mau.fi/libsignal sends 4294967295 in its first reply (§2.3). Make Bob's state say
+    // so through the stored record, then check Alice takes the message.
+    let mut rng = rand::thread_rng();
+    let (alice, mut a, bob, mut b) = pair(&mut rng);
+    let m = send(&mut a, b"x", &mut rng);
+    deliver(&bob, &mut b, &m, &mut rng).expect("first");
+    let mut stored = super::storage::RecordStructure::decode(&b.to_bytes()[..]).expect("decodes");
+    stored.current.as_mut().expect("current").previous_counter = u32::MAX;
+    let mut b = SessionRecord::from_bytes(&stored.encode_to_vec()).expect("loads");
+    let r = send(&mut b, b"quirk", &mut rng);
+    let parsed = SignalMessage::parse(r.as_bytes()).expect("parses");
+    assert_eq!(parsed.previous_counter(), u32::MAX);
+    assert_eq!(deliver(&alice, &mut a, &r, &mut rng), Ok(b"quirk".to_vec()));
+}
+
+#[test]
 fn encrypt_without_a_session_fails() {
     assert_eq!(
         SessionRecord::new().encrypt(b"x"),
