@@ -204,11 +204,18 @@ impl SenderKeyRecord {
     }
 
     /// Stores a received SKDM as a state. A repeat of a state we hold (same id and signing
-    /// key) is ignored: our copy can already derive every later key and must not be wound
-    /// back. A state with the same id but another signing key is replaced.
+    /// key) must not wind our chain back, so it is ignored while our copy can still reach
+    /// its iteration; only when it is more than [`MAX_FORWARD_JUMP`] ahead does our chain
+    /// jump to it (skipped keys kept). A state with the same id but another signing key is
+    /// replaced.
     pub fn process_distribution(&mut self, skdm: &SenderKeyDistributionMessage) {
         if let Some(pos) = self.states.iter().position(|s| s.key_id == skdm.key_id()) {
-            if self.states[pos].signing_public == *skdm.signing_key() {
+            let state = &mut self.states[pos];
+            if state.signing_public == *skdm.signing_key() {
+                let ours = state.chain.iteration();
+                if skdm.iteration().saturating_sub(ours) > MAX_FORWARD_JUMP {
+                    state.chain = SenderChainKey::new(*skdm.chain_key(), skdm.iteration());
+                }
                 return;
             }
             self.states.remove(pos);

@@ -773,6 +773,29 @@ fn sender_key_record_keeps_5_states_and_ignores_repeated_skdms() {
 }
 
 #[test]
+fn a_repeated_skdm_far_ahead_moves_the_chain() {
+    let mut rng = rand::thread_rng();
+    let mut own = SenderKeyRecord::create_own(&mut rng);
+    let mut member = SenderKeyRecord::new();
+    member.process_distribution(&own.distribution_message().expect("own"));
+    let early = own.encrypt(b"\x01", &mut rng).expect("own");
+    for _ in 0..2500 {
+        own.encrypt(b"\x01", &mut rng).expect("own");
+    }
+    let resent = own.distribution_message().expect("own");
+    let late = own.encrypt(b"\x02", &mut rng).expect("own");
+    assert!(matches!(
+        member.decrypt(&late),
+        Err(SignalError::TooFarInFuture { .. })
+    ));
+    member.process_distribution(&resent);
+    assert_eq!(member.decrypt(&late), Ok(b"\x02".to_vec()));
+    // The jump derived no keys in between: the early message, never decrypted, is now
+    // behind the chain without a stored key, which reads as an old counter.
+    assert_eq!(member.decrypt(&early), Err(SignalError::Duplicate(0)));
+}
+
+#[test]
 fn sender_key_records_round_trip_through_bytes() {
     let mut rng = rand::thread_rng();
     let mut own = SenderKeyRecord::create_own(&mut rng);
