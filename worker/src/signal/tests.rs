@@ -905,3 +905,115 @@ fn debug_output_of_records_shows_no_key_material() {
     }
     assert!(shown.contains("Secret(..)") && shown.contains("PrivateKey(..)"));
 }
+
+// ---------------------------------------------------------------- frozen record formats
+
+/// Bob's record of §11.2.1 after decrypting m1 and m2 (ratchet key `vec-bob-ratchet-1`).
+fn vector_bob_record() -> SessionRecord {
+    let alice = LocalIdentity {
+        key_pair: labelled("vec-alice-identity"),
+        registration_id: 0x1234,
+    };
+    let bob = LocalIdentity {
+        key_pair: labelled("vec-bob-identity"),
+        registration_id: 0x5678,
+    };
+    let spk = labelled("vec-bob-signed-prekey");
+    let opk = labelled("vec-bob-prekey-31");
+    let bundle = PreKeyBundle {
+        registration_id: bob.registration_id,
+        identity_key: bob.key_pair.public,
+        signed_pre_key_id: 1,
+        signed_pre_key: spk.public,
+        signed_pre_key_signature: bob
+            .key_pair
+            .private
+            .sign_with_nonce(&spk.public.serialize(), &[0; 64]),
+        pre_key: Some((31, opk.public)),
+    };
+    let mut keys = PreKeys::default();
+    keys.signed.insert(1, spk);
+    keys.one_time.borrow_mut().insert(31, opk);
+    let mut a = SessionRecord::new();
+    a.process_bundle_with_keys(
+        &alice,
+        &bundle,
+        labelled("vec-alice-base"),
+        labelled("vec-alice-ratchet-1"),
+    )
+    .expect("bundle");
+    let mut b = SessionRecord::new();
+    let mut rng = FixedRng::new(&[labelled("vec-bob-ratchet-1").private.expose()]);
+    for text in ["0a0568656c6c6f030303", "0a05616761696e01"] {
+        let m = a.encrypt(&h(text)).expect("session");
+        let m = PreKeySignalMessage::parse(m.as_bytes()).expect("parses");
+        b.decrypt_pre_key(&bob, &m, &keys, &mut rng)
+            .expect("decrypts");
+    }
+    b
+}
+
+/// A member's record of §11.2.2 after the SKDM and the skmsg.
+fn vector_member_sender_keys() -> SenderKeyRecord {
+    let chain_key: [u8; 32] = Sha256::digest(b"vec-sender-chain-key").into();
+    let mut own = SenderKeyRecord::own_with(0x1234_5678, chain_key, labelled("vec-sender-signing"));
+    let mut member = SenderKeyRecord::new();
+    member.process_distribution(&own.distribution_message().expect("own"));
+    let mut rng = FixedRng::new(&[&[0u8; 64], &[0u8; 64]]);
+    for _ in 0..2 {
+        own.encrypt(&h("0a0b68656c6c6f2067726f757004040404"), &mut rng)
+            .expect("own");
+    }
+    let skipped = own
+        .encrypt(
+            &h("0a0b68656c6c6f2067726f757004040404"),
+            &mut FixedRng::new(&[&[0; 64]]),
+        )
+        .expect("own");
+    member
+        .decrypt(&skipped)
+        .expect("iteration 2, keys 0 and 1 skipped");
+    member
+}
+
+const SESSION_RECORD_V1: &str = include_str!("../../tests/data/signal-session-record-v1.hex");
+const SENDER_KEY_RECORD_V1: &str = include_str!("../../tests/data/signal-sender-key-record-v1.hex");
+
+#[test]
+fn stored_session_format_is_frozen_and_old_records_continue() {
+    let frozen = h(SESSION_RECORD_V1.trim());
+    assert_eq!(
+        hex::encode(vector_bob_record().to_bytes()),
+        hex::encode(&frozen)
+    );
+    let mut bob = SessionRecord::from_bytes(&frozen).expect("loads");
+    let m3 = bob.encrypt(&h("0a0268690202")).expect("session");
+    assert_eq!(hex::encode(m3.as_bytes()), "330a2105bc0183f710655ccff158296b2ded493f38dc9e8beac430d82665d68b3818fc7210001800221010a5fc3acec7d89a65be72c82a9441a7949343aeccd6347a");
+}
+
+#[test]
+fn stored_sender_key_format_is_frozen_and_old_records_continue() {
+    let frozen = h(SENDER_KEY_RECORD_V1.trim());
+    assert_eq!(
+        hex::encode(vector_member_sender_keys().to_bytes()),
+        hex::encode(&frozen)
+    );
+    let mut member = SenderKeyRecord::from_bytes(&frozen).expect("loads");
+    assert_eq!(member.current().map(SenderKeyState::iteration), Some(3));
+    let skmsg = h("3308f8acd1910110001a20fae34950a543dff8bf54383f77bc71666044b6173e09375b61d6067a99b353d75671b4b8cc797bdffb224bd0567906d079872e87ba4847b6eb2a360d2741dbaddcef7f3e608700f70f9738c529552c313accc2a7640db99a54b02a05d526d884");
+    let m = SenderKeyMessage::parse(&skmsg).expect("parses");
+    assert_eq!(
+        member.decrypt(&m).map(hex::encode),
+        Ok("0a0b68656c6c6f2067726f757004040404".to_owned())
+    );
+}
+
+#[test]
+#[ignore = "prints the frozen fixtures; run by hand only when the format changes on purpose"]
+fn print_frozen_fixtures() {
+    println!("session {}", hex::encode(vector_bob_record().to_bytes()));
+    println!(
+        "sender {}",
+        hex::encode(vector_member_sender_keys().to_bytes())
+    );
+}
