@@ -610,6 +610,28 @@ mod tests {
 
     proptest! {
         #[test]
+        fn every_message_round_trips(
+            keys in any::<[[u8; 32]; 3]>(),
+            counters in any::<(u32, u32, Option<u32>)>(),
+            ciphertext in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let [a, b, c] = keys.map(PublicKey::from_bytes);
+            let (counter, previous, pre_key) = counters;
+            let msg = SignalMessage::new(&keys[0], &a, &b, c, counter, previous, ciphertext.clone());
+            prop_assert_eq!(SignalMessage::parse(msg.as_bytes()), Ok(msg.clone()));
+            prop_assert!(msg.verify_mac(&keys[0], &a, &b));
+            let pkmsg = PreKeySignalMessage::new(previous, pre_key, counter, b, a, msg);
+            let parsed = PreKeySignalMessage::parse(pkmsg.as_bytes());
+            prop_assert_eq!(parsed.map(|p| p.pre_key_id()), Ok(pre_key.filter(|&id| id != 0)));
+            let signer = PrivateKey::from_bytes(keys[1]);
+            let skmsg = SenderKeyMessage::new(counter, previous, ciphertext, &signer, &[0; 64]);
+            prop_assert_eq!(SenderKeyMessage::parse(skmsg.as_bytes()), Ok(skmsg.clone()));
+            prop_assert!(skmsg.verify_signature(&signer.public_key()));
+            let skdm = SenderKeyDistributionMessage::new(counter, previous, keys[2], c);
+            prop_assert_eq!(SenderKeyDistributionMessage::parse(skdm.as_bytes()), Ok(skdm));
+        }
+
+        #[test]
         fn parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = SignalMessage::parse(&bytes);
             let _ = PreKeySignalMessage::parse(&bytes);
