@@ -18,6 +18,7 @@ mod config;
 mod ipc;
 mod logging;
 mod session;
+pub mod signal;
 pub mod store;
 mod transport;
 pub mod wa;

@@ -3,9 +3,11 @@
 //! which plays the server side of the same code paths (wa-protocol.md).
 
 pub mod binary;
+pub mod e2e;
 pub mod frame;
 pub mod message_id;
 pub mod noise;
+pub mod phash;
 pub mod proto;
 pub mod recipient;
 pub mod xeddsa;
