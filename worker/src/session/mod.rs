@@ -18,6 +18,8 @@
 //!    socket, send `Flushed`, return.
 
 mod actions;
+#[allow(dead_code)] // Wired in by the send path.
+mod bundles;
 mod connect;
 mod dispatch;
 mod events;
@@ -35,6 +37,8 @@ mod socket;
 mod stage;
 #[cfg(test)]
 mod tests;
+#[allow(dead_code)] // Wired in by the send path.
+mod usync;
 
 use std::io;
 use std::time::Duration;
