@@ -41,6 +41,7 @@ use crate::config::{WaVersion, WorkerArgs};
 use crate::ipc::Link;
 use crate::store::creds::{Creds, CredsStore, Loaded};
 use crate::store::secret::{Blob, Secret};
+use crate::store::signal::{KeyStore, KeyStoreError};
 use crate::transport::{Connection, TransportError};
 use crate::wa::binary::{Jid, Node};
 use crate::wa::noise::cert::WA_ROOT_KEY;
@@ -68,6 +69,9 @@ pub(crate) enum SessionError {
     /// The creds file could not be read, written or moved aside.
     #[error("creds store failed")]
     Store(#[source] io::Error),
+    /// The Signal key store could not be read or written.
+    #[error("key store failed")]
+    Keys(#[source] KeyStoreError),
 }
 
 /// One open, handshaken connection and what rides on it.
@@ -160,6 +164,7 @@ async fn sleep_until_some(at: Option<Instant>) {
 /// One account's session.
 pub(crate) struct Session {
     store: CredsStore,
+    keys: KeyStore,
     backoff: Backoff,
     ws_url: String,
     root: [u8; 32],
@@ -182,6 +187,7 @@ impl Session {
         let c = &args.connection;
         Session {
             store: CredsStore::new(&args.account_dir()),
+            keys: KeyStore::new(&args.account_dir()),
             backoff: args.backoff(),
             ws_url: c.wa_ws_url.clone(),
             root: c.wa_trust_root.map_or(WA_ROOT_KEY, |r| r.0),
@@ -222,7 +228,7 @@ impl Session {
 
     /// Step 1.
     fn start(&mut self) -> Result<Phase, SessionError> {
-        match self.store.load().map_err(SessionError::Store)? {
+        match self.store.load(&self.keys).map_err(SessionError::Store)? {
             Loaded::Creds(creds) => {
                 info!(paired = creds.is_paired(), "creds loaded");
                 self.state.phone = creds.phone().map(str::to_owned);
@@ -415,13 +421,17 @@ impl Session {
                 }
             }
             Purpose::PrekeyCount if ok => {
+                let stocked = self.keys.has_prekeys().map_err(SessionError::Keys)?;
                 let needed = self
                     .creds
                     .as_ref()
-                    .and_then(|c| login::prekeys_needed(iq, c));
+                    .and_then(|_| login::prekeys_needed(iq, stocked));
                 if let Some(count) = needed {
-                    let mut fresh = Vec::new();
-                    self.update_creds(|c| fresh = c.generate_prekeys(count))?;
+                    // Durable before the upload: a key the server hands out is always ours.
+                    let fresh = self
+                        .keys
+                        .generate_prekeys(count)
+                        .map_err(SessionError::Keys)?;
                     if let Some(creds) = &self.creds {
                         let upload = login::upload_iq(&mut live.requests, creds, &fresh);
                         info!(count, "uploading prekeys");
@@ -632,6 +642,10 @@ impl Session {
         let creds = match self.creds.take() {
             Some(creds) => creds,
             None => {
+                // Signal state left from an earlier device identity is useless to the new one.
+                if let Some(path) = self.keys.archive("previous").map_err(SessionError::Keys)? {
+                    info!(archived = %path.display(), "previous key store archived");
+                }
                 let fresh = Creds::generate();
                 self.store.save(&fresh).map_err(SessionError::Store)?;
                 info!("new device keys generated and stored");
@@ -688,8 +702,9 @@ impl Session {
         if let Phase::Open(mut live) = phase {
             close(&mut live.conn).await;
         }
+        // Every change was saved when it happened: prove it durable, do not rewrite it.
         let saved = match &self.creds {
-            Some(creds) => self.store.save(creds),
+            Some(_) => self.store.prove_durable(),
             None => Ok(()),
         };
         match saved {
@@ -713,11 +728,15 @@ impl Session {
         }
     }
 
-    /// Changes the creds and makes the change durable at once.
+    /// Changes the creds and makes the change durable at once; writes nothing when the change
+    /// changed nothing.
     fn update_creds(&mut self, change: impl FnOnce(&mut Creds)) -> Result<(), SessionError> {
         if let Some(creds) = &mut self.creds {
+            let before = creds.clone();
             change(creds);
-            self.store.save(creds).map_err(SessionError::Store)?;
+            if *creds != before {
+                self.store.save(creds).map_err(SessionError::Store)?;
+            }
         }
         Ok(())
     }

@@ -65,7 +65,7 @@ impl KeyStore {
             id = id_after(id);
         }
         write_counter(&dir, id)?;
-        write_batch(&dir, &fresh)?;
+        write_batch(&dir, &fresh, false)?;
         Ok(fresh
             .iter()
             .map(|k| PreKeyPublic {
@@ -144,6 +144,38 @@ impl KeyStore {
         })?;
         Ok(next.unwrap_or(FIRST_PREKEY_ID))
     }
+
+    /// Takes over the one-time prekeys and counter a v1 `creds.json` carried. Idempotent, so
+    /// a crash before `creds.json` is rewritten only repeats it: the batch is overwritten with
+    /// the same keys, and a counter already stored is kept.
+    ///
+    /// # Errors
+    /// [`KeyStoreError::Io`] or [`KeyStoreError::Corrupt`].
+    pub(in crate::store) fn import_legacy_prekeys(
+        &self,
+        keys: &[PreKey],
+        next_id: u32,
+    ) -> Result<()> {
+        let dir = self.dir(PREKEYS_DIR, Kind::PreKeys)?;
+        let counter = dir.join(NEXT_ID_FILE);
+        if record::read(&counter, Kind::PreKeyCounter)?.is_none() {
+            let next = if (FIRST_PREKEY_ID..=MAX_PREKEY_ID).contains(&next_id) {
+                next_id
+            } else {
+                FIRST_PREKEY_ID
+            };
+            write_counter(&dir, next)?;
+        }
+        let keys: Vec<PreKey> = keys
+            .iter()
+            .filter(|k| k.id <= MAX_PREKEY_ID)
+            .cloned()
+            .collect();
+        if !keys.is_empty() {
+            write_batch(&dir, &keys, true)?;
+        }
+        Ok(())
+    }
 }
 
 /// The id after `id`: 16777215 wraps to 1.
@@ -163,13 +195,14 @@ fn write_counter(dir: &Path, next: u32) -> Result<()> {
     )
 }
 
-/// Writes `keys` as a new batch file, under a name no file has.
-fn write_batch(dir: &Path, keys: &[PreKey]) -> Result<()> {
+/// Writes `keys` as a new batch file; `replace` reuses suffix 0 (the legacy import) instead of
+/// picking a name no file has.
+fn write_batch(dir: &Path, keys: &[PreKey], replace: bool) -> Result<()> {
     let min = keys.iter().map(|k| k.id).min().unwrap_or(0);
     let max = keys.iter().map(|k| k.id).max().unwrap_or(0);
     let mut n = 0u32;
     let mut path = dir.join(format!("{min:06x}-{max:06x}-{n}"));
-    while path.exists() {
+    while !replace && path.exists() {
         n += 1;
         path = dir.join(format!("{min:06x}-{max:06x}-{n}"));
     }
