@@ -12,7 +12,7 @@ use std::time::Duration;
 use ipc_protocol::{Reason, WorkerStatus};
 
 use super::events::Disconnect;
-use crate::store::creds::{Creds, PreKey};
+use crate::store::creds::Creds;
 use crate::wa::binary::Node;
 
 /// A handler's decision.
@@ -35,8 +35,8 @@ pub(crate) enum Persist {
     Creds(Box<Creds>),
     /// Our LID, as `<success>` named it.
     OwnLid(String),
-    /// One-time prekeys about to be uploaded.
-    Prekeys(Vec<PreKey>),
+    /// Generate this many one-time prekeys, durably, then upload them.
+    UploadPrekeys(u32),
     /// The edge routing info for the next connect.
     RoutingInfo(Vec<u8>),
 }

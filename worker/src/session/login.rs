@@ -7,7 +7,8 @@ use super::actions::{Actions, Persist, Report};
 use super::keepalive::Keepalive;
 use super::request::{Purpose, Requests};
 use super::stage::{Ctx, Stage};
-use crate::store::creds::{Creds, KeyPair, PreKey, DJB_KEY_TYPE};
+use crate::store::creds::{Creds, DJB_KEY_TYPE};
+use crate::store::signal::PreKeyPublic;
 use crate::wa::binary::Node;
 
 /// Below this many prekeys on the server, upload more.
@@ -32,13 +33,14 @@ pub(crate) fn prekey_count_iq(requests: &mut Requests) -> Node {
     )
 }
 
-/// How many prekeys to upload after the server answered the count IQ with `result`.
-pub(crate) fn prekeys_needed(result: &Node, creds: &Creds) -> Option<u32> {
+/// How many prekeys to upload after the server answered the count IQ with `result`;
+/// `stocked` says whether we hold prekeys from an earlier upload.
+pub(crate) fn prekeys_needed(result: &Node, stocked: bool) -> Option<u32> {
     let count = result
         .child("count")
         .and_then(|c| c.attr_str("value"))
         .and_then(|v| v.parse::<u32>().ok())?;
-    let batch = if creds.prekeys.is_empty() {
+    let batch = if !stocked {
         INITIAL_UPLOAD
     } else {
         LATER_UPLOAD
@@ -47,7 +49,7 @@ pub(crate) fn prekeys_needed(result: &Node, creds: &Creds) -> Option<u32> {
 }
 
 /// The upload IQ for `keys`, with the identity and the signed prekey.
-pub(crate) fn upload_iq(requests: &mut Requests, creds: &Creds, keys: &[PreKey]) -> Node {
+pub(crate) fn upload_iq(requests: &mut Requests, creds: &Creds, keys: &[PreKeyPublic]) -> Node {
     let id3 = |id: u32| id.to_be_bytes()[1..].to_vec();
     let spk = &creds.signed_prekey;
     let list = keys
@@ -55,7 +57,7 @@ pub(crate) fn upload_iq(requests: &mut Requests, creds: &Creds, keys: &[PreKey])
         .map(|k| {
             Node::new("key").children(vec![
                 Node::new("id").bytes(id3(k.id)),
-                Node::new("value").bytes(k.key_pair.public.0.to_vec()),
+                Node::new("value").bytes(k.public.to_vec()),
             ])
         })
         .collect();
@@ -102,28 +104,19 @@ pub(crate) fn on_success(ctx: &mut Ctx<'_>, node: &Node) -> Actions {
 }
 
 /// The answer to the prekey count: upload a batch when the server runs low. The new keys are
-/// durable before the upload goes out.
+/// durable before the upload goes out (the upload follows the persist step).
 pub(crate) fn on_prekey_count(ctx: &mut Ctx<'_>, result: &Node) -> Actions {
-    let Some(creds) = ctx.creds else {
-        return Actions::none();
+    let stocked = match ctx.keys.has_prekeys() {
+        Ok(stocked) => stocked,
+        Err(e) => {
+            warn!(error = %e, "cannot read the prekey store; no upload");
+            return Actions::none();
+        }
     };
-    let Some(count) = prekeys_needed(result, creds) else {
-        return Actions::none();
-    };
-    let keys = fresh_prekeys(creds.next_prekey_id, count);
-    info!(count, "uploading prekeys");
-    let upload = upload_iq(ctx.requests, creds, &keys);
-    Actions::send(upload).and_persist(Persist::Prekeys(keys))
-}
-
-/// `count` new one-time prekeys with ids from `first_id` on (24 bits, wrapping).
-pub(crate) fn fresh_prekeys(first_id: u32, count: u32) -> Vec<PreKey> {
-    (0..count)
-        .map(|i| PreKey {
-            id: first_id.wrapping_add(i) & 0x00FF_FFFF,
-            key_pair: KeyPair::generate(),
-        })
-        .collect()
+    match prekeys_needed(result, stocked) {
+        Some(count) => Actions::none().and_persist(Persist::UploadPrekeys(count)),
+        None => Actions::none(),
+    }
 }
 
 #[cfg(test)]
@@ -132,19 +125,20 @@ mod tests {
 
     #[test]
     fn uploads_812_first_then_50_when_the_server_runs_low() {
-        let mut creds = Creds::generate();
         let answer = |n: &str| Node::new("iq").children(vec![Node::new("count").attr("value", n)]);
-        assert_eq!(prekeys_needed(&answer("0"), &creds), Some(812));
-        assert_eq!(prekeys_needed(&answer("30"), &creds), None);
-        creds.generate_prekeys(3);
-        assert_eq!(prekeys_needed(&answer("4"), &creds), Some(50));
-        assert_eq!(prekeys_needed(&Node::new("iq"), &creds), None);
+        assert_eq!(prekeys_needed(&answer("0"), false), Some(812));
+        assert_eq!(prekeys_needed(&answer("30"), false), None);
+        assert_eq!(prekeys_needed(&answer("4"), true), Some(50));
+        assert_eq!(prekeys_needed(&Node::new("iq"), true), None);
     }
 
     #[test]
     fn the_upload_carries_ids_keys_and_the_signed_prekey() {
-        let mut creds = Creds::generate();
-        let keys = creds.generate_prekeys(2);
+        let creds = Creds::generate();
+        let keys = [1, 2].map(|id| PreKeyPublic {
+            id,
+            public: [id as u8; 32],
+        });
         let iq = upload_iq(&mut Requests::new(), &creds, &keys);
         assert_eq!(iq.attr_str("xmlns").as_deref(), Some("encrypt"));
         let list = iq.child("list").expect("list");

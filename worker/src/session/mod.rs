@@ -54,6 +54,7 @@ use crate::ipc::Link;
 use crate::store::creds::{Creds, CredsStore, Loaded};
 use crate::store::messages::MessageStore;
 use crate::store::secret::{Blob, Secret};
+use crate::store::signal::{KeyStore, KeyStoreError};
 use crate::transport::TransportError;
 use crate::wa::binary::Node;
 use crate::wa::noise::cert::WA_ROOT_KEY;
@@ -73,6 +74,9 @@ pub(crate) enum SessionError {
     /// The creds file could not be read, written or moved aside.
     #[error("creds store failed: {0}")]
     Store(#[source] io::Error),
+    /// The Signal key store could not be read or written.
+    #[error("key store failed: {0}")]
+    Keys(#[source] KeyStoreError),
 }
 
 /// What the session is doing.
@@ -130,6 +134,7 @@ async fn sleep_until_some(at: Option<Instant>) {
 /// One account's session.
 pub(crate) struct Session {
     store: CredsStore,
+    keys: KeyStore,
     backoff: Backoff,
     ws_url: String,
     root: [u8; 32],
@@ -156,6 +161,7 @@ impl Session {
         let c = &args.connection;
         Session {
             store: CredsStore::new(&args.account_dir()),
+            keys: KeyStore::new(&args.account_dir()),
             backoff: args.backoff(),
             ws_url: c.wa_ws_url.clone(),
             root: c.wa_trust_root.map_or(WA_ROOT_KEY, |r| r.0),
@@ -208,7 +214,7 @@ impl Session {
             }
             Err(e) => error!(error = %e, "message store unusable; sends are refused"),
         }
-        match self.store.load().map_err(SessionError::Store)? {
+        match self.store.load(&self.keys).map_err(SessionError::Store)? {
             Loaded::Creds(creds) => {
                 info!(paired = creds.is_paired(), "creds loaded");
                 self.state.phone = creds.phone().map(str::to_owned);
@@ -309,6 +315,7 @@ impl Session {
     fn decide(&self, live: &mut Live, handler: impl FnOnce(&mut Ctx<'_>) -> Actions) -> Actions {
         let mut ctx = Ctx {
             creds: self.creds.as_ref(),
+            keys: &self.keys,
             settings: &self.settings,
             requests: &mut live.requests,
             stage: &mut live.stage,
@@ -329,13 +336,14 @@ impl Session {
             send,
             end,
         } = actions;
+        let mut follow_ups = Vec::new();
         for change in persist {
-            self.persist(change)?;
+            follow_ups.extend(self.persist(change, &mut live.requests)?);
         }
         for r in report {
             self.report(r);
         }
-        for node in &send {
+        for node in send.iter().chain(&follow_ups) {
             if let Err(e) = live.socket.send_node(node).await {
                 return self.after_disconnect(Some(live), network(e)).await;
             }
@@ -346,27 +354,39 @@ impl Session {
         }
     }
 
-    /// Makes one change durable.
-    fn persist(&mut self, change: Persist) -> Result<(), SessionError> {
+    /// Makes one change durable; some changes have a stanza that must follow them (and only
+    /// them), which is returned to go out after the decision's own.
+    fn persist(
+        &mut self,
+        change: Persist,
+        requests: &mut request::Requests,
+    ) -> Result<Option<Node>, SessionError> {
         match change {
             Persist::Creds(creds) => {
                 self.store.save(&creds).map_err(SessionError::Store)?;
                 self.creds = Some(*creds);
-                Ok(())
             }
             Persist::OwnLid(lid) => self.update_creds(|c| {
                 if let Some(me) = &mut c.me {
                     me.lid = Some(lid);
                 }
-            }),
-            Persist::Prekeys(keys) => self.update_creds(|c| {
-                if let Some(last) = keys.last() {
-                    c.next_prekey_id = (last.id + 1) & 0x00FF_FFFF;
-                }
-                c.prekeys.extend(keys);
-            }),
-            Persist::RoutingInfo(info) => self.update_creds(|c| c.routing_info = Some(Blob(info))),
+            })?,
+            Persist::UploadPrekeys(count) => {
+                let fresh = self
+                    .keys
+                    .generate_prekeys(count)
+                    .map_err(SessionError::Keys)?;
+                info!(count, "uploading prekeys");
+                return Ok(self
+                    .creds
+                    .as_ref()
+                    .map(|creds| login::upload_iq(requests, creds, &fresh)));
+            }
+            Persist::RoutingInfo(info) => {
+                self.update_creds(|c| c.routing_info = Some(Blob(info)))?
+            }
         }
+        Ok(None)
     }
 
     /// Tells the supervisor.
@@ -465,6 +485,10 @@ impl Session {
         let creds = match self.creds.take() {
             Some(creds) => creds,
             None => {
+                // Signal state left from an earlier device identity is useless to the new one.
+                if let Some(path) = self.keys.archive("previous").map_err(SessionError::Keys)? {
+                    info!(archived = %path.display(), "previous key store archived");
+                }
                 let fresh = Creds::generate();
                 self.store.save(&fresh).map_err(SessionError::Store)?;
                 info!("new device keys generated and stored");
@@ -516,8 +540,12 @@ impl Session {
         if let Phase::Open(mut live) = phase {
             live.socket.close().await;
         }
+        // Every change was saved when it happened: prove it durable, do not rewrite it.
         let saved = match &self.creds {
-            Some(creds) => self.store.save(creds),
+            Some(creds) => self.store.prove_durable().or_else(|e| {
+                warn!(error = %e, "creds file not provably durable; saving it again");
+                self.store.save(creds)
+            }),
             None => Ok(()),
         };
         match saved {
@@ -541,11 +569,15 @@ impl Session {
         }
     }
 
-    /// Changes the creds and makes the change durable at once.
+    /// Changes the creds and makes the change durable at once; writes nothing when the change
+    /// changed nothing.
     fn update_creds(&mut self, change: impl FnOnce(&mut Creds)) -> Result<(), SessionError> {
         if let Some(creds) = &mut self.creds {
+            let before = creds.clone();
             change(creds);
-            self.store.save(creds).map_err(SessionError::Store)?;
+            if *creds != before {
+                self.store.save(creds).map_err(SessionError::Store)?;
+            }
         }
         Ok(())
     }

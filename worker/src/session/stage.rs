@@ -14,6 +14,7 @@ use super::pair::QrRotation;
 use super::request::Requests;
 use super::socket::Socket;
 use crate::store::creds::Creds;
+use crate::store::signal::KeyStore;
 
 /// The stage of one open connection.
 #[derive(Debug)]
@@ -96,6 +97,8 @@ pub(crate) struct Settings {
 pub(crate) struct Ctx<'a> {
     /// The credentials, if any.
     pub(crate) creds: Option<&'a Creds>,
+    /// The Signal key store, to read (writes go through `Persist`).
+    pub(crate) keys: &'a KeyStore,
     /// The session's settings.
     pub(crate) settings: &'a Settings,
     /// IQ ids and the answers awaited.

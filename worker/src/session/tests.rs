@@ -77,8 +77,9 @@ impl Harness {
     }
 
     fn creds(&self) -> Option<Creds> {
-        match CredsStore::new(&self.dir.path().join("acct"))
-            .load()
+        let dir = self.dir.path().join("acct");
+        match CredsStore::new(&dir)
+            .load(&crate::store::signal::KeyStore::new(&dir))
             .expect("load")
         {
             Loaded::Creds(c) => Some(*c),
@@ -300,8 +301,19 @@ async fn stocks_prekeys_durably_before_uploading_them() {
     let upload = sent(&mut server, "iq").await;
     let keys = upload.child("list").expect("list").children_slice().len();
     assert_eq!(keys, 812);
+    let first = upload
+        .child("list")
+        .and_then(|l| l.child("key"))
+        .and_then(|k| k.child("id"))
+        .and_then(Node::content_bytes)
+        .expect("an id");
+    let first = u32::from_be_bytes([0, first[0], first[1], first[2]]);
+    let keys = crate::store::signal::KeyStore::new(&h.dir.path().join("acct"));
+    assert!(
+        keys.prekey(first).expect("readable").is_some(),
+        "durable before the upload"
+    );
     let stored = h.creds().expect("creds");
-    assert_eq!(stored.prekeys.len(), 812, "durable before the upload");
     assert_eq!(
         stored.me.and_then(|m| m.lid).as_deref(),
         Some("100000000000009:2@lid"),

@@ -1,15 +1,22 @@
 //! `creds.json`: one account's keys and identity, owned by its worker alone.
 //!
-//! The file is written atomically with mode 0600 the moment anything in it changes; a file that
-//! cannot be read or parsed is renamed `creds.json.corrupt-<ts>` and never deleted.
+//! The file is written atomically with mode 0600, compact, the moment anything in it changes,
+//! and never when nothing did; a file that cannot be read or parsed is renamed
+//! `creds.json.corrupt-<ts>` and never deleted.
+//!
+//! One-time prekeys and their id counter live in the [`KeyStore`], not here. A v1 file written
+//! before that still carries a `prekeys` array and `next_prekey_id`: [`CredsStore::load`] moves
+//! them into the key store durably first, then rewrites `creds.json` without them. A crash in
+//! between repeats the move on the next load (it is idempotent).
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::atomic::{rename_durable, write_atomic};
+use super::atomic::{rename_durable, sync_dir, write_atomic};
 use super::secret::{Blob, Bytes, Secret};
+use super::signal::KeyStore;
 use crate::wa::xeddsa;
 
 /// The current format version of `creds.json`.
@@ -81,16 +88,17 @@ pub struct Creds {
     /// The phone's platform (`android`, `iphone`, `smba`, ...), once paired.
     #[serde(default)]
     pub platform: Option<String>,
-    /// One-time prekeys uploaded to the server and not yet known to be used.
-    #[serde(default)]
-    pub prekeys: Vec<PreKey>,
-    /// The id the next generated one-time prekey gets.
-    #[serde(default = "first_prekey_id")]
-    pub next_prekey_id: u32,
 }
 
-fn first_prekey_id() -> u32 {
-    1
+/// What a v1 `creds.json` carried before the [`KeyStore`] took the one-time prekeys over.
+#[derive(Deserialize)]
+struct V1PreKeys {
+    /// One-time prekeys uploaded to the server and not yet known to be used.
+    #[serde(default)]
+    prekeys: Option<Vec<PreKey>>,
+    /// The id the next generated one-time prekey got.
+    #[serde(default)]
+    next_prekey_id: Option<u32>,
 }
 
 /// A one-time Signal prekey.
@@ -142,22 +150,7 @@ impl Creds {
             routing_info: None,
             account_key: None,
             platform: None,
-            prekeys: Vec::new(),
-            next_prekey_id: first_prekey_id(),
         }
-    }
-
-    /// Generates `count` one-time prekeys, keeps them, and returns them.
-    pub fn generate_prekeys(&mut self, count: u32) -> Vec<PreKey> {
-        let fresh: Vec<PreKey> = (0..count)
-            .map(|i| PreKey {
-                id: (self.next_prekey_id + i) & 0x00FF_FFFF,
-                key_pair: KeyPair::generate(),
-            })
-            .collect();
-        self.next_prekey_id = (self.next_prekey_id + count) & 0x00FF_FFFF;
-        self.prekeys.extend(fresh.iter().cloned());
-        fresh
     }
 
     /// Whether this device has completed pairing.
@@ -213,20 +206,26 @@ impl CredsStore {
         self.dir.join(CREDS_FILE)
     }
 
-    /// Loads the credentials; a corrupt or unreadable file is kept aside.
+    /// Loads the credentials; a corrupt or unreadable file is kept aside. A v1 file that
+    /// still carries one-time prekeys has them moved into `keys` first, then is rewritten
+    /// without them; any other file is only read.
     ///
     /// # Errors
-    /// Only when a corrupt file cannot even be renamed aside.
-    pub fn load(&self) -> io::Result<Loaded> {
+    /// When a corrupt file cannot even be renamed aside, or the prekeys cannot be moved (the
+    /// file is then left as it was).
+    pub fn load(&self, keys: &KeyStore) -> io::Result<Loaded> {
         let path = self.path();
         let problem = match std::fs::read(&path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Loaded::Missing),
             Err(e) => format!("unreadable: {e}"),
-            Ok(bytes) => match serde_json::from_slice::<Creds>(&bytes) {
-                Ok(creds) if creds.version == CREDS_VERSION => {
-                    return Ok(Loaded::Creds(Box::new(creds)))
+            Ok(bytes) => match parse(&bytes) {
+                Ok((creds, v1)) if creds.version == CREDS_VERSION => {
+                    if v1.prekeys.is_some() || v1.next_prekey_id.is_some() {
+                        self.move_prekeys_out(&creds, v1, keys)?;
+                    }
+                    return Ok(Loaded::Creds(Box::new(creds)));
                 }
-                Ok(creds) => format!("unknown format version {}", creds.version),
+                Ok((creds, _)) => format!("unknown format version {}", creds.version),
                 Err(e) => format!("not valid creds json: {e}"),
             },
         };
@@ -234,13 +233,36 @@ impl CredsStore {
         Ok(Loaded::Corrupt { kept_as, problem })
     }
 
-    /// Writes `creds` durably (temp file, fsync, rename, fsync dir), mode 0600.
+    /// Writes `creds` durably (temp file, fsync, rename, fsync dir), compact, mode 0600.
     ///
     /// # Errors
     /// Any I/O error; the previous file is then intact.
     pub fn save(&self, creds: &Creds) -> io::Result<()> {
-        let bytes = serde_json::to_vec_pretty(creds).map_err(io::Error::other)?;
+        let bytes = serde_json::to_vec(creds).map_err(io::Error::other)?;
         write_atomic(&self.path(), &bytes, CREDS_MODE)
+    }
+
+    /// Proves the saved file durable without rewriting it: fsyncs `creds.json` and its
+    /// folder. Every change was already saved when it happened; this is the shutdown's proof.
+    ///
+    /// # Errors
+    /// Any I/O error, including a missing file.
+    pub fn prove_durable(&self) -> io::Result<()> {
+        std::fs::File::open(self.path())?.sync_all()?;
+        sync_dir(&self.dir)
+    }
+
+    /// The v1 migration: prekeys into the key store (durable), then `creds.json` without them.
+    fn move_prekeys_out(&self, creds: &Creds, v1: V1PreKeys, keys: &KeyStore) -> io::Result<()> {
+        let prekeys = v1.prekeys.unwrap_or_default();
+        keys.import_legacy_prekeys(&prekeys, v1.next_prekey_id.unwrap_or(1))
+            .map_err(io::Error::other)?;
+        self.save(creds)?;
+        tracing::info!(
+            count = prekeys.len(),
+            "one-time prekeys moved from creds.json to the key store"
+        );
+        Ok(())
     }
 
     /// Moves `creds.json` aside as `creds.json.<label>-<ts>` (after a logout, say), durably.
@@ -262,6 +284,14 @@ impl CredsStore {
     }
 }
 
+/// The credentials in `bytes`, and what a v1 file carried besides.
+fn parse(bytes: &[u8]) -> serde_json::Result<(Creds, V1PreKeys)> {
+    Ok((
+        serde_json::from_slice(bytes)?,
+        serde_json::from_slice(bytes)?,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,12 +299,22 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     const FIXTURE: &str = include_str!("../../tests/data/creds-v1.json");
+    /// A v1 file as the worker wrote it before the key store: pretty, with `prekeys` and
+    /// `next_prekey_id`. Frozen: it must load forever.
+    const FIXTURE_WITH_PREKEYS: &str = include_str!("../../tests/data/creds-v1-with-prekeys.json");
+
+    fn keys(dir: &Path) -> KeyStore {
+        KeyStore::new(dir)
+    }
 
     #[test]
     fn frozen_v1_fixture_still_loads() {
         let dir = tempfile::tempdir().expect("tempdir");
         fs::write(dir.path().join("creds.json"), FIXTURE).expect("write fixture");
-        let Loaded::Creds(creds) = CredsStore::new(dir.path()).load().expect("load") else {
+        let Loaded::Creds(creds) = CredsStore::new(dir.path())
+            .load(&keys(dir.path()))
+            .expect("load")
+        else {
             panic!("fixture must load");
         };
         assert_eq!(creds.registration_id, 12345);
@@ -295,7 +335,7 @@ mod tests {
             .mode()
             & 0o777;
         assert_eq!(mode, 0o600);
-        let Loaded::Creds(back) = store.load().expect("load") else {
+        let Loaded::Creds(back) = store.load(&keys(dir.path())).expect("load") else {
             panic!("must load");
         };
         assert_eq!(*back, creds);
@@ -304,7 +344,7 @@ mod tests {
     #[test]
     fn generated_creds_carry_a_valid_signed_prekey_and_survive_a_round_trip() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut creds = Creds::generate();
+        let creds = Creds::generate();
         let mut msg = vec![DJB_KEY_TYPE];
         msg.extend_from_slice(&creds.signed_prekey.key_pair.public.0);
         assert!(xeddsa::verify(
@@ -313,12 +353,9 @@ mod tests {
             &creds.signed_prekey.signature.0
         ));
         assert!(!creds.is_paired());
-        let keys = creds.generate_prekeys(3);
-        assert_eq!(keys.iter().map(|k| k.id).collect::<Vec<_>>(), [1, 2, 3]);
-        assert_eq!(creds.next_prekey_id, 4);
         let store = CredsStore::new(dir.path());
         store.save(&creds).expect("save");
-        let Loaded::Creds(back) = store.load().expect("load") else {
+        let Loaded::Creds(back) = store.load(&keys(dir.path())).expect("load") else {
             panic!("must load");
         };
         assert_eq!(*back, creds);
@@ -329,14 +366,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         fs::write(dir.path().join("creds.json"), b"{ not json").expect("write");
         let store = CredsStore::new(dir.path());
-        let Loaded::Corrupt { kept_as, .. } = store.load().expect("load") else {
+        let Loaded::Corrupt { kept_as, .. } = store.load(&keys(dir.path())).expect("load") else {
             panic!("must be corrupt");
         };
         assert_eq!(fs::read(&kept_as).expect("kept"), b"{ not json");
         assert!(kept_as
             .file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with("creds.json.corrupt-")));
-        assert!(matches!(store.load().expect("load"), Loaded::Missing));
+        assert!(matches!(
+            store.load(&keys(dir.path())).expect("load"),
+            Loaded::Missing
+        ));
     }
 
     #[test]
@@ -345,9 +385,111 @@ mod tests {
         fs::create_dir(dir.path().join("creds.json")).expect("a directory where the file goes");
         let store = CredsStore::new(dir.path());
         assert!(matches!(
-            store.load().expect("load"),
+            store.load(&keys(dir.path())).expect("load"),
             Loaded::Corrupt { .. }
         ));
+    }
+
+    #[test]
+    fn a_v1_file_with_prekeys_moves_them_to_the_key_store_then_drops_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = CredsStore::new(dir.path());
+        fs::write(store.path(), FIXTURE_WITH_PREKEYS).expect("write fixture");
+        let keys = keys(dir.path());
+        let Loaded::Creds(creds) = store.load(&keys).expect("load") else {
+            panic!("the old format must load");
+        };
+        assert_eq!(creds.registration_id, 12345);
+        assert_eq!(creds.platform.as_deref(), Some("android"));
+        let old: serde_json::Value = serde_json::from_str(FIXTURE_WITH_PREKEYS).expect("json");
+        for (i, id) in [1u32, 2, 3].into_iter().enumerate() {
+            let pair = keys.prekey(id).expect("read").expect("moved");
+            let private = base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                pair.private.expose().0,
+            );
+            assert_eq!(old["prekeys"][i]["key_pair"]["private"], private.as_str());
+            assert_eq!(xeddsa::public_key(&pair.private.expose().0), pair.public.0);
+        }
+        assert_eq!(keys.next_prekey_id().expect("counter"), 4);
+        let text = fs::read_to_string(store.path()).expect("rewritten");
+        assert!(
+            !text.contains("prekeys") && !text.contains("next_prekey_id"),
+            "{text}"
+        );
+        assert!(!text.contains('\n'), "compact: {text}");
+        let Loaded::Creds(again) = store.load(&keys).expect("load") else {
+            panic!("the rewritten file must load");
+        };
+        assert_eq!(again, creds);
+        assert_eq!(keys.generate_prekeys(1).expect("generate")[0].id, 4);
+    }
+
+    #[test]
+    fn a_crash_before_the_rewrite_repeats_the_move_harmlessly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = CredsStore::new(dir.path());
+        let keys = keys(dir.path());
+        let old: Creds = serde_json::from_str(FIXTURE_WITH_PREKEYS).expect("fixture parses");
+        let v1: V1PreKeys = serde_json::from_str(FIXTURE_WITH_PREKEYS).expect("v1 part parses");
+        // The first half of the migration, then the process dies before creds.json changes.
+        keys.import_legacy_prekeys(&v1.prekeys.expect("prekeys"), 4)
+            .expect("import");
+        fs::write(store.path(), FIXTURE_WITH_PREKEYS).expect("still the old file");
+        let Loaded::Creds(creds) = store.load(&keys).expect("load") else {
+            panic!("must load");
+        };
+        assert_eq!(*creds, old);
+        for id in 1..=3 {
+            assert!(keys.prekey(id).expect("read").is_some());
+        }
+        assert_eq!(keys.generate_prekeys(1).expect("generate")[0].id, 4);
+    }
+
+    #[test]
+    fn loading_a_current_file_and_proving_it_durable_rewrites_nothing() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = CredsStore::new(dir.path());
+        store.save(&Creds::generate()).expect("save");
+        for fixture in [None, Some(FIXTURE)] {
+            if let Some(text) = fixture {
+                fs::write(store.path(), text).expect("an old file without prekeys");
+            }
+            let before = fs::metadata(store.path()).expect("meta");
+            let Loaded::Creds(_) = store.load(&keys(dir.path())).expect("load") else {
+                panic!("must load");
+            };
+            store.prove_durable().expect("durable");
+            let after = fs::metadata(store.path()).expect("meta");
+            assert_eq!(
+                (after.ino(), after.mtime_nsec(), after.mtime()),
+                (before.ino(), before.mtime_nsec(), before.mtime()),
+                "not rewritten"
+            );
+        }
+        assert!(
+            !dir.path().join("signal").exists(),
+            "no key store for nothing"
+        );
+        fs::remove_file(store.path()).expect("remove");
+        assert!(
+            store.prove_durable().is_err(),
+            "a missing file proves nothing"
+        );
+    }
+
+    #[test]
+    fn saved_creds_are_compact_and_carry_no_prekeys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = CredsStore::new(dir.path());
+        store.save(&Creds::generate()).expect("save");
+        let text = fs::read_to_string(store.path()).expect("read");
+        assert!(
+            !text.contains('\n') && !text.contains("prekeys\""),
+            "{text}"
+        );
+        assert!(text.len() < 1500, "{} bytes", text.len());
     }
 
     #[test]
