@@ -109,6 +109,8 @@ pub struct WorkerState {
     pub next_retry_at: Option<UnixMillis>,
     /// The last error, for people.
     pub last_error: Option<String>,
+    /// Incoming messages that could not be decrypted since the worker started.
+    pub decrypt_failures: u32,
 }
 
 /// The lifecycle of one account, exactly the strings of `architecture.md`.

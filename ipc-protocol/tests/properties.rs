@@ -60,6 +60,7 @@ fn state() -> impl Strategy<Value = WorkerState> {
                 reconnect_count: times.3,
                 next_retry_at: times.4,
                 last_error,
+                decrypt_failures: times.2 / 2,
             },
         )
 }
@@ -230,6 +231,7 @@ fn messages_match_their_golden_json() {
                 reconnect_count: 5,
                 next_retry_at: Some(UnixMillis(1_764_000_004_000)),
                 last_error: Some("connection refused".into()),
+                decrypt_failures: 0,
             }))
             .expect("serializes"),
         ),

@@ -55,6 +55,14 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
             v.account.id, v.state.reconnect_count
         );
     }
+    out.push_str("# HELP wafleet_decrypt_failures_total Incoming messages the account's current worker could not decrypt.\n# TYPE wafleet_decrypt_failures_total counter\n");
+    for v in &views {
+        let _ = writeln!(
+            out,
+            "wafleet_decrypt_failures_total{{account=\"{}\"}} {}",
+            v.account.id, v.state.decrypt_failures
+        );
+    }
     out.push_str("# HELP wafleet_worker_restarts_total Worker processes restarted after an unexpected exit.\n# TYPE wafleet_worker_restarts_total counter\n");
     for v in &views {
         let _ = writeln!(

@@ -312,23 +312,29 @@ fn when_the_refs_run_out_the_account_needs_a_qr_and_a_request_starts_over() {
 }
 
 #[test]
-fn a_pushed_message_sets_last_message_at_and_is_acked() {
+fn an_undecryptable_message_is_acked_counted_and_not_taken_for_a_message() {
     let sim = Sim::start(&[]);
     let volume = Volume::new();
     let sup = start(&volume, &sim, &[]);
     let jid = pair(&sup, &sim, "inbox", "15550001006");
     assert!(status(&sup, "inbox")["lastMessageAt"].is_null());
+    // The sim's /message pushes an <enc> no session can open.
     let (code, body) = sim.post("/message", &json!({ "jid": jid }));
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["acked"], true, "{body}");
-    wait_until("lastMessageAt", STATE_DEADLINE, || {
-        let a = status(&sup, "inbox");
-        if a["lastMessageAt"].is_string() {
+    wait_until("the failure counted", STATE_DEADLINE, || {
+        let metrics = sup.call("GET", "/metrics", None).text();
+        if metrics.contains("wafleet_decrypt_failures_total{account=\"inbox\"} 1") {
             Ok(())
         } else {
-            Err(a.to_string())
+            Err(metrics)
         }
     });
+    assert!(
+        status(&sup, "inbox")["lastMessageAt"].is_null(),
+        "lastMessageAt comes from real messages"
+    );
+    assert_eq!(status(&sup, "inbox")["status"], "connected");
 }
 
 #[test]

@@ -12,7 +12,11 @@ use std::time::Duration;
 use ipc_protocol::{Reason, WorkerStatus};
 
 use super::events::Disconnect;
+use ipc_protocol::MessageRecord;
+
+use super::retry::RetryReceipt;
 use crate::store::creds::Creds;
+use crate::store::signal::Address;
 use crate::wa::binary::Node;
 
 /// A handler's decision.
@@ -39,6 +43,39 @@ pub(crate) enum Persist {
     UploadPrekeys(u32),
     /// The edge routing info for the next connect.
     RoutingInfo(Vec<u8>),
+    /// A PN↔LID pair learned from traffic (user parts).
+    LidMapping {
+        /// The phone number.
+        pn: String,
+        /// The LID.
+        lid: String,
+    },
+    /// A Signal session that changed; then the one-time prekey it consumed goes, and the
+    /// peer identity it carried (trust on first use) is kept.
+    Session {
+        /// The peer device.
+        address: Address,
+        /// The record's bytes.
+        record: Vec<u8>,
+        /// The one-time prekey to forget once the record is durable.
+        consumed_prekey: Option<u32>,
+        /// A new or changed identity of the peer.
+        identity: Option<[u8; 32]>,
+    },
+    /// A sender key record that changed.
+    SenderKey {
+        /// The group JID.
+        group: String,
+        /// The sender device.
+        sender: Address,
+        /// The record's bytes.
+        record: Vec<u8>,
+    },
+    /// A message to record (a cursor of 0 is assigned); once durable it is reported.
+    Message(MessageRecord),
+    /// A retry receipt with our keys in it: a fresh one-time prekey is made durable first,
+    /// then the receipt follows.
+    RetryReceiptWithKeys(RetryReceipt),
 }
 
 /// Something the supervisor should hear.
@@ -59,6 +96,8 @@ pub(crate) enum Report {
     Connected,
     /// A message arrived.
     MessageSeen,
+    /// A message could not be decrypted.
+    DecryptFailed,
 }
 
 impl Actions {

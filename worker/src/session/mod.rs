@@ -21,6 +21,7 @@ mod actions;
 #[allow(dead_code)] // Wired in by the send path.
 mod bundles;
 mod connect;
+mod decrypt;
 mod dispatch;
 mod events;
 mod keepalive;
@@ -33,6 +34,7 @@ mod receipts;
 mod receive;
 pub(crate) mod reconnect;
 mod request;
+mod retry;
 mod socket;
 mod stage;
 #[cfg(test)]
@@ -316,6 +318,7 @@ impl Session {
         let mut ctx = Ctx {
             creds: self.creds.as_ref(),
             keys: &self.keys,
+            messages: self.messages.as_ref(),
             settings: &self.settings,
             requests: &mut live.requests,
             stage: &mut live.stage,
@@ -385,6 +388,60 @@ impl Session {
             Persist::RoutingInfo(info) => {
                 self.update_creds(|c| c.routing_info = Some(Blob(info)))?
             }
+            Persist::LidMapping { pn, lid } => {
+                let known = self.keys.lid_for_pn(&pn).map_err(SessionError::Keys)?;
+                if known.as_deref() != Some(lid.as_str()) {
+                    self.keys
+                        .store_lid_mapping(&pn, &lid)
+                        .map_err(SessionError::Keys)?;
+                }
+            }
+            Persist::Session {
+                address,
+                record,
+                consumed_prekey,
+                identity,
+            } => {
+                if let Some(identity) = identity {
+                    self.keys
+                        .store_identity(&address, &identity)
+                        .map_err(SessionError::Keys)?;
+                }
+                match consumed_prekey {
+                    Some(id) => self
+                        .keys
+                        .store_session_consuming_prekey(&address, &record, id),
+                    None => self.keys.store_session(&address, &record),
+                }
+                .map_err(SessionError::Keys)?;
+            }
+            Persist::SenderKey {
+                group,
+                sender,
+                record,
+            } => self
+                .keys
+                .store_sender_key(&group, &sender, &record)
+                .map_err(SessionError::Keys)?,
+            Persist::Message(mut record) => {
+                let Some(store) = self.messages.as_mut() else {
+                    return Err(SessionError::Store(io::Error::other(
+                        "the message store is not open",
+                    )));
+                };
+                if record.cursor == 0 {
+                    record.cursor = store.next_cursor();
+                }
+                store.put(&record).map_err(SessionError::Store)?;
+                self.link.send(ToSupervisor::Message(record));
+            }
+            Persist::RetryReceiptWithKeys(retry) => {
+                let fresh = self.keys.generate_prekeys(1).map_err(SessionError::Keys)?;
+                return Ok(self
+                    .creds
+                    .as_ref()
+                    .map(|creds| retry.build(creds, fresh.first())));
+            }
         }
         Ok(None)
     }
@@ -414,6 +471,10 @@ impl Session {
             }
             Report::MessageSeen => {
                 self.state.last_message_at = Some(UnixMillis::now());
+                self.touch();
+            }
+            Report::DecryptFailed => {
+                self.state.decrypt_failures = self.state.decrypt_failures.saturating_add(1);
                 self.touch();
             }
         }

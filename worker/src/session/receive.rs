@@ -1,13 +1,102 @@
 //! Incoming messages, notifications and calls, and the acks every such stanza needs
-//! (wa-protocol.md §9, whatsmeow's attribute rules).
+//! (wa-protocol.md §9, whatsmeow's attribute rules; wa-messaging.md §8).
+//!
+//! A message, in this order (architecture.md, "order is durability"):
+//! 1. decrypt it ([`super::decrypt`]); a message already recorded is only confirmed again;
+//! 2. persist the Signal state that decrypted it and the message itself (the inbox);
+//! 3. send the delivery receipt, then the ack.
+//!
+//! A message that does not decrypt gets a retry receipt (while retries last) and an ack, is
+//! logged with its reason and counted; the server then holds nothing for us, and the sender
+//! encrypts again.
 
-use super::actions::{Actions, Report};
+use ipc_protocol::Direction;
+use tracing::{debug, warn};
+
+use super::actions::{Actions, Persist, Report};
+use super::decrypt::{self, Own, Routing};
+use super::retry::RetryReceipt;
 use super::stage::Ctx;
 use crate::wa::binary::Node;
 
-/// `<message>`: acknowledged so the server stops redelivering it.
-pub(crate) fn on_message(_ctx: &mut Ctx<'_>, message: &Node) -> Actions {
-    acked(message).and_report(Report::MessageSeen)
+/// `<message>`: steps 1 to 3.
+pub(crate) fn on_message(ctx: &mut Ctx<'_>, message: &Node) -> Actions {
+    let Some(creds) = ctx.creds.filter(|c| c.is_paired()) else {
+        return acked(message);
+    };
+    let (Some(own), Some(id)) = (Own::of(creds), message.attr_str("id")) else {
+        return acked(message);
+    };
+    let Some(routing) = decrypt::routing(&own, message) else {
+        warn!(%message, "message without a usable sender; acked");
+        return acked(message);
+    };
+    let known = ctx
+        .messages
+        .and_then(|m| m.get(Direction::In, &id).ok().flatten())
+        .is_some();
+    if known {
+        debug!(%id, "message already recorded; confirming again");
+        return confirmed(message, &routing);
+    }
+    let decrypted = decrypt::decrypt(ctx.keys, creds, &own, message, &routing);
+    let mut actions = Actions::none();
+    for change in decrypted.persist {
+        actions = actions.and_persist(change);
+    }
+    match decrypted.failure {
+        None => {
+            if let Some(record) = decrypted.record {
+                actions = actions
+                    .and_persist(Persist::Message(record))
+                    .and_report(Report::MessageSeen);
+            }
+            merge(actions, confirmed(message, &routing))
+        }
+        Some(e) if e.is_duplicate() => merge(actions, confirmed(message, &routing)),
+        Some(e) => {
+            warn!(%id, from = %routing.sender, reason = e.retry_reason(), error = %e, "message did not decrypt");
+            actions = actions.and_report(Report::DecryptFailed);
+            match RetryReceipt::for_stanza(message, e.retry_reason()) {
+                Some(retry) if retry.wants_keys() => {
+                    actions = actions.and_persist(Persist::RetryReceiptWithKeys(retry));
+                }
+                Some(retry) => actions = actions.and_send(retry.build(creds, None)),
+                None => debug!(%id, "retries spent; acking only"),
+            }
+            merge(actions, acked(message))
+        }
+    }
+}
+
+/// The delivery receipt (§8.4) and the ack of a message handled.
+fn confirmed(message: &Node, routing: &Routing) -> Actions {
+    let mut receipt = Node::new("receipt").attr(
+        "id",
+        message.attr_str("id").unwrap_or_default().into_owned(),
+    );
+    for key in ["from", "participant"] {
+        if let Some(v) = message.get_attr(key) {
+            receipt.set_attr(if key == "from" { "to" } else { key }.into(), v.clone());
+        }
+    }
+    if message.attr_str("category").as_deref() == Some("peer") {
+        receipt = receipt.attr("type", "peer_msg");
+    } else if routing.from_me {
+        if let Some(recipient) = message.get_attr("recipient") {
+            receipt.set_attr("recipient".into(), recipient.clone());
+            receipt = receipt.attr("type", "sender");
+        }
+    }
+    merge(Actions::send(receipt), acked(message))
+}
+
+fn merge(mut first: Actions, then: Actions) -> Actions {
+    first.persist.extend(then.persist);
+    first.report.extend(then.report);
+    first.send.extend(then.send);
+    first.end = first.end.or(then.end);
+    first
 }
 
 /// `<notification>`: acknowledged.

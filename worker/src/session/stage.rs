@@ -14,6 +14,7 @@ use super::pair::QrRotation;
 use super::request::Requests;
 use super::socket::Socket;
 use crate::store::creds::Creds;
+use crate::store::messages::MessageStore;
 use crate::store::signal::KeyStore;
 
 /// The stage of one open connection.
@@ -99,6 +100,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) creds: Option<&'a Creds>,
     /// The Signal key store, to read (writes go through `Persist`).
     pub(crate) keys: &'a KeyStore,
+    /// The message store, to read; `None` when it could not be opened.
+    pub(crate) messages: Option<&'a MessageStore>,
     /// The session's settings.
     pub(crate) settings: &'a Settings,
     /// IQ ids and the answers awaited.

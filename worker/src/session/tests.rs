@@ -192,6 +192,13 @@ fn pair_device(refs: &[&str]) -> Node {
 /// A paired account's creds, as `accept_pair_success` leaves them.
 fn paired_creds() -> Creds {
     let mut creds = vector_creds();
+    // The vector identity replaced the generated one: sign the signed prekey again with it.
+    let mut signed = vec![crate::store::creds::DJB_KEY_TYPE];
+    signed.extend_from_slice(&creds.signed_prekey.key_pair.public.0);
+    creds.signed_prekey.signature = crate::store::secret::Bytes(crate::wa::xeddsa::sign(
+        &creds.identity_key.private.expose().0,
+        &signed,
+    ));
     let iq = decode(&hex::decode(PAIR_SUCCESS).expect("hex")).expect("node");
     super::pair::accept_pair_success(&iq, &mut creds).expect("pairs");
     creds
@@ -440,4 +447,175 @@ async fn conflict_stops_without_reconnecting_and_shutdown_flushes() {
         tail.iter().any(|m| matches!(m, ToSupervisor::Flushed)),
         "{tail:?}"
     );
+}
+
+/// A contact's device: a real Signal peer built from the test vectors' primitives.
+struct Peer {
+    identity: crate::signal::LocalIdentity,
+    session: crate::signal::SessionRecord,
+}
+
+impl Peer {
+    fn new() -> Self {
+        Peer {
+            identity: crate::signal::LocalIdentity {
+                key_pair: crate::signal::KeyPair::generate(&mut rand::rngs::OsRng),
+                registration_id: 4242,
+            },
+            session: crate::signal::SessionRecord::new(),
+        }
+    }
+
+    /// Starts a session from our creds and one uploaded one-time prekey.
+    fn start(&mut self, creds: &Creds, prekey: (u32, [u8; 32])) {
+        use crate::signal::{PreKeyBundle, PublicKey};
+        let spk = &creds.signed_prekey;
+        let bundle = PreKeyBundle {
+            registration_id: creds.registration_id,
+            identity_key: PublicKey::from_bytes(creds.identity_key.public.0),
+            signed_pre_key_id: spk.key_id,
+            signed_pre_key: PublicKey::from_bytes(spk.key_pair.public.0),
+            signed_pre_key_signature: spk.signature.0,
+            pre_key: Some((prekey.0, PublicKey::from_bytes(prekey.1))),
+        };
+        self.session
+            .process_bundle(&self.identity, &bundle, &mut rand::rngs::OsRng)
+            .expect("bundle");
+    }
+
+    /// `<message>` carrying `text` from this peer's device 0.
+    fn message(&mut self, id: &str, text: &str) -> Node {
+        let plain = crate::wa::e2e::Message::from_text(text).encode_to_vec();
+        let padded = crate::signal::pad(&plain, &mut rand::rngs::OsRng);
+        let enc = self.session.encrypt(&padded).expect("encrypt");
+        Node::new("message")
+            .attr("id", id)
+            .attr("t", "1700000100")
+            .attr("type", "text")
+            .attr("notify", "Ana")
+            .jid_attr("from", "15550009999@s.whatsapp.net".parse().expect("jid"))
+            .jid_attr("sender_lid", "100000000000077@lid".parse().expect("jid"))
+            .children(vec![Node::new("enc")
+                .attr("v", "2")
+                .attr("type", enc.enc_type())
+                .bytes(enc.as_bytes().to_vec())])
+    }
+}
+
+/// Online with a fresh prekey upload; returns the server end and one uploaded prekey.
+async fn online_with_prekeys(h: &mut Harness) -> (ServerEnd, (u32, [u8; 32])) {
+    let mut server = h.next_dial().await.accept();
+    server.push(Node::new("success").attr("t", "1"));
+    h.status(WorkerStatus::Connected).await;
+    sent(&mut server, "iq").await;
+    let count = sent(&mut server, "iq").await;
+    server.push(result(&count).children(vec![Node::new("count").attr("value", "0")]));
+    let upload = sent(&mut server, "iq").await;
+    let key = upload
+        .child("list")
+        .and_then(|l| l.child("key"))
+        .expect("a key");
+    let id = key.child("id").and_then(Node::content_bytes).expect("id");
+    let value = key
+        .child("value")
+        .and_then(Node::content_bytes)
+        .expect("value");
+    let id = u32::from_be_bytes([0, id[0], id[1], id[2]]);
+    (server, (id, value.try_into().expect("32 bytes")))
+}
+
+async fn next_message_report(h: &mut Harness) -> ipc_protocol::MessageRecord {
+    loop {
+        match tokio::time::timeout(STEP, h.reports.recv()).await {
+            Ok(Some(ToSupervisor::Message(m))) => return m,
+            Ok(Some(_)) => continue,
+            _ => panic!("no message report"),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn decrypts_records_then_confirms_each_message_and_asks_again_when_one_fails() {
+    let creds = paired_creds();
+    let mut h = Harness::start(Some(&creds));
+    let (mut server, prekey) = online_with_prekeys(&mut h).await;
+    let dir = h.dir.path().join("acct");
+    let keys = crate::store::signal::KeyStore::new(&dir);
+    assert!(keys.prekey(prekey.0).expect("read").is_some());
+
+    let mut peer = Peer::new();
+    peer.start(&creds, prekey);
+    let first = peer.message("IN-1", "hello wafleet");
+    server.push(first.clone());
+    let receipt = sent(&mut server, "receipt").await;
+    assert_eq!(receipt.attr_str("id").as_deref(), Some("IN-1"));
+    assert!(receipt.attr_str("type").is_none(), "a delivery receipt");
+    // The receipt goes out only once the message and the session are durable.
+    let store = crate::store::messages::MessageStore::open(&dir).expect("store");
+    let stored = store
+        .get(ipc_protocol::Direction::In, "IN-1")
+        .expect("read")
+        .expect("recorded before the receipt");
+    assert_eq!(stored.text.as_deref(), Some("hello wafleet"));
+    assert_eq!(stored.chat, "15550009999@s.whatsapp.net");
+    assert_eq!(stored.push_name.as_deref(), Some("Ana"));
+    let lid_addr = crate::store::signal::Address::new("100000000000077_1", 0).expect("addr");
+    assert!(
+        keys.session(&lid_addr).expect("read").is_some(),
+        "keyed by the LID"
+    );
+    assert!(
+        keys.prekey(prekey.0).expect("read").is_none(),
+        "prekey consumed"
+    );
+    let ack = sent(&mut server, "ack").await;
+    assert_eq!(ack.attr_str("class").as_deref(), Some("message"));
+    let report = next_message_report(&mut h).await;
+    assert_eq!(report.text.as_deref(), Some("hello wafleet"));
+    assert!(report.cursor > 0);
+
+    // The same stanza again (a redelivery): confirmed, not recorded twice.
+    server.push(first);
+    assert_eq!(
+        sent(&mut server, "receipt").await.attr_str("id").as_deref(),
+        Some("IN-1")
+    );
+    sent(&mut server, "ack").await;
+    // A second message rides the same session; its report is the next one.
+    server.push(peer.message("IN-2", "again"));
+    sent(&mut server, "receipt").await;
+    sent(&mut server, "ack").await;
+    assert_eq!(
+        next_message_report(&mut h).await.text.as_deref(),
+        Some("again")
+    );
+
+    // One built on a prekey we never had: a retry receipt, an ack, and a count.
+    let mut stranger = Peer::new();
+    stranger.start(&creds, (0x00AB_CDEF, [7; 32]));
+    let forged = stranger.message("IN-3", "forged");
+    server.push(forged);
+    let retry = sent(&mut server, "receipt").await;
+    assert_eq!(retry.attr_str("type").as_deref(), Some("retry"));
+    assert_eq!(
+        retry
+            .child("retry")
+            .and_then(|r| r.attr_str("count"))
+            .as_deref(),
+        Some("1")
+    );
+    sent(&mut server, "ack").await;
+    let state = h
+        .state_where("a decrypt failure counted", |s| s.decrypt_failures == 1)
+        .await;
+    assert_eq!(
+        state.status,
+        WorkerStatus::Connected,
+        "the worker carries on"
+    );
+    assert!(store
+        .get(ipc_protocol::Direction::In, "IN-3")
+        .expect("read")
+        .is_none());
+    h.stop().await;
 }
