@@ -253,7 +253,20 @@ pub(crate) fn decrypt(
     if out.failure.is_some() {
         return out;
     }
-    out.record = content.and_then(|plaintext| message_record(node, routing, &plaintext));
+    out.record = match content {
+        Some(plaintext) => message_record(node, routing, &plaintext),
+        // Nothing to decrypt (`<unavailable/>`, or content we have no cipher for): recorded
+        // by kind, so nothing disappears silently.
+        None if encs.is_empty() || !encs.iter().any(|e| is_known_enc(e)) => {
+            let kind = if node.child("unavailable").is_some() {
+                "unavailable"
+            } else {
+                "unsupported"
+            };
+            record_of(node, routing, kind.to_owned(), None, routing.chat.clone())
+        }
+        None => None,
+    };
     out
 }
 
@@ -367,6 +380,23 @@ fn message_record(node: &Node, routing: &Routing, plaintext: &[u8]) -> Option<Me
         }
         Err(_) => ("undecodable".to_owned(), None, routing.chat.clone()),
     };
+    record_of(node, routing, kind, text, chat)
+}
+
+fn is_known_enc(enc: &Node) -> bool {
+    matches!(
+        enc.attr_str("type").as_deref(),
+        Some("pkmsg" | "msg" | "skmsg")
+    )
+}
+
+fn record_of(
+    node: &Node,
+    routing: &Routing,
+    kind: String,
+    text: Option<String>,
+    chat: Jid,
+) -> Option<MessageRecord> {
     let t = node
         .attr_str("t")
         .and_then(|t| t.parse::<u64>().ok())

@@ -8,7 +8,7 @@ use tracing::{debug, warn};
 use super::actions::Actions;
 use super::request::Purpose;
 use super::stage::{Ctx, Stage};
-use super::{events, keepalive, login, logout, pair, receipts, receive};
+use super::{events, keepalive, login, logout, pair, receipts, receive, send};
 use crate::wa::binary::Node;
 
 /// A stanza handler.
@@ -26,6 +26,7 @@ const HANDLERS: &[(&str, Handler)] = &[
     ("receipt", receipts::on_receipt),
     ("notification", receive::on_notification),
     ("call", receive::on_call),
+    ("ack", send::on_ack),
 ];
 
 /// Routes one stanza from the server to its handler.
@@ -39,8 +40,11 @@ pub(crate) fn on_node(ctx: &mut Ctx<'_>, node: &Node) -> Actions {
     }
 }
 
-/// Routes the stage's timer.
+/// Routes the stage's timer, and the message in flight's.
 pub(crate) fn on_timer(ctx: &mut Ctx<'_>) -> Actions {
+    if ctx.outbound.as_ref().is_some_and(|o| ctx.now >= o.deadline) {
+        return send::on_deadline(ctx);
+    }
     let due = ctx.stage.deadline().is_some_and(|at| ctx.now >= at);
     if !due {
         return Actions::none();
@@ -74,6 +78,9 @@ fn on_iq(ctx: &mut Ctx<'_>, iq: &Node) -> Actions {
         Purpose::Ping => keepalive::on_pong(ctx, iq),
         Purpose::Logout => logout::on_answer(ctx, iq),
         Purpose::PrekeyCount if ok => login::on_prekey_count(ctx, iq),
+        Purpose::Devices if ok => send::on_devices(ctx, iq),
+        Purpose::Bundles if ok => send::on_bundles(ctx, iq),
+        Purpose::Devices | Purpose::Bundles => send::on_iq_error(ctx, iq),
         Purpose::PrekeyCount | Purpose::PrekeyUpload | Purpose::Active => {
             if !ok {
                 warn!(?purpose, %iq, "iq failed");

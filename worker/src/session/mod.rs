@@ -35,6 +35,7 @@ mod receive;
 pub(crate) mod reconnect;
 mod request;
 mod retry;
+mod send;
 mod socket;
 mod stage;
 #[cfg(test)]
@@ -116,7 +117,7 @@ impl Phase {
             }
             Phase::Dialing(dial) => Event::Dialed(dial.await),
             Phase::Open(live) => {
-                let deadline = live.stage.deadline();
+                let deadline = live.next_deadline();
                 tokio::select! {
                     node = live.socket.read_node() => Event::Node(node),
                     _ = sleep_until_some(deadline) => Event::Timer,
@@ -269,7 +270,10 @@ impl Session {
                     messages::queue(self.messages.as_mut(), paired, self.outbox_limit, message);
                 self.link
                     .send(ToSupervisor::SendAnswer { request, outcome });
-                Ok(phase)
+                match phase {
+                    Phase::Open(live) => self.apply_open(live, Actions::none()).await,
+                    other => Ok(other),
+                }
             }
             (ToWorker::Query { request, query }, phase) => {
                 let answer = messages::answer(self.messages.as_ref(), query);
@@ -322,6 +326,7 @@ impl Session {
             settings: &self.settings,
             requests: &mut live.requests,
             stage: &mut live.stage,
+            outbound: &mut live.outbound,
             now: Instant::now(),
         };
         handler(&mut ctx)
@@ -333,27 +338,39 @@ impl Session {
         mut live: Box<Live>,
         actions: Actions,
     ) -> Result<Phase, SessionError> {
-        let Actions {
-            persist,
-            report,
-            send,
-            end,
-        } = actions;
-        let mut follow_ups = Vec::new();
-        for change in persist {
-            follow_ups.extend(self.persist(change, &mut live.requests)?);
-        }
-        for r in report {
-            self.report(r);
-        }
-        for node in send.iter().chain(&follow_ups) {
-            if let Err(e) = live.socket.send_node(node).await {
-                return self.after_disconnect(Some(live), network(e)).await;
+        let mut actions = actions;
+        loop {
+            let Actions {
+                persist,
+                report,
+                send,
+                end,
+            } = actions;
+            let mut follow_ups = Vec::new();
+            for change in persist {
+                follow_ups.extend(self.persist(change, &mut live.requests)?);
             }
-        }
-        match end {
-            Some(disconnect) => self.after_disconnect(Some(live), disconnect).await,
-            None => Ok(Phase::Open(live)),
+            for r in report {
+                self.report(r);
+            }
+            for node in send.iter().chain(&follow_ups) {
+                if let Err(e) = live.socket.send_node(node).await {
+                    return self.after_disconnect(Some(live), network(e)).await;
+                }
+            }
+            if let Some(disconnect) = end {
+                return self.after_disconnect(Some(live), disconnect).await;
+            }
+            // Once a decision is carried out, the outbox moves on if it can: the next queued
+            // message goes when nothing is in flight (send.rs step 1).
+            let queued = self.messages.as_ref().is_some_and(|m| m.queued_count() > 0);
+            if !(queued && live.outbound.is_none() && live.stage.is_online()) {
+                return Ok(Phase::Open(live));
+            }
+            actions = self.decide(&mut live, send::pump);
+            if actions.send.is_empty() && actions.persist.is_empty() {
+                return Ok(Phase::Open(live));
+            }
         }
     }
 

@@ -18,6 +18,10 @@ pub(crate) enum Purpose {
     PrekeyUpload,
     /// `remove-companion-device`: the admin asked to log out.
     Logout,
+    /// The device lists for the message in flight.
+    Devices,
+    /// The prekey bundles for the message in flight.
+    Bundles,
 }
 
 /// Ids and the IQs awaiting an answer, for one connection.

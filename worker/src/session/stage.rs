@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::keepalive::Keepalive;
 use super::pair::QrRotation;
 use super::request::Requests;
+use super::send::Outbound;
 use super::socket::Socket;
 use crate::store::creds::Creds;
 use crate::store::messages::MessageStore;
@@ -72,6 +73,8 @@ pub(crate) struct Live {
     pub(crate) requests: Requests,
     /// Where the connection stands.
     pub(crate) stage: Stage,
+    /// The message being sent, if one is.
+    pub(crate) outbound: Option<Outbound>,
 }
 
 impl Live {
@@ -81,6 +84,16 @@ impl Live {
             socket,
             requests: Requests::new(),
             stage: Stage::first(paired),
+            outbound: None,
+        }
+    }
+
+    /// The next instant a timer must fire on this connection.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        let outbound = self.outbound.as_ref().map(|o| o.deadline);
+        match (self.stage.deadline(), outbound) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 }
@@ -108,6 +121,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) requests: &'a mut Requests,
     /// Where the connection stands; handlers move it on.
     pub(crate) stage: &'a mut Stage,
+    /// The message being sent, if one is.
+    pub(crate) outbound: &'a mut Option<Outbound>,
     /// The time of the event being handled.
     pub(crate) now: Instant,
 }

@@ -369,6 +369,9 @@ async fn acks_each_stanza_kind_and_reports_message_time() {
             .attr("type", "text")
             .jid_attr("from", from.clone()),
     );
+    // Nothing to decrypt: recorded by kind, confirmed with a receipt, then acked.
+    let receipt = sent(&mut server, "receipt").await;
+    assert_eq!(receipt.attr_str("id").as_deref(), Some("M1"));
     let ack = sent(&mut server, "ack").await;
     assert_eq!(ack.attr_str("class").as_deref(), Some("message"));
     assert_eq!(ack.attr_str("id").as_deref(), Some("M1"));
@@ -617,5 +620,279 @@ async fn decrypts_records_then_confirms_each_message_and_asks_again_when_one_fai
         .get(ipc_protocol::Direction::In, "IN-3")
         .expect("read")
         .is_none());
+    h.stop().await;
+}
+
+/// A contact's phone that publishes a bundle and reads what the worker sends it.
+struct Contact {
+    identity: crate::signal::LocalIdentity,
+    signed: crate::signal::KeyPair,
+    one_time: crate::signal::KeyPair,
+    session: crate::signal::SessionRecord,
+}
+
+impl crate::signal::PreKeyLookup for Contact {
+    fn signed_pre_key(&self, id: u32) -> Option<crate::signal::KeyPair> {
+        (id == 1).then(|| self.signed.clone())
+    }
+    fn pre_key(&self, id: u32) -> Option<crate::signal::KeyPair> {
+        (id == 77).then(|| self.one_time.clone())
+    }
+}
+
+impl Contact {
+    fn new() -> Self {
+        let mut rng = rand::rngs::OsRng;
+        Contact {
+            identity: crate::signal::LocalIdentity {
+                key_pair: crate::signal::KeyPair::generate(&mut rng),
+                registration_id: 99,
+            },
+            signed: crate::signal::KeyPair::generate(&mut rng),
+            one_time: crate::signal::KeyPair::generate(&mut rng),
+            session: crate::signal::SessionRecord::new(),
+        }
+    }
+
+    /// The `<user>` of an `encrypt` answer for `jid`.
+    fn bundle_user(&self, jid: &str) -> Node {
+        let signature = self
+            .identity
+            .key_pair
+            .private
+            .sign(&self.signed.public.serialize(), &mut rand::rngs::OsRng);
+        Node::new("user")
+            .jid_attr("jid", jid.parse().expect("jid"))
+            .children(vec![
+                Node::new("registration").bytes(99u32.to_be_bytes().to_vec()),
+                Node::new("type").bytes(vec![5]),
+                Node::new("identity").bytes(self.identity.key_pair.public.as_bytes().to_vec()),
+                Node::new("skey").children(vec![
+                    Node::new("id").bytes(vec![0, 0, 1]),
+                    Node::new("value").bytes(self.signed.public.as_bytes().to_vec()),
+                    Node::new("signature").bytes(signature.to_vec()),
+                ]),
+                Node::new("key").children(vec![
+                    Node::new("id").bytes(vec![0, 0, 77]),
+                    Node::new("value").bytes(self.one_time.public.as_bytes().to_vec()),
+                ]),
+            ])
+    }
+
+    /// Decrypts the `<enc>` addressed to it; returns the text.
+    fn read(&mut self, enc: &Node) -> String {
+        let bytes = enc.content_bytes().expect("bytes");
+        let padded = if enc.attr_str("type").as_deref() == Some("pkmsg") {
+            let msg = crate::signal::PreKeySignalMessage::parse(bytes).expect("pkmsg");
+            let identity = self.identity.clone();
+            let mut session = std::mem::take(&mut self.session);
+            let done = session
+                .decrypt_pre_key(&identity, &msg, self, &mut rand::rngs::OsRng)
+                .expect("decrypts");
+            self.session = session;
+            done.plaintext
+        } else {
+            let msg = crate::signal::SignalMessage::parse(bytes).expect("msg");
+            self.session
+                .decrypt(&msg, &mut rand::rngs::OsRng)
+                .expect("decrypts")
+        };
+        let plain = crate::signal::unpad(&padded).expect("padding");
+        let message = crate::wa::e2e::Message::decode(plain).expect("message");
+        message.conversation.expect("text")
+    }
+}
+
+async fn message_status(
+    h: &mut Harness,
+    want: ipc_protocol::MessageStatus,
+) -> ipc_protocol::MessageRecord {
+    loop {
+        let m = next_message_report(h).await;
+        if m.status == want {
+            return m;
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn sends_a_queued_text_end_to_end_and_follows_its_receipts() {
+    let creds = paired_creds();
+    let mut h = Harness::start(Some(&creds));
+    let mut server = h.online().await;
+
+    h.commands
+        .send(ToWorker::Send {
+            request: 1,
+            message: ipc_protocol::OutgoingText {
+                id: "3EB0SEND1".into(),
+                to: "+15550009999".into(),
+                text: "hi from wafleet".into(),
+            },
+        })
+        .expect("send");
+    // usync for the recipient and our own account.
+    let usync = sent(&mut server, "iq").await;
+    assert_eq!(usync.attr_str("xmlns").as_deref(), Some("usync"));
+    let users: Vec<String> = usync
+        .child("usync")
+        .and_then(|u| u.child("list"))
+        .expect("list")
+        .children_by_tag("user")
+        .filter_map(|u| u.attr_jid("jid").map(ToString::to_string))
+        .collect();
+    assert_eq!(
+        users,
+        ["15550009999@s.whatsapp.net", "15551234567@s.whatsapp.net"]
+    );
+    let devices = |user: &str, ids: &[&str]| {
+        Node::new("user")
+            .jid_attr("jid", user.parse().expect("jid"))
+            .children(vec![Node::new("devices").children(vec![Node::new(
+                "device-list",
+            )
+            .children(
+                ids.iter()
+                    .map(|i| {
+                        let d = Node::new("device").attr("id", *i);
+                        if *i == "0" {
+                            d
+                        } else {
+                            d.attr("key-index", "1")
+                        }
+                    })
+                    .collect(),
+            )])])
+    };
+    server.push(
+        result(&usync).children(vec![Node::new("usync").children(vec![Node::new("list")
+            .children(vec![
+                devices("15550009999@s.whatsapp.net", &["0"]),
+                // Our own account: the phone (0) and this device (2): only the phone gets a copy.
+                devices("15551234567@s.whatsapp.net", &["0", "2"]),
+            ])])]),
+    );
+    // Bundles for the two devices without a session.
+    let fetch = sent(&mut server, "iq").await;
+    assert_eq!(fetch.attr_str("xmlns").as_deref(), Some("encrypt"));
+    let asked: Vec<String> = fetch
+        .child("key")
+        .expect("key")
+        .children_by_tag("user")
+        .filter_map(|u| u.attr_jid("jid").map(ToString::to_string))
+        .collect();
+    assert_eq!(
+        asked,
+        ["15550009999@s.whatsapp.net", "15551234567@s.whatsapp.net"]
+    );
+    let mut contact = Contact::new();
+    let mut phone = Contact::new();
+    server.push(
+        result(&fetch).children(vec![Node::new("list").children(vec![
+            contact.bundle_user("15550009999@s.whatsapp.net"),
+            phone.bundle_user("15551234567@s.whatsapp.net"),
+        ])]),
+    );
+    let stanza = sent(&mut server, "message").await;
+    assert_eq!(stanza.attr_str("id").as_deref(), Some("3EB0SEND1"));
+    assert_eq!(
+        stanza.attr_jid("to").map(ToString::to_string).as_deref(),
+        Some("15550009999@s.whatsapp.net")
+    );
+    assert!(stanza.child("device-identity").is_some(), "pkmsgs carry it");
+    let to = |jid: &str| {
+        stanza
+            .child("participants")
+            .expect("participants")
+            .children_by_tag("to")
+            .find(|t| t.attr_jid("jid").map(ToString::to_string).as_deref() == Some(jid))
+            .and_then(|t| t.child("enc"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no enc for {jid}"))
+    };
+    assert_eq!(
+        contact.read(&to("15550009999@s.whatsapp.net")),
+        "hi from wafleet"
+    );
+    // Our phone gets the deviceSentMessage copy.
+    let copy = to("15551234567@s.whatsapp.net");
+    let padded = {
+        let msg = crate::signal::PreKeySignalMessage::parse(copy.content_bytes().expect("b"))
+            .expect("pkmsg");
+        let identity = phone.identity.clone();
+        let mut session = std::mem::take(&mut phone.session);
+        session
+            .decrypt_pre_key(&identity, &msg, &phone, &mut rand::rngs::OsRng)
+            .expect("decrypts")
+            .plaintext
+    };
+    let dsm = crate::wa::e2e::Message::decode(crate::signal::unpad(&padded).expect("pad"))
+        .expect("message");
+    let inner = dsm.device_sent_message.expect("a device-sent copy");
+    assert_eq!(
+        inner.destination_jid.as_deref(),
+        Some("15550009999@s.whatsapp.net")
+    );
+
+    // The server's ack: sent.
+    server.push(
+        Node::new("ack")
+            .attr("class", "message")
+            .attr("id", "3EB0SEND1")
+            .attr("t", "1700000300")
+            .jid_attr("from", "15550009999@s.whatsapp.net".parse().expect("jid")),
+    );
+    let sent_record = message_status(&mut h, ipc_protocol::MessageStatus::Sent).await;
+    assert_eq!(
+        sent_record.sent_at,
+        Some(ipc_protocol::UnixMillis(1_700_000_300_000))
+    );
+    // A delivery receipt, then a read one.
+    for (kind, want) in [
+        (None, ipc_protocol::MessageStatus::Delivered),
+        (Some("read"), ipc_protocol::MessageStatus::Read),
+    ] {
+        let mut receipt = Node::new("receipt")
+            .attr("id", "3EB0SEND1")
+            .attr("t", "1700000400")
+            .jid_attr("from", "15550009999@s.whatsapp.net".parse().expect("jid"));
+        if let Some(kind) = kind {
+            receipt = receipt.attr("type", kind);
+        }
+        server.push(receipt);
+        sent(&mut server, "ack").await;
+        message_status(&mut h, want).await;
+    }
+
+    // The second message reuses the sessions: a msg, no bundle fetch.
+    h.commands
+        .send(ToWorker::Send {
+            request: 2,
+            message: ipc_protocol::OutgoingText {
+                id: "3EB0SEND2".into(),
+                to: "15550009999@s.whatsapp.net".into(),
+                text: "second".into(),
+            },
+        })
+        .expect("send");
+    let usync = sent(&mut server, "iq").await;
+    server.push(
+        result(&usync).children(vec![Node::new("usync").children(vec![
+            Node::new("list").children(vec![devices("15550009999@s.whatsapp.net", &["0"])])
+        ])]),
+    );
+    let stanza = sent(&mut server, "message").await;
+    let enc = stanza
+        .child("participants")
+        .and_then(|p| p.child("to"))
+        .and_then(|t| t.child("enc"))
+        .expect("enc")
+        .clone();
+    assert_eq!(
+        enc.attr_str("type").as_deref(),
+        Some("pkmsg"),
+        "no reply yet: still pkmsg"
+    );
+    assert_eq!(contact.read(&enc), "second");
     h.stop().await;
 }
