@@ -704,7 +704,10 @@ impl Session {
         }
         // Every change was saved when it happened: prove it durable, do not rewrite it.
         let saved = match &self.creds {
-            Some(_) => self.store.prove_durable(),
+            Some(creds) => self.store.prove_durable().or_else(|e| {
+                warn!(error = %e, "creds file not provably durable; saving it again");
+                self.store.save(creds)
+            }),
             None => Ok(()),
         };
         match saved {
