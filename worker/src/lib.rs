@@ -7,6 +7,7 @@
 //!              ├─ store::lock       <id>/lock: one worker per account, ever
 //!              ├─ ipc               Hello, then State snapshots, Heartbeats; commands in
 //!              ├─ store::creds      creds.json (atomic, 0600; corrupt files kept aside)
+//!              ├─ store::signal     signal/: prekeys, sessions, sender keys, identities, LID map
 //!              └─ session           connect, backoff, commands; reports every change
 //!                   └─ transport    the WebSocket (tokio-tungstenite + rustls, roots compiled in)
 //! ```

@@ -1,6 +1,7 @@
 //! Stopping: SIGTERM flushes every worker; a killed supervisor takes its workers with it; one
 //! supervisor per volume; an unwritable volume shows in /health.
 
+use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -16,6 +17,11 @@ fn sigterm_flushes_every_worker_and_exits_zero_within_the_shutdown_timeout() {
     for id in ["s-1", "s-2", "s-3"] {
         volume.add_account(id, true);
     }
+    let written = |id: &str| {
+        let meta = std::fs::metadata(volume.sessions().join(id).join("creds.json")).expect("creds");
+        (meta.ino(), meta.mtime(), meta.mtime_nsec())
+    };
+    let before: Vec<_> = ["s-1", "s-2", "s-3"].map(written).into();
     let mut sup = Supervisor::start(&volume.sessions(), &[("SHUTDOWN_TIMEOUT_MS", "5000")]);
     let workers = worker_pids(
         &sup.wait_dashboard("three linked workers", STATE_DEADLINE, |d| all_linked(d, 3)),
@@ -56,6 +62,11 @@ fn sigterm_flushes_every_worker_and_exits_zero_within_the_shutdown_timeout() {
             "creds intact after the flush"
         );
     }
+    let after: Vec<_> = ["s-1", "s-2", "s-3"].map(written).into();
+    assert_eq!(
+        after, before,
+        "unchanged creds are proven durable, not rewritten"
+    );
 }
 
 #[test]

@@ -119,6 +119,20 @@ fn an_added_account_shows_a_qr_is_scanned_and_connects_with_durable_creds() {
     let text = std::fs::read_to_string(&creds).expect("read");
     assert!(text.contains(&jid), "the paired jid is stored");
     let stored: Value = serde_json::from_str(&text).expect("creds json");
+    assert!(
+        !text.contains("prekeys"),
+        "one-time prekeys live in the key store"
+    );
+    let keys = worker::store::signal::KeyStore::new(&volume.sessions().join("first"));
+    wait_until(
+        "the 812 uploaded prekeys on disk",
+        STATE_DEADLINE,
+        || match keys.prekey(812) {
+            Ok(Some(_)) => Ok(()),
+            other => Err(format!("{:?}", other.map(|k| k.is_some()))),
+        },
+    );
+    assert_eq!(keys.next_prekey_id().expect("counter"), 813);
     let log = sup.log().join("\n");
     for secret in [
         &stored["adv_secret"],

@@ -1,7 +1,7 @@
 //! Contact identity keys, one 32-byte file per address (wa-messaging.md §3.8: trust on first
 //! use, replaced when a pkmsg carries a new one).
 
-use super::{name, record, Address, KeyStore, Kind, Result};
+use super::{name, record, Address, KeyStore, KeyStoreError, Kind, Result};
 
 /// The folder under `signal/`.
 const IDENTITIES_DIR: &str = "identities";
@@ -19,14 +19,15 @@ impl KeyStore {
     }
 
     /// Stores `key` as the identity of `addr` (latest wins), durably; nothing is written
-    /// when it is already the stored one.
+    /// when it is already the stored one. A corrupt old file is kept aside and replaced.
     ///
     /// # Errors
-    /// [`KeyStoreError::Io`](super::KeyStoreError::Io) or
-    /// [`KeyStoreError::Corrupt`](super::KeyStoreError::Corrupt) for the old file.
+    /// [`KeyStoreError::Io`](super::KeyStoreError::Io).
     pub fn store_identity(&self, addr: &Address, key: &[u8; 32]) -> Result<()> {
-        if self.identity(addr)?.as_ref() == Some(key) {
-            return Ok(());
+        match self.identity(addr) {
+            Ok(Some(stored)) if stored == *key => return Ok(()),
+            Ok(_) | Err(KeyStoreError::Corrupt { .. }) => {}
+            Err(e) => return Err(e),
         }
         let dir = self.dir(IDENTITIES_DIR, Kind::Identity)?;
         record::write(&dir.join(identity_file(addr)?), Kind::Identity, key)
@@ -52,7 +53,6 @@ fn identity_file(addr: &Address) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::signal::KeyStoreError;
     use std::os::unix::fs::MetadataExt;
 
     #[test]
@@ -94,5 +94,24 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn storing_over_a_corrupt_file_keeps_it_aside_and_succeeds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = KeyStore::new(dir.path());
+        let a = Address::new("15551234567", 0).expect("address");
+        keys.store_identity(&a, &[1; 32]).expect("store");
+        let folder = dir.path().join("signal/identities");
+        std::fs::write(folder.join("15551234567.0"), b"garbage").expect("damage");
+        keys.store_identity(&a, &[2; 32])
+            .expect("replaces the corrupt file");
+        assert_eq!(keys.identity(&a).expect("read"), Some([2; 32]));
+        let kept = record::list(&folder, Kind::Identity)
+            .expect("list")
+            .into_iter()
+            .filter(|f| f.starts_with("15551234567.0.corrupt-"))
+            .count();
+        assert_eq!(kept, 1);
     }
 }

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{name, record, KeyStore, Kind, Result};
+use super::{name, record, KeyStore, KeyStoreError, Kind, Result};
 
 /// The folder under `signal/`.
 const LID_MAP_DIR: &str = "lid-map";
@@ -15,14 +15,14 @@ impl KeyStore {
     /// replacing whatever either was mapped to. Nothing is written when it is already known.
     ///
     /// # Errors
-    /// [`KeyStoreError::InvalidName`](super::KeyStoreError::InvalidName),
-    /// [`KeyStoreError::Io`](super::KeyStoreError::Io) or
-    /// [`KeyStoreError::Corrupt`](super::KeyStoreError::Corrupt).
+    /// [`KeyStoreError::InvalidName`] or [`KeyStoreError::Io`]; a corrupt old entry is kept
+    /// aside and replaced.
     pub fn store_lid_mapping(&self, pn: &str, lid: &str) -> Result<()> {
         let pn_path = self.map_path("pn", pn)?;
         let lid_path = self.map_path("lid", lid)?;
-        let old_lid = read_user(&pn_path)?;
-        let old_pn = read_user(&lid_path)?;
+        // A corrupt old entry is kept aside by the read and then simply replaced.
+        let old_lid = read_replaceable(&pn_path)?;
+        let old_pn = read_replaceable(&lid_path)?;
         if old_lid.as_deref() == Some(lid) && old_pn.as_deref() == Some(pn) {
             return Ok(());
         }
@@ -33,13 +33,13 @@ impl KeyStore {
         // The other ends of the replaced mappings no longer answer; tidy them away.
         if let Some(old_pn) = old_pn.filter(|p| p != pn) {
             let path = self.map_path("pn", &old_pn)?;
-            if read_user(&path)?.as_deref() == Some(lid) {
+            if read_replaceable(&path)?.as_deref() == Some(lid) {
                 record::remove(&path, Kind::LidMapping)?;
             }
         }
         if let Some(old_lid) = old_lid.filter(|l| l != lid) {
             let path = self.map_path("lid", &old_lid)?;
-            if read_user(&path)?.as_deref() == Some(pn) {
+            if read_replaceable(&path)?.as_deref() == Some(pn) {
                 record::remove(&path, Kind::LidMapping)?;
             }
         }
@@ -49,7 +49,7 @@ impl KeyStore {
     /// The LID user part of PN user `pn`, when known.
     ///
     /// # Errors
-    /// As [`KeyStore::store_lid_mapping`].
+    /// [`KeyStoreError::InvalidName`], [`KeyStoreError::Io`] or [`KeyStoreError::Corrupt`].
     pub fn lid_for_pn(&self, pn: &str) -> Result<Option<String>> {
         read_user(&self.map_path("pn", pn)?)
     }
@@ -57,7 +57,7 @@ impl KeyStore {
     /// The PN user part of LID user `lid`, when known.
     ///
     /// # Errors
-    /// As [`KeyStore::store_lid_mapping`].
+    /// [`KeyStoreError::InvalidName`], [`KeyStoreError::Io`] or [`KeyStoreError::Corrupt`].
     pub fn pn_for_lid(&self, lid: &str) -> Result<Option<String>> {
         let Some(pn) = read_user(&self.map_path("lid", lid)?)? else {
             return Ok(None);
@@ -72,6 +72,14 @@ impl KeyStore {
             .join(LID_MAP_DIR)
             .join(side)
             .join(name::file_name(user, Kind::LidMapping)?))
+    }
+}
+
+/// [`read_user`], with a corrupt file counting as none (it was kept aside).
+fn read_replaceable(path: &Path) -> Result<Option<String>> {
+    match read_user(path) {
+        Err(KeyStoreError::Corrupt { .. }) => Ok(None),
+        other => other,
     }
 }
 
@@ -121,6 +129,26 @@ mod tests {
             keys.pn_for_lid("100000000000009").expect("read").as_deref(),
             Some("15550000000")
         );
+    }
+
+    #[test]
+    fn a_corrupt_entry_is_an_error_on_lookup_and_replaced_by_a_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = KeyStore::new(dir.path());
+        keys.store_lid_mapping(PN, LID).expect("store");
+        let path = keys.map_path("pn", PN).expect("path");
+        std::fs::write(&path, b"garbage").expect("damage");
+        assert!(matches!(
+            keys.lid_for_pn(PN),
+            Err(KeyStoreError::Corrupt {
+                kind: Kind::LidMapping,
+                ..
+            })
+        ));
+        std::fs::write(&path, b"garbage").expect("damage again");
+        keys.store_lid_mapping(PN, LID).expect("replaces it");
+        assert_eq!(keys.lid_for_pn(PN).expect("read").as_deref(), Some(LID));
+        assert_eq!(keys.pn_for_lid(LID).expect("read").as_deref(), Some(PN));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! by a stored key is skipped, so no id is reused while the server may hand it out.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::super::creds::{KeyPair, PreKey};
 use super::super::secret::{Bytes, Secret};
@@ -49,30 +49,34 @@ impl KeyStore {
         let dir = self.dir(PREKEYS_DIR, Kind::PreKeys)?;
         let taken = live_ids(&dir)?;
         let mut id = self.next_prekey_id()?;
-        let mut fresh = Vec::with_capacity(count.min(1024) as usize);
+        let mut ids = Vec::with_capacity(count.min(1024) as usize);
         let mut tried = 0;
-        while fresh.len() < count as usize {
+        while ids.len() < count as usize {
             if tried == MAX_PREKEY_ID {
                 return Err(KeyStoreError::PreKeyIdsExhausted);
             }
             tried += 1;
             if !taken.contains(&id) {
-                fresh.push(PreKey {
-                    id,
-                    key_pair: KeyPair::generate(),
-                });
+                ids.push(id);
             }
             id = id_after(id);
         }
+        drop(taken);
         write_counter(&dir, id)?;
-        write_batch(&dir, &fresh, false)?;
-        Ok(fresh
-            .iter()
-            .map(|k| PreKeyPublic {
-                id: k.id,
-                public: k.key_pair.public.0,
-            })
-            .collect())
+        // The private keys go straight into the file's buffer; only the publics are returned.
+        let mut fresh = Vec::with_capacity(ids.len());
+        let path = fresh_batch_path(&dir, &ids);
+        record::write_with(&path, Kind::PreKeys, ids.len() * RECORD_LEN, |buf| {
+            for id in ids {
+                let pair = KeyPair::generate();
+                put_key(buf, id, &pair);
+                fresh.push(PreKeyPublic {
+                    id,
+                    public: pair.public.0,
+                });
+            }
+        })?;
+        Ok(fresh)
     }
 
     /// The stored one-time prekey `id`, read from disk.
@@ -172,7 +176,9 @@ impl KeyStore {
             .cloned()
             .collect();
         if !keys.is_empty() {
-            write_batch(&dir, &keys, true)?;
+            // Suffix 0 every time, so a repeated import replaces its own earlier batch.
+            let (min, max) = id_range(keys.iter().map(|k| k.id));
+            write_batch_to(&dir.join(format!("{min:06x}-{max:06x}-0")), &keys)?;
         }
         Ok(())
     }
@@ -195,28 +201,34 @@ fn write_counter(dir: &Path, next: u32) -> Result<()> {
     )
 }
 
-/// Writes `keys` as a new batch file; `replace` reuses suffix 0 (the legacy import) instead of
-/// picking a name no file has.
-fn write_batch(dir: &Path, keys: &[PreKey], replace: bool) -> Result<()> {
-    let min = keys.iter().map(|k| k.id).min().unwrap_or(0);
-    let max = keys.iter().map(|k| k.id).max().unwrap_or(0);
+/// `<min>-<max>-<n>` for a batch holding `ids`, with the smallest `n` no file has.
+fn fresh_batch_path(dir: &Path, ids: &[u32]) -> PathBuf {
+    let (min, max) = id_range(ids.iter().copied());
     let mut n = 0u32;
     let mut path = dir.join(format!("{min:06x}-{max:06x}-{n}"));
-    while !replace && path.exists() {
+    while path.exists() {
         n += 1;
         path = dir.join(format!("{min:06x}-{max:06x}-{n}"));
     }
-    write_batch_to(&path, keys)
+    path
+}
+
+fn id_range(ids: impl Iterator<Item = u32> + Clone) -> (u32, u32) {
+    (ids.clone().min().unwrap_or(0), ids.max().unwrap_or(0))
+}
+
+fn put_key(buf: &mut Vec<u8>, id: u32, pair: &KeyPair) {
+    buf.extend_from_slice(&id.to_be_bytes());
+    buf.extend_from_slice(&pair.public.0);
+    buf.extend_from_slice(&pair.private.expose().0);
 }
 
 fn write_batch_to(path: &Path, keys: &[PreKey]) -> Result<()> {
-    let mut payload = Vec::with_capacity(keys.len() * RECORD_LEN);
-    for key in keys {
-        payload.extend_from_slice(&key.id.to_be_bytes());
-        payload.extend_from_slice(&key.key_pair.public.0);
-        payload.extend_from_slice(&key.key_pair.private.expose().0);
-    }
-    record::write(path, Kind::PreKeys, &payload)
+    record::write_with(path, Kind::PreKeys, keys.len() * RECORD_LEN, |buf| {
+        for key in keys {
+            put_key(buf, key.id, &key.key_pair);
+        }
+    })
 }
 
 fn read_batch(path: &Path) -> Result<Vec<PreKey>> {

@@ -58,9 +58,25 @@ pub(super) fn read_with<T>(
 /// # Errors
 /// [`KeyStoreError::Io`]; the old file is then intact.
 pub(super) fn write(path: &Path, kind: Kind, payload: &[u8]) -> Result<()> {
-    let mut framed = Vec::with_capacity(MAGIC.len() + payload.len() + CHECK_LEN);
+    write_with(path, kind, payload.len(), |buf| {
+        buf.extend_from_slice(payload)
+    })
+}
+
+/// Like [`write`], with the payload appended by `fill` straight into the one buffer that is
+/// written (`len` bytes expected): a large payload is never held twice.
+///
+/// # Errors
+/// [`KeyStoreError::Io`]; the old file is then intact.
+pub(super) fn write_with(
+    path: &Path,
+    kind: Kind,
+    len: usize,
+    fill: impl FnOnce(&mut Vec<u8>),
+) -> Result<()> {
+    let mut framed = Vec::with_capacity(MAGIC.len() + len + CHECK_LEN);
     framed.extend_from_slice(MAGIC);
-    framed.extend_from_slice(payload);
+    fill(&mut framed);
     let check = Sha256::digest(&framed);
     framed.extend_from_slice(&check[..CHECK_LEN]);
     write_atomic(path, &framed, FILE_MODE).map_err(|source| KeyStoreError::Io { kind, source })
