@@ -25,6 +25,7 @@ pub mod ipc;
 pub mod registry;
 pub mod signals;
 pub mod volume;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,6 +93,8 @@ pub async fn run(config: Config) -> Result<()> {
     )?);
 
     let cache = Arc::new(Cache::default());
+    let (webhooks, webhook_sender) =
+        webhook::setup(&config.webhook, &sessions, cache.clone(), &accounts)?;
     let total = accounts.len();
     let mut bootable = Vec::new();
     for account in accounts {
@@ -142,6 +145,7 @@ pub async fn run(config: Config) -> Result<()> {
     let health = Arc::new(HealthProbe::new(sessions.clone()));
     tracker.spawn(health.clone().run(token.child_token()));
     tracker.spawn(ipc.run(fleet_handle.clone(), token.child_token(), tracker.clone()));
+    tracker.spawn(webhook_sender.run(token.child_token()));
     let state = AppState {
         cache,
         fleet: fleet_handle,
@@ -149,6 +153,7 @@ pub async fn run(config: Config) -> Result<()> {
         admin_token,
         health,
         started,
+        webhooks,
     };
     let http_token = token.child_token();
     let http = tokio::spawn(async move {

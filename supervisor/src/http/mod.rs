@@ -10,6 +10,7 @@ mod health;
 mod metrics;
 mod phone;
 mod qr;
+mod webhook;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub health: Arc<HealthProbe>,
     /// When the supervisor started.
     pub started: Instant,
+    /// Webhook secret and counters.
+    pub webhooks: Arc<crate::webhook::Webhooks>,
 }
 
 /// The router with every route of architecture.md.
@@ -73,6 +76,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/whatsapp/accounts/{account_id}",
             delete(accounts::remove),
+        )
+        .route(
+            "/api/whatsapp/accounts/{account_id}/webhook",
+            get(webhook::show).put(webhook::set),
         )
         .route("/api/events", get(events::stream))
         .route("/metrics", get(metrics::render))

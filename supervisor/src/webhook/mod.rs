@@ -1,0 +1,503 @@
+//! Webhooks: every event of the [`EventBus`](crate::events::EventBus), POSTed as JSON to the
+//! global `WEBHOOK_URL` and to the account's own URL (`PUT …/accounts/:id/webhook`), signed,
+//! retried with backoff, at least once, durable across restarts.
+//!
+//! ```text
+//!  EventBus ──live──▶ Sender::run ──(event, target)──▶ .webhooks/<id>-<g|a>.json (durable first)
+//!                        │   Queues: per target, id order, one in flight, backoff, expiry, bound
+//!                        └──▶ attempt: read body, sign, POST ──2xx──▶ remove the file
+//!                                                          └─else──▶ back the target off
+//! ```
+//!
+//! 1. At start the pending set on disk is loaded; delivery resumes in id order (ids grow across
+//!    restarts).
+//! 2. Each event gets its targets: the account's URL when set, and the global URL when set (two
+//!    deliveries when both are set and differ). Each is written durably before any attempt.
+//! 3. Per target, the oldest pending delivery is attempted; a 2xx removes it and resets the
+//!    target's backoff; anything else (status, timeout, connect error) backs that target off,
+//!    doubling from `WEBHOOK_BACKOFF_BASE_MS` to `WEBHOOK_BACKOFF_MAX_MS` with jitter. Other
+//!    targets go on.
+//! 4. A delivery older than `WEBHOOK_MAX_AGE_MS` is given up; past `WEBHOOK_MAX_PENDING` the
+//!    oldest account events are dropped first. Both are counted and logged.
+//! 5. On cancel the task stops; attempts in flight are abandoned and stay pending on disk.
+
+pub mod backoff;
+pub mod client;
+pub mod pending;
+pub mod queue;
+pub mod secret;
+pub mod settings;
+pub mod sign;
+pub mod url;
+
+use std::fmt::Write as _;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use hyper::header::{HeaderName, HeaderValue};
+use ipc_protocol::UnixMillis;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, instrument, warn};
+use worker::store::secret::Secret;
+
+use crate::cache::Cache;
+use crate::events::{Event, Subscription};
+use crate::registry::Account;
+
+use self::client::{Client, SendError};
+use self::pending::{Delivery, PendingStore, TargetKind};
+use self::queue::Queues;
+pub use self::settings::WebhookArgs;
+use self::url::WebhookUrl;
+
+/// Header carrying the event id (the receiver's deduplication key).
+pub const EVENT_ID_HEADER: &str = "x-wafleet-event-id";
+/// Header carrying `t=<unix seconds>,v1=<hex hmac>`.
+pub const SIGNATURE_HEADER: &str = "x-wafleet-signature";
+
+/// Why webhooks could not be set up at start.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The pending directory could not be opened.
+    #[error("cannot open the webhook pending directory {}", path.display())]
+    Pending {
+        /// The directory.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: io::Error,
+    },
+    /// The signing secret could not be read or stored.
+    #[error("cannot read or store the webhook secret in {}", path.display())]
+    Secret {
+        /// The sessions directory.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What the HTTP side shares with the sender: the secret and the counters.
+#[derive(Debug)]
+pub struct Webhooks {
+    sessions: PathBuf,
+    configured_secret: Option<Secret<String>>,
+    secret: Mutex<Option<Arc<Secret<String>>>>,
+    /// Serialises the per-account URL writes (account.json, then the cache).
+    pub account_writes: tokio::sync::Mutex<()>,
+    stats: Stats,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    expired: AtomicU64,
+    dropped: AtomicU64,
+    pending: AtomicU64,
+}
+
+impl Webhooks {
+    /// The signing secret, resolved (and generated and stored, the first time) on demand. Call
+    /// it before storing a URL, so a receiver can be told the secret before its first event.
+    ///
+    /// Blocking: file I/O the first time.
+    ///
+    /// # Errors
+    /// When a generated secret cannot be stored.
+    pub fn ensure_secret(&self) -> io::Result<Arc<Secret<String>>> {
+        let mut slot = self.secret.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(secret) = slot.as_ref() {
+            return Ok(secret.clone());
+        }
+        let secret = Arc::new(secret::resolve(
+            self.configured_secret.as_ref(),
+            &self.sessions,
+        )?);
+        *slot = Some(secret.clone());
+        Ok(secret)
+    }
+
+    /// Appends the webhook series to a Prometheus text page.
+    pub fn render_metrics(&self, out: &mut String) {
+        out.push_str("# HELP wafleet_webhook_deliveries_total Webhook delivery attempts and give-ups by result.\n# TYPE wafleet_webhook_deliveries_total counter\n");
+        let s = &self.stats;
+        for (result, n) in [
+            ("ok", &s.ok),
+            ("failed", &s.failed),
+            ("expired", &s.expired),
+            ("dropped", &s.dropped),
+        ] {
+            let _ = writeln!(
+                out,
+                "wafleet_webhook_deliveries_total{{result=\"{result}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP wafleet_webhook_pending Webhook deliveries waiting for a 2xx.\n# TYPE wafleet_webhook_pending gauge\nwafleet_webhook_pending {}",
+            s.pending.load(Ordering::Relaxed)
+        );
+    }
+}
+
+/// Sets webhooks up: opens the pending set, resolves the secret when some URL exists or
+/// something is pending, and subscribes to the bus. Call it before anything is published (the
+/// first account inserts) so the sender sees every event.
+///
+/// # Errors
+/// [`SetupError`] when the pending directory or the secret fails.
+pub fn setup(
+    args: &WebhookArgs,
+    sessions: &Path,
+    cache: Arc<Cache>,
+    accounts: &[Account],
+) -> Result<(Arc<Webhooks>, Sender), SetupError> {
+    let global = args.global_url().ok().flatten();
+    let (store, loaded) = PendingStore::open(sessions).map_err(|source| SetupError::Pending {
+        path: sessions.join(pending::PENDING_DIR),
+        source,
+    })?;
+    let hub = Arc::new(Webhooks {
+        sessions: sessions.to_owned(),
+        configured_secret: args.webhook_secret.clone(),
+        secret: Mutex::new(None),
+        account_writes: tokio::sync::Mutex::new(()),
+        stats: Stats::default(),
+    });
+    let needs_secret = global.is_some()
+        || accounts.iter().any(|a| a.webhook_url.is_some())
+        || !loaded.deliveries.is_empty();
+    if needs_secret {
+        hub.ensure_secret().map_err(|source| SetupError::Secret {
+            path: sessions.to_owned(),
+            source,
+        })?;
+    }
+    let mut queues = Queues::new(
+        args.webhook_max_pending,
+        Duration::from_millis(args.webhook_max_age_ms),
+        args.backoff(),
+    );
+    let resumed = loaded.deliveries.len();
+    for delivery in loaded.deliveries {
+        queues.push(delivery);
+    }
+    hub.stats
+        .pending
+        .store(queues.len() as u64, Ordering::Relaxed);
+    if resumed > 0 || loaded.set_aside > 0 {
+        info!(
+            pending = resumed,
+            set_aside = loaded.set_aside,
+            "webhook deliveries resumed"
+        );
+    }
+    let feed = cache.events.subscribe(None);
+    let sender = Sender {
+        hub: hub.clone(),
+        cache,
+        global,
+        store,
+        queues,
+        client: Client::new(Duration::from_millis(args.webhook_timeout_ms)),
+        feed,
+        last_id: None,
+    };
+    Ok((hub, sender))
+}
+
+/// The task that delivers.
+#[derive(Debug)]
+pub struct Sender {
+    hub: Arc<Webhooks>,
+    cache: Arc<Cache>,
+    global: Option<WebhookUrl>,
+    store: PendingStore,
+    queues: Queues,
+    client: Client,
+    feed: Subscription,
+    last_id: Option<u64>,
+}
+
+/// What one attempt came to.
+#[derive(Debug)]
+enum Outcome {
+    /// The receiver answered with this status.
+    Answered(u16),
+    /// No answer.
+    Failed(SendError),
+    /// The pending file could not be read.
+    Unreadable(io::Error),
+}
+
+impl Sender {
+    /// Delivers until `token` is cancelled.
+    #[instrument(name = "webhooks", skip_all)]
+    pub async fn run(mut self, token: CancellationToken) {
+        let mut attempts: JoinSet<(Delivery, Outcome)> = JoinSet::new();
+        let mut feed_open = true;
+        loop {
+            self.start_due(&mut attempts);
+            let wake = self.queues.next_retry();
+            tokio::select! {
+                biased;
+                _ = token.cancelled() => break,
+                Some(joined) = attempts.join_next(), if !attempts.is_empty() => {
+                    match joined {
+                        Ok((delivery, outcome)) => self.on_outcome(delivery, outcome).await,
+                        Err(e) => error!(error = %e, "webhook attempt task failed"),
+                    }
+                }
+                received = self.feed.live.recv(), if feed_open => match received {
+                    Ok(event) => self.on_event(event).await,
+                    Err(RecvError::Lagged(missed)) => self.catch_up(missed).await,
+                    Err(RecvError::Closed) => feed_open = false,
+                },
+                _ = sleep_until(wake), if wake.is_some() => {}
+            }
+        }
+        attempts.abort_all();
+        info!(
+            pending = self.queues.len(),
+            "webhook sender stopped; pending deliveries stay on disk"
+        );
+    }
+
+    /// Recovers from falling behind the live feed: replays from the bus's ring what is still
+    /// there after the last event handled.
+    async fn catch_up(&mut self, missed: u64) {
+        warn!(
+            missed,
+            "webhook sender fell behind the event feed; replaying from the ring"
+        );
+        let sub = self.cache.events.subscribe(Some(self.last_id.unwrap_or(0)));
+        if sub.gap {
+            error!("some events were lost to webhooks: they left the ring before being stored");
+        }
+        let backlog = sub.backlog;
+        self.feed = Subscription {
+            backlog: Vec::new(),
+            gap: false,
+            live: sub.live,
+        };
+        for event in backlog {
+            self.on_event(event).await;
+        }
+    }
+
+    async fn on_event(&mut self, event: Arc<Event>) {
+        if self.last_id.is_some_and(|last| event.id <= last) {
+            return;
+        }
+        self.last_id = Some(event.id);
+        let account_url = self
+            .cache
+            .get(&event.account)
+            .and_then(|v| v.account.webhook_url);
+        let targets = targets(account_url, self.global.clone());
+        if targets.is_empty() {
+            return;
+        }
+        let body = match serde_json::to_vec(&*event) {
+            Ok(body) => body,
+            Err(e) => {
+                error!(event = event.id, error = %e, "cannot serialise an event for webhooks");
+                return;
+            }
+        };
+        for (target, url) in targets {
+            for gone in self.queues.make_room() {
+                self.hub.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                warn!(event = gone.event_id, kind = %gone.kind, target = %gone.url, "webhook pending set is full; delivery dropped");
+                self.remove_file(gone).await;
+            }
+            let delivery = Delivery {
+                event_id: event.id,
+                target,
+                url,
+                kind: event.kind.as_str().to_owned(),
+                timestamp_ms: event.timestamp,
+            };
+            let store = self.store.clone();
+            let to_write = delivery.clone();
+            let bytes = body.clone();
+            let written = tokio::task::spawn_blocking(move || store.write(&to_write, &bytes)).await;
+            match written {
+                Ok(Ok(())) => {
+                    debug!(event = delivery.event_id, target = %delivery.url, "webhook delivery pending");
+                    self.queues.push(delivery);
+                }
+                Ok(Err(e)) => {
+                    self.hub.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    error!(event = delivery.event_id, error = %e, "cannot store a webhook delivery; dropped");
+                }
+                Err(e) => error!(error = %e, "webhook store task failed"),
+            }
+        }
+        self.publish_pending();
+    }
+
+    fn start_due(&mut self, attempts: &mut JoinSet<(Delivery, Outcome)>) {
+        let now = Instant::now();
+        if !self.queues.has_ready(now) {
+            return;
+        }
+        let due = self.queues.take_due(now, UnixMillis::now().0);
+        for gone in due.expired {
+            self.hub.stats.expired.fetch_add(1, Ordering::Relaxed);
+            warn!(event = gone.event_id, kind = %gone.kind, target = %gone.url, "webhook delivery expired; given up");
+            let store = self.store.clone();
+            // Best effort and off the loop: a file left behind expires again after a restart.
+            tokio::task::spawn_blocking(move || store.remove(&gone));
+        }
+        for delivery in due.send {
+            let store = self.store.clone();
+            let client = self.client.clone();
+            let hub = self.hub.clone();
+            attempts.spawn(async move {
+                let outcome = attempt(&store, &client, &hub, &delivery).await;
+                (delivery, outcome)
+            });
+        }
+        self.publish_pending();
+    }
+
+    async fn on_outcome(&mut self, delivery: Delivery, outcome: Outcome) {
+        match outcome {
+            Outcome::Answered(status) if (200..300).contains(&status) => {
+                self.hub.stats.ok.fetch_add(1, Ordering::Relaxed);
+                debug!(event = delivery.event_id, target = %delivery.url, status, "webhook delivered");
+                self.queues.delivered(&delivery);
+                self.remove_file(delivery).await;
+            }
+            Outcome::Unreadable(e) => {
+                error!(event = delivery.event_id, error = %e, "pending webhook file is unreadable; dropped");
+                self.hub.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                self.queues.discard(&delivery);
+            }
+            other => {
+                self.hub.stats.failed.fetch_add(1, Ordering::Relaxed);
+                let wait = self
+                    .queues
+                    .failed(&delivery, Instant::now(), rand::random::<f64>());
+                let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+                match other {
+                    Outcome::Answered(status) => {
+                        warn!(event = delivery.event_id, target = %delivery.url, status, wait_ms, "webhook receiver refused; retrying later")
+                    }
+                    Outcome::Failed(e) => {
+                        warn!(event = delivery.event_id, target = %delivery.url, error = %error_chain(&e), wait_ms, "webhook attempt failed; retrying later")
+                    }
+                    Outcome::Unreadable(_) => {}
+                }
+            }
+        }
+        self.publish_pending();
+    }
+
+    async fn remove_file(&self, delivery: Delivery) {
+        let store = self.store.clone();
+        let event = delivery.event_id;
+        match tokio::task::spawn_blocking(move || store.remove(&delivery)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(event, error = %e, "cannot remove a finished webhook delivery"),
+            Err(e) => warn!(event, error = %e, "webhook store task failed"),
+        }
+    }
+
+    fn publish_pending(&self) {
+        self.hub
+            .stats
+            .pending
+            .store(self.queues.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// An event's targets: the account's own URL, then the global one; one delivery when both are
+/// the same URL.
+fn targets(
+    account: Option<WebhookUrl>,
+    global: Option<WebhookUrl>,
+) -> Vec<(TargetKind, WebhookUrl)> {
+    let mut out = Vec::with_capacity(2);
+    if let Some(url) = global {
+        out.push((TargetKind::Global, url));
+    }
+    if let Some(url) = account {
+        if out.iter().all(|(_, g)| *g != url) {
+            out.push((TargetKind::Account, url));
+        }
+    }
+    out
+}
+
+/// One attempt: read the body, sign it now, POST it.
+async fn attempt(
+    store: &PendingStore,
+    client: &Client,
+    hub: &Arc<Webhooks>,
+    delivery: &Delivery,
+) -> Outcome {
+    let read = {
+        let store = store.clone();
+        let hub = hub.clone();
+        let delivery = delivery.clone();
+        tokio::task::spawn_blocking(move || {
+            let body = store.body(&delivery)?;
+            let secret = hub.ensure_secret()?;
+            Ok::<_, io::Error>((body, secret))
+        })
+        .await
+    };
+    let (body, secret) = match read {
+        Ok(Ok(read)) => read,
+        Ok(Err(e)) => return Outcome::Unreadable(e),
+        Err(e) => return Outcome::Unreadable(io::Error::other(e)),
+    };
+    let t = UnixMillis::now().0 / 1000;
+    let signature = sign::signature(&secret, t, &body);
+    let headers = [
+        (
+            HeaderName::from_static(EVENT_ID_HEADER),
+            HeaderValue::from(delivery.event_id),
+        ),
+        (
+            HeaderName::from_static(SIGNATURE_HEADER),
+            HeaderValue::from_str(&signature).unwrap_or(HeaderValue::from_static("")),
+        ),
+    ];
+    match client
+        .post(&delivery.url, &headers, Bytes::from(body))
+        .await
+    {
+        Ok(status) => Outcome::Answered(status.as_u16()),
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let _ = write!(text, ": {s}");
+        source = s.source();
+    }
+    text
+}
