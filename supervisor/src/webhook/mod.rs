@@ -501,3 +501,252 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::EventKind;
+    use clap::Parser;
+    use ipc_protocol::AccountId;
+    use std::sync::Mutex as StdMutex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: WebhookArgs,
+    }
+
+    fn args(url: Option<&str>) -> WebhookArgs {
+        let mut argv = vec![
+            "supervisor".to_owned(),
+            "--webhook-secret".into(),
+            "whsec-test".into(),
+            "--webhook-backoff-base-ms".into(),
+            "10".into(),
+            "--webhook-backoff-max-ms".into(),
+            "40".into(),
+        ];
+        if let Some(url) = url {
+            argv.extend(["--webhook-url".into(), url.to_owned()]);
+        }
+        Cli::try_parse_from(argv).expect("flags").args
+    }
+
+    #[derive(Clone, Debug)]
+    struct Seen {
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    }
+
+    impl Seen {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    /// A receiver on 127.0.0.1:0 answering the given statuses in turn, then 200.
+    async fn receiver(statuses: Vec<u16>) -> (String, Arc<StdMutex<Vec<Seen>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        let seen = Arc::new(StdMutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            let mut statuses = statuses.into_iter();
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut raw = Vec::new();
+                let mut buf = [0u8; 4096];
+                let request = loop {
+                    let Ok(n) = sock.read(&mut buf).await else {
+                        break None;
+                    };
+                    if n == 0 {
+                        break None;
+                    }
+                    raw.extend_from_slice(&buf[..n]);
+                    if let Some(parsed) = parse(&raw) {
+                        break Some(parsed);
+                    }
+                };
+                let Some(request) = request else { continue };
+                log.lock().expect("log").push(request);
+                let status = statuses.next().unwrap_or(200);
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                let _ = sock.write_all(answer.as_bytes()).await;
+            }
+        });
+        (url, seen)
+    }
+
+    fn parse(raw: &[u8]) -> Option<Seen> {
+        let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let head = String::from_utf8_lossy(&raw[..end]).to_string();
+        let headers: Vec<(String, String)> = head
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect();
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let body = raw.get(end + 4..)?;
+        (body.len() >= len).then(|| Seen {
+            headers,
+            body: body[..len].to_vec(),
+        })
+    }
+
+    async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn count(seen: &StdMutex<Vec<Seen>>) -> usize {
+        seen.lock().expect("log").len()
+    }
+
+    #[tokio::test]
+    async fn an_event_is_posted_signed_and_retried_until_a_2xx() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (url, seen) = receiver(vec![500, 503]).await;
+        let cache = Arc::new(Cache::default());
+        let (hub, sender) =
+            setup(&args(Some(&url)), dir.path(), cache.clone(), &[]).expect("setup");
+        let token = CancellationToken::new();
+        let task = tokio::spawn(sender.run(token.clone()));
+
+        let account = AccountId::parse("acct").expect("id");
+        let event = cache.events.publish(
+            EventKind::AccountStatus,
+            &account,
+            serde_json::json!({"status": "needs_qr", "text": "h\u{e9}"}),
+        );
+        wait_for("three attempts", || count(&seen) >= 3).await;
+        wait_for("the pending set to empty", || {
+            hub.stats.pending.load(Ordering::Relaxed) == 0
+        })
+        .await;
+        let seen = seen.lock().expect("log").clone();
+        assert_eq!(seen.len(), 3, "two refusals, then delivered once");
+        let body = serde_json::to_vec(&*event).expect("json");
+        for request in &seen {
+            assert_eq!(request.body, body, "the exact event bytes");
+            assert_eq!(
+                request.header("x-wafleet-event-id"),
+                Some(event.id.to_string().as_str())
+            );
+            let signature = request.header("x-wafleet-signature").expect("signed");
+            let t: u64 = signature
+                .strip_prefix("t=")
+                .and_then(|s| s.split_once(','))
+                .and_then(|(t, _)| t.parse().ok())
+                .expect("t=");
+            let secret = Secret::new("whsec-test".to_owned());
+            assert_eq!(signature, sign::signature(&secret, t, &body));
+            assert_eq!(request.header("content-type"), Some("application/json"));
+        }
+        let mut metrics = String::new();
+        hub.render_metrics(&mut metrics);
+        assert!(
+            metrics.contains("wafleet_webhook_deliveries_total{result=\"ok\"} 1\n"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("wafleet_webhook_deliveries_total{result=\"failed\"} 2\n"),
+            "{metrics}"
+        );
+        assert!(metrics.contains("wafleet_webhook_pending 0\n"), "{metrics}");
+        let left = std::fs::read_dir(dir.path().join(pending::PENDING_DIR))
+            .expect("list")
+            .count();
+        assert_eq!(left, 0, "the delivered file is removed");
+        token.cancel();
+        task.await.expect("stops");
+    }
+
+    #[tokio::test]
+    async fn a_delivery_left_on_disk_by_a_crash_is_sent_at_start_in_id_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (url, seen) = receiver(vec![]).await;
+        let (store, _) = PendingStore::open(dir.path()).expect("open");
+        let now = UnixMillis::now().0;
+        for (id, body) in [(7u64, "{\"id\":7}"), (5, "{\"id\":5}")] {
+            let delivery = Delivery {
+                event_id: id,
+                target: TargetKind::Account,
+                url: WebhookUrl::parse(&url).expect("url"),
+                kind: "message.received".into(),
+                timestamp_ms: now,
+            };
+            store.write(&delivery, body.as_bytes()).expect("write");
+        }
+        let expired = Delivery {
+            event_id: 3,
+            target: TargetKind::Global,
+            url: WebhookUrl::parse(&url).expect("url"),
+            kind: "account.status".into(),
+            timestamp_ms: now - 2 * 86_400_000,
+        };
+        store.write(&expired, b"{\"id\":3}").expect("write");
+
+        // No URL configured now: what is pending still goes where it was meant to.
+        let cache = Arc::new(Cache::default());
+        let (hub, sender) = setup(&args(None), dir.path(), cache, &[]).expect("setup");
+        assert_eq!(hub.stats.pending.load(Ordering::Relaxed), 3);
+        let token = CancellationToken::new();
+        let task = tokio::spawn(sender.run(token.clone()));
+        wait_for("both deliveries", || count(&seen) >= 2).await;
+        wait_for("the pending set to empty", || {
+            hub.stats.pending.load(Ordering::Relaxed) == 0
+        })
+        .await;
+        let bodies: Vec<_> = seen
+            .lock()
+            .expect("log")
+            .iter()
+            .map(|s| String::from_utf8_lossy(&s.body).to_string())
+            .collect();
+        assert_eq!(
+            bodies,
+            ["{\"id\":5}", "{\"id\":7}"],
+            "id order; the expired one never sent"
+        );
+        assert_eq!(hub.stats.expired.load(Ordering::Relaxed), 1);
+        token.cancel();
+        task.await.expect("stops");
+    }
+
+    #[test]
+    fn an_account_with_its_own_url_gets_two_targets_unless_they_are_the_same() {
+        let a = WebhookUrl::parse("https://a.example/h").expect("url");
+        let g = WebhookUrl::parse("https://g.example/h").expect("url");
+        assert_eq!(
+            targets(Some(a.clone()), Some(g.clone())),
+            [
+                (TargetKind::Global, g.clone()),
+                (TargetKind::Account, a.clone())
+            ]
+        );
+        assert_eq!(
+            targets(Some(g.clone()), Some(g.clone())),
+            [(TargetKind::Global, g.clone())]
+        );
+        assert_eq!(targets(Some(a.clone()), None), [(TargetKind::Account, a)]);
+        assert!(targets(None, None).is_empty());
+    }
+}
