@@ -10,6 +10,7 @@ mod e2e {
     mod ipc;
     mod restart;
     mod shutdown;
+    mod webhook;
     mod whatsapp;
 
     use std::time::Duration;
