@@ -13,7 +13,7 @@ use super::url::WebhookUrl;
 #[derive(Args, Clone, Debug)]
 pub struct WebhookArgs {
     /// Every event is POSTed here (http or https). Accounts may add their own URL through the API.
-    #[arg(long, env = "WEBHOOK_URL")]
+    #[arg(long, env = "WEBHOOK_URL", hide_env_values = true)]
     pub webhook_url: Option<String>,
     /// HMAC-SHA256 key of X-Wafleet-Signature. Generated into $SESSIONS/webhook-secret when unset.
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true, value_parser = secret)]
