@@ -245,4 +245,29 @@ mod tests {
             "{timed_out:?}"
         );
     }
+
+    #[tokio::test]
+    async fn https_urls_go_through_tls_and_an_untrusted_peer_fails_the_handshake() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        // Not a TLS server: answers the ClientHello with plain HTTP.
+        let server = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.expect("accept");
+            let mut hello = [0u8; 5];
+            sock.read_exact(&mut hello).await.expect("client hello");
+            let _ = sock
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .await;
+            hello
+        });
+        let url = WebhookUrl::parse(&format!("https://localhost:{}/", addr.port())).expect("url");
+        let client = Client::new(Duration::from_secs(5));
+        let result = client.post(&url, &[], Bytes::new()).await;
+        assert!(matches!(result, Err(SendError::Tls(_))), "{result:?}");
+        let hello = server.await.expect("server");
+        assert_eq!(
+            hello[0], 0x16,
+            "a TLS handshake record was sent, not plain HTTP"
+        );
+    }
 }
