@@ -238,6 +238,8 @@ enum Outcome {
     Failed(SendError),
     /// The pending file could not be read.
     Unreadable(io::Error),
+    /// The signing secret could not be had (a failed attempt: retried later).
+    Unsigned(io::Error),
 }
 
 impl Sender {
@@ -398,6 +400,9 @@ impl Sender {
                     Outcome::Failed(e) => {
                         warn!(event = delivery.event_id, target = %delivery.url, error = %error_chain(&e), wait_ms, "webhook attempt failed; retrying later")
                     }
+                    Outcome::Unsigned(e) => {
+                        error!(event = delivery.event_id, error = %e, "no webhook signing secret; retrying later")
+                    }
                     Outcome::Unreadable(_) => {}
                 }
             }
@@ -453,16 +458,16 @@ async fn attempt(
         let hub = hub.clone();
         let delivery = delivery.clone();
         tokio::task::spawn_blocking(move || {
-            let body = store.body(&delivery)?;
-            let secret = hub.ensure_secret()?;
-            Ok::<_, io::Error>((body, secret))
+            let body = store.body(&delivery).map_err(Outcome::Unreadable)?;
+            let secret = hub.ensure_secret().map_err(Outcome::Unsigned)?;
+            Ok::<_, Outcome>((body, secret))
         })
         .await
     };
     let (body, secret) = match read {
         Ok(Ok(read)) => read,
-        Ok(Err(e)) => return Outcome::Unreadable(e),
-        Err(e) => return Outcome::Unreadable(io::Error::other(e)),
+        Ok(Err(outcome)) => return outcome,
+        Err(e) => return Outcome::Unsigned(io::Error::other(e)),
     };
     let t = UnixMillis::now().0 / 1000;
     let signature = sign::signature(&secret, t, &body);
@@ -727,6 +732,64 @@ mod tests {
             "id order; the expired one never sent"
         );
         assert_eq!(hub.stats.expired.load(Ordering::Relaxed), 1);
+        token.cancel();
+        task.await.expect("stops");
+    }
+
+    #[tokio::test]
+    async fn a_sender_that_falls_behind_the_feed_replays_what_it_missed_from_the_ring() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (url, seen) = receiver(vec![]).await;
+        let cache = Arc::new(Cache::default());
+        let (hub, sender) = setup(&args(None), dir.path(), cache.clone(), &[]).expect("setup");
+        let hooked = Account {
+            id: AccountId::parse("hooked").expect("id"),
+            name: "Hooked".into(),
+            phone: None,
+            created_at: UnixMillis(1),
+            enabled: true,
+            webhook_url: Some(WebhookUrl::parse(&url).expect("url")),
+        };
+        cache.insert(crate::cache::AccountView::idle(hooked.clone(), false));
+        for n in 0..3 {
+            cache.events.publish(
+                EventKind::MessageReceived,
+                &hooked.id,
+                serde_json::json!({ "n": n }),
+            );
+        }
+        // Enough unhooked events to push the first ones out of the live feed's buffer (but
+        // not out of the ring) before the sender reads anything.
+        let quiet = AccountId::parse("quiet").expect("id");
+        for _ in 0..1100 {
+            cache
+                .events
+                .publish(EventKind::AccountStatus, &quiet, serde_json::Value::Null);
+        }
+        let token = CancellationToken::new();
+        let task = tokio::spawn(sender.run(token.clone()));
+        wait_for("the hooked account's four events", || count(&seen) >= 4).await;
+        wait_for("the pending set to empty", || {
+            hub.stats.pending.load(Ordering::Relaxed) == 0
+        })
+        .await;
+        let kinds: Vec<_> = seen
+            .lock()
+            .expect("log")
+            .iter()
+            .map(|s| {
+                serde_json::from_slice::<serde_json::Value>(&s.body).expect("json")["type"].clone()
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "account.status",
+                "message.received",
+                "message.received",
+                "message.received"
+            ]
+        );
         token.cancel();
         task.await.expect("stops");
     }
