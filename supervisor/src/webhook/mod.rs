@@ -30,6 +30,7 @@ pub mod settings;
 pub mod sign;
 pub mod url;
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -238,8 +239,8 @@ enum Outcome {
     Failed(SendError),
     /// The pending file could not be read.
     Unreadable(io::Error),
-    /// The signing secret could not be had (a failed attempt: retried later).
-    Unsigned(io::Error),
+    /// No attempt could be made (no signing secret, a failed task): retried later.
+    NotAttempted(io::Error),
 }
 
 impl Sender {
@@ -247,17 +248,28 @@ impl Sender {
     #[instrument(name = "webhooks", skip_all)]
     pub async fn run(mut self, token: CancellationToken) {
         let mut attempts: JoinSet<(Delivery, Outcome)> = JoinSet::new();
+        // What each attempt task carries, so a task that panics still frees its target.
+        let mut in_flight: HashMap<tokio::task::Id, Delivery> = HashMap::new();
         let mut feed_open = true;
         loop {
-            self.start_due(&mut attempts);
+            self.start_due(&mut attempts, &mut in_flight);
             let wake = self.queues.next_retry();
             tokio::select! {
                 biased;
                 _ = token.cancelled() => break,
-                Some(joined) = attempts.join_next(), if !attempts.is_empty() => {
+                Some(joined) = attempts.join_next_with_id(), if !attempts.is_empty() => {
                     match joined {
-                        Ok((delivery, outcome)) => self.on_outcome(delivery, outcome).await,
-                        Err(e) => error!(error = %e, "webhook attempt task failed"),
+                        Ok((id, (delivery, outcome))) => {
+                            in_flight.remove(&id);
+                            self.on_outcome(delivery, outcome).await;
+                        }
+                        Err(e) => {
+                            error!(error = %e, "webhook attempt task failed");
+                            if let Some(delivery) = in_flight.remove(&e.id()) {
+                                let failure = io::Error::other("attempt task failed");
+                                self.on_outcome(delivery, Outcome::NotAttempted(failure)).await;
+                            }
+                        }
                     }
                 }
                 received = self.feed.live.recv(), if feed_open => match received {
@@ -283,7 +295,13 @@ impl Sender {
             "webhook sender fell behind the event feed; replaying from the ring"
         );
         let sub = self.cache.events.subscribe(Some(self.last_id.unwrap_or(0)));
-        if sub.gap {
+        // Before the first event the sender has no id to resume from: it subscribed before
+        // anything was published, so only a full ring can have lost some.
+        let lost = match self.last_id {
+            Some(_) => sub.gap,
+            None => sub.backlog.len() >= crate::events::RING_LEN,
+        };
+        if lost {
             error!("some events were lost to webhooks: they left the ring before being stored");
         }
         let backlog = sub.backlog;
@@ -349,7 +367,11 @@ impl Sender {
         self.publish_pending();
     }
 
-    fn start_due(&mut self, attempts: &mut JoinSet<(Delivery, Outcome)>) {
+    fn start_due(
+        &mut self,
+        attempts: &mut JoinSet<(Delivery, Outcome)>,
+        in_flight: &mut HashMap<tokio::task::Id, Delivery>,
+    ) {
         let now = Instant::now();
         if !self.queues.has_ready(now) {
             return;
@@ -366,10 +388,12 @@ impl Sender {
             let store = self.store.clone();
             let client = self.client.clone();
             let hub = self.hub.clone();
-            attempts.spawn(async move {
+            let carried = delivery.clone();
+            let handle = attempts.spawn(async move {
                 let outcome = attempt(&store, &client, &hub, &delivery).await;
                 (delivery, outcome)
             });
+            in_flight.insert(handle.id(), carried);
         }
         self.publish_pending();
     }
@@ -400,8 +424,8 @@ impl Sender {
                     Outcome::Failed(e) => {
                         warn!(event = delivery.event_id, target = %delivery.url, error = %error_chain(&e), wait_ms, "webhook attempt failed; retrying later")
                     }
-                    Outcome::Unsigned(e) => {
-                        error!(event = delivery.event_id, error = %e, "no webhook signing secret; retrying later")
+                    Outcome::NotAttempted(e) => {
+                        error!(event = delivery.event_id, error = %e, "webhook attempt could not be made; retrying later")
                     }
                     Outcome::Unreadable(_) => {}
                 }
@@ -459,7 +483,7 @@ async fn attempt(
         let delivery = delivery.clone();
         tokio::task::spawn_blocking(move || {
             let body = store.body(&delivery).map_err(Outcome::Unreadable)?;
-            let secret = hub.ensure_secret().map_err(Outcome::Unsigned)?;
+            let secret = hub.ensure_secret().map_err(Outcome::NotAttempted)?;
             Ok::<_, Outcome>((body, secret))
         })
         .await
@@ -467,7 +491,7 @@ async fn attempt(
     let (body, secret) = match read {
         Ok(Ok(read)) => read,
         Ok(Err(outcome)) => return outcome,
-        Err(e) => return Outcome::Unsigned(io::Error::other(e)),
+        Err(e) => return Outcome::NotAttempted(io::Error::other(e)),
     };
     let t = UnixMillis::now().0 / 1000;
     let signature = sign::signature(&secret, t, &body);
