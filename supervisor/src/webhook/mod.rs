@@ -12,7 +12,8 @@
 //! 1. At start the pending set on disk is loaded; delivery resumes in id order (ids grow across
 //!    restarts).
 //! 2. Each event gets its targets: the account's URL when set, and the global URL when set (two
-//!    deliveries when both are set and differ). Each is written durably before any attempt.
+//!    deliveries when both are set and differ). Each is written durably before any attempt;
+//!    events already waiting on the feed share one group commit.
 //! 3. Per target, the oldest pending delivery is attempted; a 2xx removes it and resets the
 //!    target's backoff; anything else (status, timeout, connect error) backs that target off,
 //!    doubling from `WEBHOOK_BACKOFF_BASE_MS` to `WEBHOOK_BACKOFF_MAX_MS` with jitter. Other
@@ -41,7 +42,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
 use ipc_protocol::UnixMillis;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -58,6 +59,8 @@ use self::queue::Queues;
 pub use self::settings::WebhookArgs;
 use self::url::WebhookUrl;
 
+/// Most events stored in one group commit (one directory fsync).
+const MAX_BATCH: usize = 256;
 /// Header carrying the event id (the receiver's deduplication key).
 pub const EVENT_ID_HEADER: &str = "x-wafleet-event-id";
 /// Header carrying `t=<unix seconds>,v1=<hex hmac>`.
@@ -273,7 +276,25 @@ impl Sender {
                     }
                 }
                 received = self.feed.live.recv(), if feed_open => match received {
-                    Ok(event) => self.on_event(event).await,
+                    Ok(event) => {
+                        // Whatever else is already waiting joins the same group commit.
+                        let mut batch = vec![event];
+                        let mut lagged = None;
+                        while batch.len() < MAX_BATCH {
+                            match self.feed.live.try_recv() {
+                                Ok(event) => batch.push(event),
+                                Err(TryRecvError::Lagged(missed)) => {
+                                    lagged = Some(missed);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        self.on_events(batch).await;
+                        if let Some(missed) = lagged {
+                            self.catch_up(missed).await;
+                        }
+                    }
                     Err(RecvError::Lagged(missed)) => self.catch_up(missed).await,
                     Err(RecvError::Closed) => feed_open = false,
                 },
@@ -310,58 +331,88 @@ impl Sender {
             gap: false,
             live: sub.live,
         };
-        for event in backlog {
-            self.on_event(event).await;
+        for chunk in backlog.chunks(MAX_BATCH) {
+            self.on_events(chunk.to_vec()).await;
         }
     }
 
-    async fn on_event(&mut self, event: Arc<Event>) {
-        if self.last_id.is_some_and(|last| event.id <= last) {
+    /// Stores the deliveries of a batch of events in one group commit, then queues them.
+    async fn on_events(&mut self, events: Vec<Arc<Event>>) {
+        let mut items: Vec<(Delivery, Arc<Vec<u8>>)> = Vec::new();
+        for event in events {
+            if self.last_id.is_some_and(|last| event.id <= last) {
+                continue;
+            }
+            self.last_id = Some(event.id);
+            let account_url = self
+                .cache
+                .get(&event.account)
+                .and_then(|v| v.account.webhook_url);
+            let targets = targets(account_url, self.global.clone());
+            if targets.is_empty() {
+                continue;
+            }
+            let body = match serde_json::to_vec(&*event) {
+                Ok(body) => Arc::new(body),
+                Err(e) => {
+                    error!(event = event.id, error = %e, "cannot serialise an event for webhooks");
+                    continue;
+                }
+            };
+            for (target, url) in targets {
+                let delivery = Delivery {
+                    event_id: event.id,
+                    target,
+                    url,
+                    kind: event.kind.as_str().to_owned(),
+                    timestamp_ms: event.timestamp,
+                };
+                items.push((delivery, body.clone()));
+            }
+        }
+        if items.is_empty() {
             return;
         }
-        self.last_id = Some(event.id);
-        let account_url = self
-            .cache
-            .get(&event.account)
-            .and_then(|v| v.account.webhook_url);
-        let targets = targets(account_url, self.global.clone());
-        if targets.is_empty() {
-            return;
+        for gone in self.queues.make_room(items.len()) {
+            self.hub.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            warn!(event = gone.event_id, kind = %gone.kind, target = %gone.url, "webhook pending set is full; delivery dropped");
+            self.remove_file(gone).await;
         }
-        let body = match serde_json::to_vec(&*event) {
-            Ok(body) => body,
+        let store = self.store.clone();
+        let to_write = items.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let batch: Vec<(Delivery, &[u8])> = to_write
+                .iter()
+                .map(|(d, body)| (d.clone(), body.as_slice()))
+                .collect();
+            store.write_batch(&batch)
+        })
+        .await;
+        let results = match written {
+            Ok(results) => results,
             Err(e) => {
-                error!(event = event.id, error = %e, "cannot serialise an event for webhooks");
-                return;
+                error!(error = %e, "webhook store task failed");
+                Vec::new()
             }
         };
-        for (target, url) in targets {
-            for gone in self.queues.make_room() {
-                self.hub.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                warn!(event = gone.event_id, kind = %gone.kind, target = %gone.url, "webhook pending set is full; delivery dropped");
-                self.remove_file(gone).await;
-            }
-            let delivery = Delivery {
-                event_id: event.id,
-                target,
-                url,
-                kind: event.kind.as_str().to_owned(),
-                timestamp_ms: event.timestamp,
-            };
-            let store = self.store.clone();
-            let to_write = delivery.clone();
-            let bytes = body.clone();
-            let written = tokio::task::spawn_blocking(move || store.write(&to_write, &bytes)).await;
-            match written {
-                Ok(Ok(())) => {
+        let mut results = results.into_iter();
+        for (delivery, _) in items {
+            match results.next() {
+                Some(Ok(())) => {
                     debug!(event = delivery.event_id, target = %delivery.url, "webhook delivery pending");
                     self.queues.push(delivery);
                 }
-                Ok(Err(e)) => {
+                Some(Err(e)) => {
                     self.hub.stats.dropped.fetch_add(1, Ordering::Relaxed);
                     error!(event = delivery.event_id, error = %e, "cannot store a webhook delivery; dropped");
                 }
-                Err(e) => error!(error = %e, "webhook store task failed"),
+                None => {
+                    self.hub.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    error!(
+                        event = delivery.event_id,
+                        "webhook delivery not stored; dropped"
+                    );
+                }
             }
         }
         self.publish_pending();

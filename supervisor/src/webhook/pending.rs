@@ -1,5 +1,6 @@
 //! The durable pending set: one file per (event, target) under `$SESSIONS/.webhooks/`, written
-//! atomically (temp, fsync, rename, fsync dir) before the first attempt and removed after a 2xx.
+//! atomically (temp, fsync, rename, then one fsync of the directory per batch: a group commit)
+//! before the first attempt, and removed after a 2xx.
 //!
 //! ```text
 //! $SESSIONS/.webhooks/
@@ -11,13 +12,14 @@
 //! Each file holds the target URL, the event's id, type, account and time, and the body as the
 //! exact JSON text that is POSTed and signed. File names sort in id order.
 
-use std::fs;
-use std::io;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tracing::warn;
-use worker::store::atomic::{sync_dir, write_atomic};
+use worker::store::atomic::sync_dir;
 
 use super::url::WebhookUrl;
 
@@ -162,6 +164,36 @@ impl PendingStore {
     /// # Errors
     /// When the body is not UTF-8 (event JSON always is) or the write fails.
     pub fn write(&self, delivery: &Delivery, body: &[u8]) -> io::Result<()> {
+        self.write_batch(&[(delivery.clone(), body)])
+            .pop()
+            .unwrap_or(Ok(()))
+    }
+
+    /// Writes many deliveries as one group commit: each file is written to a temp name,
+    /// fsynced and renamed into place, then the directory is fsynced once for all of them.
+    /// Once this returns, every `Ok` is durable. One result per item, in order.
+    pub fn write_batch(&self, items: &[(Delivery, &[u8])]) -> Vec<io::Result<()>> {
+        let mut results: Vec<io::Result<()>> = items
+            .iter()
+            .map(|(delivery, body)| self.write_unsynced(delivery, body))
+            .collect();
+        if results.iter().any(Result::is_ok) {
+            if let Err(e) = sync_dir(&self.dir) {
+                // Not durable: take them back so memory and disk agree.
+                for (result, (delivery, _)) in results.iter_mut().zip(items) {
+                    if result.is_ok() {
+                        let _ = fs::remove_file(self.path(delivery));
+                        *result = Err(io::Error::new(e.kind(), e.to_string()));
+                    }
+                }
+            }
+        }
+        results
+    }
+
+    /// Temp file, fsync, rename: atomic but not yet durable (the directory fsync is the
+    /// caller's).
+    fn write_unsynced(&self, delivery: &Delivery, body: &[u8]) -> io::Result<()> {
         let body =
             std::str::from_utf8(body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         let record = Record {
@@ -174,8 +206,27 @@ impl PendingStore {
             body: body.to_owned(),
         };
         let bytes = serde_json::to_vec(&record).map_err(io::Error::other)?;
-        // 0600: message events carry people's messages.
-        write_atomic(&self.path(delivery), &bytes, 0o600)
+        let tmp = self.dir.join(format!(
+            ".{}.tmp-{}-{:08x}",
+            delivery.file_name(),
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let written = (|| {
+            // 0600: message events carry people's messages.
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            fs::rename(&tmp, self.path(delivery))
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written
     }
 
     /// The exact body to POST for a delivery.
@@ -278,6 +329,30 @@ mod tests {
             .expect("twice is fine");
         let (_, after) = PendingStore::open(dir.path()).expect("reopen");
         assert_eq!(after.deliveries.len(), 2);
+    }
+
+    #[test]
+    fn a_batch_is_written_together_and_a_bad_item_fails_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = PendingStore::open(dir.path()).expect("open");
+        let results = store.write_batch(&[
+            (delivery(1, TargetKind::Global), &b"{\"id\":1}"[..]),
+            (delivery(2, TargetKind::Global), &[0xff, 0xfe][..]),
+            (delivery(3, TargetKind::Account), &b"{\"id\":3}"[..]),
+        ]);
+        let oks: Vec<bool> = results.iter().map(Result::is_ok).collect();
+        assert_eq!(oks, [true, false, true]);
+        let (_, loaded) = PendingStore::open(dir.path()).expect("reopen");
+        let ids: Vec<u64> = loaded.deliveries.iter().map(|d| d.event_id).collect();
+        assert_eq!(ids, [1, 3]);
+        assert_eq!(
+            store.body(&delivery(3, TargetKind::Account)).expect("body"),
+            b"{\"id\":3}"
+        );
+        let names = fs::read_dir(dir.path().join(PENDING_DIR))
+            .expect("list")
+            .count();
+        assert_eq!(names, 2, "no temp files left behind");
     }
 
     #[test]

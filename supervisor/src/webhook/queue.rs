@@ -63,11 +63,12 @@ impl Queues {
         self.len == 0
     }
 
-    /// Makes room for one more delivery: while full, gives up the oldest account event that is
-    /// not in flight, else the oldest delivery that is not. Returns what was given up.
-    pub fn make_room(&mut self) -> Vec<Delivery> {
+    /// Makes room for `incoming` more deliveries: while they would not fit, gives up the oldest
+    /// account event that is not in flight, else the oldest delivery that is not. Returns what
+    /// was given up.
+    pub fn make_room(&mut self, incoming: usize) -> Vec<Delivery> {
         let mut dropped = Vec::new();
-        while self.len >= self.max_len {
+        while self.len + incoming > self.max_len {
             let Some((url, key)) = self.oldest_idle(true).or_else(|| self.oldest_idle(false))
             else {
                 break;
@@ -286,14 +287,14 @@ mod tests {
         q.push(d("http://a.test/", 1, "message.received", 0));
         q.push(d("http://a.test/", 2, "account.status", 0));
         q.push(d("http://b.test/", 3, "account.qr", 0));
-        let dropped = q.make_room();
+        let dropped = q.make_room(1);
         assert_eq!(ids(&dropped), [2]);
         q.push(d("http://b.test/", 4, "message.received", 0));
-        assert_eq!(ids(&q.make_room()), [3]);
+        assert_eq!(ids(&q.make_room(1)), [3]);
         q.push(d("http://b.test/", 5, "message.received", 0));
         let due = q.take_due(now, 1);
         assert_eq!(ids(&due.send), [1, 4]);
-        assert_eq!(ids(&q.make_room()), [5], "heads in flight are kept");
+        assert_eq!(ids(&q.make_room(1)), [5], "heads in flight are kept");
         assert_eq!(q.len(), 2);
     }
 }
