@@ -145,7 +145,9 @@ pub async fn run(config: Config) -> Result<()> {
     let health = Arc::new(HealthProbe::new(sessions.clone()));
     tracker.spawn(health.clone().run(token.child_token()));
     tracker.spawn(ipc.run(fleet_handle.clone(), token.child_token(), tracker.clone()));
-    tracker.spawn(webhook_sender.run(token.child_token()));
+    // Stopped after the fleet, so the workers' last events are stored for the next run.
+    let webhook_token = CancellationToken::new();
+    tracker.spawn(webhook_sender.run(webhook_token.clone()));
     let state = AppState {
         cache,
         fleet: fleet_handle,
@@ -167,6 +169,7 @@ pub async fn run(config: Config) -> Result<()> {
     });
 
     fleet.run(token.clone(), plan).await;
+    webhook_token.cancel();
     if tokio::time::timeout(HTTP_DRAIN_DEADLINE, http)
         .await
         .is_err()

@@ -20,7 +20,9 @@
 //!    targets go on.
 //! 4. A delivery older than `WEBHOOK_MAX_AGE_MS` is given up; past `WEBHOOK_MAX_PENDING` the
 //!    oldest account events are dropped first. Both are counted and logged.
-//! 5. On cancel the task stops; attempts in flight are abandoned and stay pending on disk.
+//! 5. On cancel (given after the fleet has stopped, so the workers' last events are in) the
+//!    task stores what is still waiting on the feed and stops; attempts in flight are abandoned
+//!    and stay pending on disk.
 
 pub mod backoff;
 pub mod client;
@@ -259,7 +261,10 @@ impl Sender {
             let wake = self.queues.next_retry();
             tokio::select! {
                 biased;
-                _ = token.cancelled() => break,
+                _ = token.cancelled() => {
+                    self.store_waiting().await;
+                    break;
+                }
                 Some(joined) = attempts.join_next_with_id(), if !attempts.is_empty() => {
                     match joined {
                         Ok((id, (delivery, outcome))) => {
@@ -306,6 +311,22 @@ impl Sender {
             pending = self.queues.len(),
             "webhook sender stopped; pending deliveries stay on disk"
         );
+    }
+
+    /// Stores what is still waiting on the feed (the last events of a shutdown) so that it is
+    /// delivered after the restart.
+    async fn store_waiting(&mut self) {
+        let mut waiting = Vec::new();
+        loop {
+            match self.feed.live.try_recv() {
+                Ok(event) => waiting.push(event),
+                Err(TryRecvError::Lagged(_)) => continue,
+                Err(_) => break,
+            }
+        }
+        for chunk in waiting.chunks(MAX_BATCH) {
+            self.on_events(chunk.to_vec()).await;
+        }
     }
 
     /// Recovers from falling behind the live feed: replays from the bus's ring what is still
@@ -867,6 +888,30 @@ mod tests {
         );
         token.cancel();
         task.await.expect("stops");
+    }
+
+    #[tokio::test]
+    async fn on_cancel_the_events_still_waiting_are_stored_for_the_next_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let refused = {
+            let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            format!("http://{}/", l.local_addr().expect("addr"))
+        };
+        let cache = Arc::new(Cache::default());
+        let (_, sender) =
+            setup(&args(Some(&refused)), dir.path(), cache.clone(), &[]).expect("setup");
+        let account = AccountId::parse("late").expect("id");
+        let event = cache.events.publish(
+            EventKind::AccountStatus,
+            &account,
+            serde_json::json!({"status": "stopped"}),
+        );
+        let token = CancellationToken::new();
+        token.cancel();
+        sender.run(token).await;
+        let (_, loaded) = PendingStore::open(dir.path()).expect("reopen");
+        let ids: Vec<u64> = loaded.deliveries.iter().map(|d| d.event_id).collect();
+        assert_eq!(ids, [event.id]);
     }
 
     #[test]
