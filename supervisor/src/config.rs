@@ -60,6 +60,9 @@ pub struct Config {
         hide = true
     )]
     pub restart_backoff_base_ms: u64,
+    /// Webhook delivery: WEBHOOK_URL, WEBHOOK_SECRET, WEBHOOK_MAX_AGE_MS, WEBHOOK_TIMEOUT_MS.
+    #[command(flatten)]
+    pub webhook: crate::webhook::WebhookArgs,
 }
 
 impl Config {
@@ -87,6 +90,7 @@ impl Config {
         if self.restart_backoff_base_ms == 0 {
             return Err("RESTART_BACKOFF_BASE_MS must be positive".into());
         }
+        self.webhook.validate()?;
         Ok(())
     }
 

@@ -54,6 +54,9 @@ pub enum Error {
     /// The IPC socket could not be set up.
     #[error("cannot set up the worker ipc socket")]
     Ipc(#[source] io::Error),
+    /// Webhooks could not be set up (pending directory or secret).
+    #[error(transparent)]
+    Webhook(#[from] crate::webhook::SetupError),
     /// The HTTP port could not be bound.
     #[error("cannot listen on {addr}")]
     Listen {

@@ -25,6 +25,7 @@ pub mod ipc;
 pub mod registry;
 pub mod signals;
 pub mod volume;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,6 +93,8 @@ pub async fn run(config: Config) -> Result<()> {
     )?);
 
     let cache = Arc::new(Cache::default());
+    let (webhooks, webhook_sender) =
+        webhook::setup(&config.webhook, &sessions, cache.clone(), &accounts)?;
     let total = accounts.len();
     let mut bootable = Vec::new();
     for account in accounts {
@@ -142,6 +145,9 @@ pub async fn run(config: Config) -> Result<()> {
     let health = Arc::new(HealthProbe::new(sessions.clone()));
     tracker.spawn(health.clone().run(token.child_token()));
     tracker.spawn(ipc.run(fleet_handle.clone(), token.child_token(), tracker.clone()));
+    // Stopped after the fleet, so the workers' last events are stored for the next run.
+    let webhook_token = CancellationToken::new();
+    tracker.spawn(webhook_sender.run(webhook_token.clone()));
     let state = AppState {
         cache,
         fleet: fleet_handle,
@@ -149,6 +155,7 @@ pub async fn run(config: Config) -> Result<()> {
         admin_token,
         health,
         started,
+        webhooks,
     };
     let http_token = token.child_token();
     let http = tokio::spawn(async move {
@@ -162,6 +169,7 @@ pub async fn run(config: Config) -> Result<()> {
     });
 
     fleet.run(token.clone(), plan).await;
+    webhook_token.cancel();
     if tokio::time::timeout(HTTP_DRAIN_DEADLINE, http)
         .await
         .is_err()

@@ -15,6 +15,8 @@ use tracing::warn;
 use worker::store::atomic::{rename_durable, sync_dir, write_atomic};
 use worker::store::creds::CredsStore;
 
+use crate::webhook::url::WebhookUrl;
+
 const ACCOUNT_FILE: &str = "account.json";
 const ARCHIVE_DIR: &str = ".archive";
 
@@ -33,6 +35,13 @@ pub struct Account {
     /// Disabled accounts are kept but not started at boot.
     #[serde(default = "enabled_by_default")]
     pub enabled: bool,
+    /// Where this account's events are POSTed, besides the global `WEBHOOK_URL`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::webhook::url::lenient"
+    )]
+    pub webhook_url: Option<WebhookUrl>,
 }
 
 fn enabled_by_default() -> bool {
@@ -143,6 +152,32 @@ impl Registry {
         write_atomic(&self.dir(&account.id).join(ACCOUNT_FILE), &bytes, 0o644)
     }
 
+    /// Sets or clears the account's own webhook URL in `account.json` (read, change, write
+    /// atomically); returns the account as now stored. Callers serialise these writes.
+    ///
+    /// # Errors
+    /// [`RegistryError::NotFound`] when the account is not on the volume, or the I/O error.
+    pub fn set_webhook_url(
+        &self,
+        id: &AccountId,
+        url: Option<WebhookUrl>,
+    ) -> Result<Account, RegistryError> {
+        let io_err = |source| RegistryError::Io {
+            id: id.clone(),
+            source,
+        };
+        let mut account = match self.load(id) {
+            Ok(account) => account,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(RegistryError::NotFound(id.clone()))
+            }
+            Err(e) => return Err(io_err(e)),
+        };
+        account.webhook_url = url;
+        self.save(&account).map_err(io_err)?;
+        Ok(account)
+    }
+
     /// Whether the account's worker has stored credentials.
     pub fn has_creds(&self, id: &AccountId) -> bool {
         CredsStore::new(&self.dir(id)).path().is_file()
@@ -195,6 +230,7 @@ mod tests {
             phone: None,
             created_at: UnixMillis(1),
             enabled: true,
+            webhook_url: None,
         }
     }
 
@@ -230,6 +266,39 @@ mod tests {
         assert!(to.join("creds.json").is_file());
         assert!(!dir.path().join("gone").exists());
         assert!(reg.load_all().expect("load").is_empty());
+    }
+
+    #[test]
+    fn an_old_account_json_loads_and_the_webhook_url_round_trips() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let reg = Registry::new(dir.path());
+        fs::create_dir(dir.path().join("old")).expect("mkdir");
+        let old = r#"{"id":"old","name":"Old","phone":null,"created_at":5,"enabled":true}"#;
+        fs::write(dir.path().join("old/account.json"), old).expect("write");
+        let id = AccountId::parse("old").expect("id");
+        assert_eq!(reg.load(&id).expect("old file loads").webhook_url, None);
+
+        let url = WebhookUrl::parse("https://example.com/h").expect("url");
+        let saved = reg.set_webhook_url(&id, Some(url.clone())).expect("set");
+        assert_eq!(saved.webhook_url.as_ref(), Some(&url));
+        assert_eq!(reg.load(&id).expect("load").webhook_url, Some(url));
+        let text = fs::read_to_string(dir.path().join("old/account.json")).expect("read");
+        assert!(
+            text.contains("\"webhook_url\": \"https://example.com/h\""),
+            "{text}"
+        );
+        reg.set_webhook_url(&id, None).expect("clear");
+        let text = fs::read_to_string(dir.path().join("old/account.json")).expect("read");
+        assert!(!text.contains("webhook_url"), "{text}");
+
+        let hand_edited = r#"{"id":"old","name":"Old","created_at":5,"webhook_url":"ftp://x"}"#;
+        fs::write(dir.path().join("old/account.json"), hand_edited).expect("write");
+        assert_eq!(reg.load(&id).expect("still loads").webhook_url, None);
+        let missing = AccountId::parse("nobody").expect("id");
+        assert!(matches!(
+            reg.set_webhook_url(&missing, None),
+            Err(RegistryError::NotFound(_))
+        ));
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod e2e {
     mod messages;
     mod restart;
     mod shutdown;
+    mod webhook;
     mod whatsapp;
 
     use std::time::Duration;

@@ -102,6 +102,7 @@ pub async fn add(
         phone,
         created_at: UnixMillis::now(),
         enabled: true,
+        webhook_url: None,
     };
     let registry = state.registry.clone();
     let to_add = account.clone();

@@ -83,6 +83,7 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
         "# HELP wafleet_uptime_seconds Seconds since the supervisor started.\n# TYPE wafleet_uptime_seconds counter\nwafleet_uptime_seconds {}",
         state.started.elapsed().as_secs()
     );
+    state.webhooks.render_metrics(&mut out);
     (
         [(
             header::CONTENT_TYPE,

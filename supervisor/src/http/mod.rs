@@ -11,6 +11,7 @@ mod messages;
 mod metrics;
 mod phone;
 mod qr;
+mod webhook;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub health: Arc<HealthProbe>,
     /// When the supervisor started.
     pub started: Instant,
+    /// Webhook secret and counters.
+    pub webhooks: Arc<crate::webhook::Webhooks>,
 }
 
 /// The router with every route of architecture.md.
@@ -85,6 +88,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/whatsapp/accounts/{account_id}/messages/{message_id}",
             get(messages::get),
+        )
+        .route(
+            "/api/whatsapp/accounts/{account_id}/webhook",
+            get(webhook::show).put(webhook::set),
         )
         .route("/api/events", get(events::stream))
         .route("/metrics", get(metrics::render))

@@ -2,12 +2,14 @@
 
 pub mod http;
 pub mod process;
+pub mod receiver;
 pub mod sim;
 pub mod sse;
 pub mod volume;
 pub mod wait;
 
 pub use process::Supervisor;
+pub use receiver::Receiver;
 pub use sim::Sim;
 pub use volume::Volume;
 pub use wait::wait_until;

@@ -24,6 +24,8 @@ fn a_send_is_queued_durably_once_per_idempotency_key() {
     let volume = Volume::new();
     let sup = start(&volume, &sim, &[]);
     pair(&sup, &sim, "shop", "15550001111");
+    // Without a server nothing drains: what is queued stays queued.
+    drop(sim);
 
     let (status, body) = send(
         &sup,
@@ -74,7 +76,12 @@ fn a_send_is_queued_durably_once_per_idempotency_key() {
     // A restart of the whole service keeps it.
     sup.signal(Signal::SIGKILL);
     drop(sup);
-    let sup = start(&volume, &sim, &[]);
+    let unreachable = Sim::start(&[]);
+    let sup = start(
+        &volume,
+        &unreachable,
+        &[("WA_TRUST_ROOT", &"00".repeat(32))],
+    );
     let m = wait_until("the message after a restart", STATE_DEADLINE, || {
         let r = sup.call(
             "GET",
@@ -96,6 +103,14 @@ fn bad_sends_are_refused_with_the_documented_status_and_nothing_queued() {
     let volume = Volume::new();
     let sup = start(&volume, &sim, &[("OUTBOX_LIMIT", "2")]);
     pair(&sup, &sim, "shop", "15550002222");
+    let r = sup.call(
+        "POST",
+        "/api/whatsapp/add-account",
+        Some(r#"{"name":"Fresh","accountId":"fresh"}"#),
+    );
+    assert_eq!(r.status, 201);
+    // Without a server nothing drains: the outbox fills.
+    drop(sim);
     let ok = json!({"to": "40712345678@s.whatsapp.net", "text": "hi"});
 
     for (body, code) in [
@@ -142,12 +157,6 @@ fn bad_sends_are_refused_with_the_documented_status_and_nothing_queued() {
         assert_eq!(r.status, 400, "{query}: {}", r.text());
     }
 
-    let r = sup.call(
-        "POST",
-        "/api/whatsapp/add-account",
-        Some(r#"{"name":"Fresh","accountId":"fresh"}"#),
-    );
-    assert_eq!(r.status, 201);
     let (status, answer) = send(&sup, "fresh", &ok);
     assert_eq!(
         (status, answer["error"]["code"].as_str()),
@@ -173,4 +182,80 @@ fn bad_sends_are_refused_with_the_documented_status_and_nothing_queued() {
         Some(2),
         "nothing half-written"
     );
+}
+
+#[test]
+fn two_accounts_message_each_other_through_the_server_with_receipts() {
+    let sim = Sim::start(&[]);
+    let volume = Volume::new();
+    let sup = start(&volume, &sim, &[]);
+    pair(&sup, &sim, "alice", "15550003333");
+    pair(&sup, &sim, "bob", "15550004444");
+
+    let (status, body) = send(
+        &sup,
+        "alice",
+        &json!({"to": "+15550004444", "text": "hi bob"}),
+    );
+    assert_eq!(status, 202, "{body}");
+    let id = body["message"]["id"].as_str().expect("id").to_owned();
+    let received = wait_until("bob receives it", STATE_DEADLINE, || {
+        let list = sup
+            .call(
+                "GET",
+                "/api/whatsapp/accounts/bob/messages?direction=in",
+                None,
+            )
+            .json();
+        match list["messages"].as_array().and_then(|m| m.first()) {
+            Some(m) => Ok(m.clone()),
+            None => Err(list.to_string()),
+        }
+    });
+    assert_eq!(received["id"], id.as_str(), "the same id end to end");
+    assert_eq!(received["text"], "hi bob");
+    assert_eq!(received["type"], "text");
+    assert_eq!(received["chat"], "15550003333@s.whatsapp.net");
+    wait_until("alice sees it delivered", STATE_DEADLINE, || {
+        let m = sup
+            .call(
+                "GET",
+                &format!("/api/whatsapp/accounts/alice/messages/{id}"),
+                None,
+            )
+            .json();
+        if m["message"]["status"] == "delivered" {
+            Ok(())
+        } else {
+            Err(m.to_string())
+        }
+    });
+
+    // Bob answers; the second direction rides the session the first one built.
+    let (status, _) = send(
+        &sup,
+        "bob",
+        &json!({"to": "15550003333@s.whatsapp.net", "text": "hi alice"}),
+    );
+    assert_eq!(status, 202);
+    wait_until("alice receives the answer", STATE_DEADLINE, || {
+        let list = sup
+            .call(
+                "GET",
+                "/api/whatsapp/accounts/alice/messages?direction=in",
+                None,
+            )
+            .json();
+        let texts: Vec<_> = list["messages"]
+            .as_array()
+            .map(|m| m.iter().filter_map(|x| x["text"].as_str()).collect())
+            .unwrap_or_default();
+        if texts == ["hi alice"] {
+            Ok(())
+        } else {
+            Err(list.to_string())
+        }
+    });
+    let a = sup.account("alice");
+    assert!(a["lastMessageAt"].is_string(), "{a}");
 }

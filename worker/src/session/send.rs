@@ -291,14 +291,12 @@ fn encrypt_and_send(
             consumed_prekey: None,
             identity: bundle.map(|b| *b.identity_key.as_bytes()),
         });
-        participants.push(
-            Node::new("to")
-                .jid_attr("jid", device.clone())
-                .children(vec![Node::new("enc")
+        participants.push(Node::new("to").jid_attr("jid", device.clone()).children(
+            vec![Node::new("enc")
                     .attr("v", "2")
                     .attr("type", sealed.enc_type())
-                    .bytes(sealed.as_bytes().to_vec())]),
-        );
+                    .bytes(sealed.as_bytes().to_vec())],
+        ));
     }
     let Ok(chat) = record.chat.parse::<Jid>() else {
         return fail(record, "the recipient is not a JID");

@@ -1,0 +1,152 @@
+//! `GET` and `PUT /api/whatsapp/accounts/:id/webhook`: the account's own webhook URL.
+//!
+//! An account's events go to its own URL when one is set, and also to the global `WEBHOOK_URL`
+//! when that is set (two deliveries, each signed with the same secret). `{"url": null}` clears
+//! the account's URL. The URL lives in the account's `account.json`.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+use tracing::info;
+
+use super::error::ApiError;
+use super::{parse_id, AppState};
+use crate::registry::RegistryError;
+use crate::webhook::url::WebhookUrl;
+
+/// `GET /api/whatsapp/accounts/:id/webhook`.
+///
+/// # Errors
+/// 400 for an invalid id, 404 for an unknown account.
+pub async fn show(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&raw)?;
+    let view = state
+        .cache
+        .get(&id)
+        .ok_or_else(|| ApiError::account_not_found(id.as_str()))?;
+    Ok(Json(answer(&id, view.account.webhook_url.as_ref())))
+}
+
+/// `PUT /api/whatsapp/accounts/:id/webhook` with `{"url": "https://…"}` or `{"url": null}`.
+///
+/// # Errors
+/// 400 for an invalid id, body or URL (or any field but `url`), 404 for an unknown account,
+/// 500 when `account.json` or the generated secret cannot be written.
+pub async fn set(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&raw)?;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body exceeds {} bytes", super::MAX_BODY_LEN),
+            )
+        } else {
+            ApiError::bad_request("bad_body", e.body_text())
+        }
+    })?;
+    let url = parse_body(&body)?;
+    if !state.cache.contains(&id) {
+        return Err(ApiError::account_not_found(id.as_str()));
+    }
+    let hooks = state.webhooks.clone();
+    let _serial = hooks.account_writes.lock().await;
+    if url.is_some() {
+        // The secret exists before the first event goes to the new URL.
+        let hub = hooks.clone();
+        tokio::task::spawn_blocking(move || hub.ensure_secret())
+            .await
+            .map_err(|_| ApiError::internal("webhook secret setup was interrupted"))?
+            .map_err(|e| ApiError::internal(format!("cannot store the webhook secret: {e}")))?;
+    }
+    let registry = state.registry.clone();
+    let (write_id, write_url) = (id.clone(), url.clone());
+    let saved = tokio::task::spawn_blocking(move || registry.set_webhook_url(&write_id, write_url))
+        .await
+        .map_err(|_| ApiError::internal("account write was interrupted"))?
+        .map_err(|e| match e {
+            RegistryError::NotFound(id) => ApiError::account_not_found(id.as_str()),
+            other => ApiError::internal(other.to_string()),
+        })?;
+    state.cache.update(&id, |v| {
+        v.account.webhook_url = saved.webhook_url.clone();
+    });
+    match &url {
+        Some(u) => info!(account = %id, target = %u, "account webhook url set"),
+        None => info!(account = %id, "account webhook url cleared"),
+    }
+    Ok(Json(answer(&id, url.as_ref())))
+}
+
+/// `{"url": "<http(s) url>"}` or `{"url": null}`, nothing else.
+fn parse_body(body: &[u8]) -> Result<Option<WebhookUrl>, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))?;
+    let Value::Object(fields) = value else {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "body must be an object like {\"url\": \"https://…\"}",
+        ));
+    };
+    if let Some(unknown) = fields.keys().find(|k| k.as_str() != "url") {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            format!("unknown field `{unknown}`, expected `url`"),
+        ));
+    }
+    match fields.get("url") {
+        None => Err(ApiError::bad_request(
+            "invalid_json",
+            "missing field `url` (use null to clear)",
+        )),
+        Some(Value::Null) => Ok(None),
+        Some(Value::String(raw)) => WebhookUrl::parse(raw)
+            .map(Some)
+            .map_err(|e| ApiError::bad_request("invalid_url", e.to_string())),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_url",
+            "url must be a string or null",
+        )),
+    }
+}
+
+fn answer(id: &ipc_protocol::AccountId, url: Option<&WebhookUrl>) -> Value {
+    json!({ "success": true, "accountId": id, "url": url })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_body_is_a_url_or_null_and_nothing_else() {
+        let set = parse_body(br#"{"url":"https://example.com/h"}"#).expect("set");
+        assert_eq!(
+            set.map(|u| u.as_str().to_owned()).as_deref(),
+            Some("https://example.com/h")
+        );
+        assert_eq!(parse_body(br#"{"url":null}"#).expect("clear"), None);
+        for bad in [
+            &br#"{}"#[..],
+            br#"{"url":"ftp://x"}"#,
+            br#"{"url":"https://x","extra":1}"#,
+            br#"{"url":5}"#,
+            br#"["https://x"]"#,
+            b"not json",
+        ] {
+            let err = parse_body(bad).expect_err("refused");
+            let text = format!("{err:?}");
+            assert!(text.contains("400"), "{text}");
+        }
+    }
+}
