@@ -404,14 +404,9 @@ async fn stats(State(shared): State<Arc<Shared>>) -> Json<Value> {
     Json(stats)
 }
 
-/// A phone number: 1 to 20 digits.
+/// A phone number as `/scan` takes it (400 otherwise).
 fn phone_number(text: &str) -> Result<String, ApiError> {
-    if text.is_empty() || text.len() > 20 || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "a phone number is 1 to 20 digits",
-        ));
-    }
+    phone::check_phone(text)?;
     Ok(text.to_owned())
 }
 

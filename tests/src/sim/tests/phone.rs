@@ -5,12 +5,15 @@
 use prost::Message as _;
 use worker::signal::{
     pad, unpad, KeyPair, LocalIdentity, PreKeyBundle, PreKeyLookup, PreKeySignalMessage,
-    PrivateKey, PublicKey, SessionRecord, SignalMessage,
+    PrivateKey, PublicKey, SenderKeyDistributionMessage, SenderKeyMessage, SenderKeyRecord,
+    SessionRecord, SignalMessage,
 };
 use worker::wa::e2e::Message as WaMessage;
+use worker::wa::e2e::SenderKeyDistribution;
 
 use super::messaging::{attr, lid_of, member, online};
 use super::*;
+use crate::sim::peer::MAX_RETRIES;
 
 const PHONE_A: &str = "15550001111";
 const CONTACT: &str = "15550009999";
@@ -356,5 +359,163 @@ async fn a_companion_and_a_contact_exchange_receipts_and_recover_with_retries() 
     assert_eq!(attr(enc, "count").as_deref(), Some("1"));
     let message = open(&keys, &mut fresh, &again);
     assert_eq!(message.conversation.as_deref(), Some("hello companion"));
+
+    // A stanza that never decrypts gets MAX_RETRIES retry receipts, then only acks.
+    for _ in 0..=MAX_RETRIES {
+        let garbage = Node::new("enc")
+            .attr("v", "2")
+            .attr("type", "msg")
+            .bytes(vec![0x33, 9]);
+        io.write(&direct("R3", contact.clone(), garbage))
+            .await
+            .expect("send");
+        // The phone has answered (a retry receipt, or nothing) before the server acks it.
+        loop {
+            let node = expect_node(&mut io, "server ack").await;
+            if node.tag == "ack" {
+                break;
+            }
+            assert_eq!(attr(&node, "type").as_deref(), Some("retry"), "{node}");
+        }
+    }
+    let retries: Vec<_> = sim
+        .shared
+        .registry()
+        .relayed(&a.jid)
+        .expect("device")
+        .into_iter()
+        .filter(|v| v.id == "R3" && v.r#type.as_deref() == Some("retry"))
+        .collect();
+    assert_eq!(retries.len(), MAX_RETRIES as usize);
+    let failures = inbox(&sim, CONTACT).await["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["id"] == "R3" && m["kind"] == "undecryptable")
+        .count();
+    assert_eq!(failures, MAX_RETRIES as usize + 1);
+    shut_down(sim, token, vec![io]).await;
+}
+
+#[tokio::test]
+async fn group_texts_flow_between_a_contact_and_a_companion_with_sender_keys() {
+    let (sim, token) = start(SimConfig::default()).await;
+    let a = member(&sim, PHONE_A).await;
+    let (mut io, _) = online(&sim, &a).await;
+    let keys = keys(&a.companion);
+    let mut session = SessionRecord::new();
+    // The contact exists once it has written.
+    let (status, _) = control(
+        &sim,
+        "POST",
+        "/send",
+        json!({"from": CONTACT, "to": PHONE_A, "text": "hi"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let hi = open(
+        &keys,
+        &mut session,
+        &expect_stanza(&mut io, "message").await,
+    );
+    assert_eq!(hi.conversation.as_deref(), Some("hi"));
+    let (status, group) = control(
+        &sim,
+        "POST",
+        "/group",
+        json!({"subject": "g", "participants": [PHONE_A, CONTACT]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{group}");
+    let group = group["jid"].as_str().expect("jid").to_owned();
+
+    // The contact's SKDM (pairwise) and skmsg reach the companion.
+    let (status, body) = control(
+        &sim,
+        "POST",
+        "/send",
+        json!({"from": CONTACT, "to": group, "text": "to the group"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let got = expect_stanza(&mut io, "message").await;
+    assert_eq!(attr(&got, "from").as_deref(), Some(group.as_str()));
+    let participant = got.attr_jid("participant").cloned().expect("participant");
+    assert_eq!(participant.device, 0);
+    let skdm = open(&keys, &mut session, &got);
+    let skdm = skdm
+        .sender_key_distribution()
+        .and_then(|d| d.axolotl_sender_key_distribution_message.as_deref())
+        .expect("an SKDM");
+    let mut theirs = SenderKeyRecord::new();
+    theirs.process_distribution(&SenderKeyDistributionMessage::parse(skdm).expect("skdm"));
+    let skmsg = got
+        .children_by_tag("enc")
+        .find(|e| attr(e, "type").as_deref() == Some("skmsg"))
+        .and_then(Node::content_bytes)
+        .expect("skmsg");
+    let padded = theirs
+        .decrypt(&SenderKeyMessage::parse(skmsg).expect("parse"))
+        .expect("decrypt");
+    let text = WaMessage::decode(unpad(&padded).expect("padding")).expect("message");
+    assert_eq!(text.conversation.as_deref(), Some("to the group"));
+
+    // The companion answers with its own sender key: SKDM to the contact's phone, then skmsg.
+    let mut own = SenderKeyRecord::create_own(&mut rand::thread_rng());
+    let distribution = WaMessage {
+        sender_key_distribution_message: Some(SenderKeyDistribution {
+            group_id: Some(group.clone()),
+            axolotl_sender_key_distribution_message: Some(
+                own.distribution_message()
+                    .expect("skdm")
+                    .as_bytes()
+                    .to_vec(),
+            ),
+        }),
+        ..WaMessage::default()
+    }
+    .encode_to_vec();
+    let pairwise = session
+        .encrypt(&pad(&distribution, &mut rand::thread_rng()))
+        .expect("encrypt");
+    let payload = WaMessage::from_text("group reply").encode_to_vec();
+    let skmsg = own
+        .encrypt(
+            &pad(&payload, &mut rand::thread_rng()),
+            &mut rand::thread_rng(),
+        )
+        .expect("skmsg");
+    let stanza = Node::new("message")
+        .attr("id", "G1")
+        .attr("type", "text")
+        .attr("to", group.clone())
+        .attr("addressing_mode", "lid")
+        .children(vec![
+            Node::new("participants").children(vec![Node::new("to")
+                .jid_attr("jid", participant.clone())
+                .children(vec![Node::new("enc")
+                    .attr("v", "2")
+                    .attr("type", pairwise.enc_type())
+                    .bytes(pairwise.as_bytes().to_vec())])]),
+            Node::new("enc")
+                .attr("v", "2")
+                .attr("type", "skmsg")
+                .bytes(skmsg.as_bytes().to_vec()),
+        ]);
+    io.write(&stanza).await.expect("send");
+    // The contact's phone confirms with a group receipt naming itself.
+    let receipt = loop {
+        let node = expect_stanza(&mut io, "receipt").await;
+        if node.attr_jid("participant") == Some(&participant) {
+            break node;
+        }
+    };
+    assert_eq!(attr(&receipt, "from").as_deref(), Some(group.as_str()));
+    assert_eq!(attr(&receipt, "type"), None);
+    let messages = inbox(&sim, CONTACT).await["messages"].clone();
+    let row = &messages[0];
+    assert_eq!(row["text"], "group reply");
+    assert_eq!(row["chat"], group.as_str());
+    assert_eq!(row["from"], a.lid.to_string());
     shut_down(sim, token, vec![io]).await;
 }
