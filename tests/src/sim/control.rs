@@ -20,8 +20,9 @@
 //!                   "bundle_fetches","prekeys_consumed","client_acks","outbox_overflows","live"}
 //! GET  /relayed?jid=<device> → [{"tag","id","from","type","participant","encs","pending"}]
 //! POST /send     {"from":<phone>,"to":<jid or phone>,"text"}   → {"ok":true,"id"}
-//! GET  /inbox?jid=<phone or user jid> → {"messages":[{"id","from","chat","text","kind","t"[,"error"]}],
-//!                                        "receipts":[{"id","from","type"}]}
+//! GET  /inbox?jid=<phone or user jid>
+//!                → {"messages":[{"id","from","chat","text","kind","t"[,"error"]}],
+//!                   "receipts":[{"id","from","type"}]}
 //! POST /read     {"phone","id"[,"from"]}           → {"ok":true}
 //! ```
 //!

@@ -1,19 +1,18 @@
 //! Who has which devices and keys: the `usync` device/LID query and the `encrypt` prekey
 //! bundle fetch (wa-messaging.md §6.2–§6.4).
 //!
-//! 1. `<iq xmlns="usync" type="get"><usync …><query>…</query><list><user jid/>…</list></usync>`
-//!    → the same `<usync>` with a `<list>` holding, per user, `<devices>` (when `<devices/>` was
+//! 1. `<iq xmlns="usync" type="get"><usync …><query>…</query><list><user jid/>…</list></usync>` →
+//!    the same `<usync>` with a `<list>` holding, per user, `<devices>` (when `<devices/>` was
 //!    queried: a `<device-list>` of the phone (device 0, a Signal peer: `peer`) and the paired
-//!    companions with their `key-index`, and a `<key-index-list>` signed by the account key)
-//!    and `<lid val/>` (when `<lid/>` was queried and the user was named by phone number). An unknown user gets an empty `<device-list/>` and no `<lid>`:
-//!    Baileys throws on the per-user `<error>` form, and an empty list means "nobody to
-//!    encrypt for" to every client.
+//!    companions with their `key-index`, and a `<key-index-list>` signed by the account key) and
+//!    `<lid val/>` (when `<lid/>` was queried and the user was named by phone number). An unknown
+//!    user gets an empty `<device-list/>` and no `<lid>`: Baileys throws on the per-user `<error>`
+//!    form, and an empty list means "nobody to encrypt for" to every client.
 //! 2. `<iq xmlns="encrypt" type="get"><key><user jid=<device>/>…</key></iq>` → `<list>` with one
 //!    `<user jid>` per requested device: registration id, key type, identity, signed prekey and
 //!    one one-time prekey, which is consumed (removed from the device's stock); without
 //!    `<key>` when the stock is empty. Device 0 answers with the phone's keys. A device that
-//!    does not exist gets
-//!    `<user jid><error code="406" text="not-acceptable"/></user>`.
+//!    does not exist gets `<user jid><error code="406" text="not-acceptable"/></user>`.
 
 use prost::Message as _;
 use worker::wa::binary::{Jid, Node};

@@ -14,12 +14,12 @@
 //!                                         connections, counters
 //! ```
 //!
-//! Between logged-in clients the simulator is WhatsApp's relay: `directory` answers device
-//! lists (usync) and hands out prekey bundles, `relay` fans `<message>`/`<receipt>` stanzas out
-//! to devices (opaque `<enc>` payloads, server acks with phash), `groups` keeps group
-//! membership, `peer` makes every account's phone (device 0) a Signal peer that sends
-//! (`POST /send`), decrypts and answers receipts, and `delivery` queues every copy per device until it is confirmed, replaying
-//! the queue as offline stanzas at the next login.
+//! Between logged-in clients the simulator is WhatsApp's relay: `directory` answers device lists
+//! (usync) and hands out prekey bundles, `relay` fans `<message>`/`<receipt>` stanzas out to
+//! devices (opaque `<enc>` payloads, server acks with phash), `groups` keeps group membership,
+//! `peer` makes every account's phone (device 0) a Signal peer that sends (`POST /send`), decrypts
+//! and answers receipts, and `delivery` queues every copy per device until it is confirmed,
+//! replaying the queue as offline stanzas at the next login.
 //!
 //! A pairing, end to end:
 //!

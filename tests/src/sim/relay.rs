@@ -4,21 +4,22 @@
 //!
 //! 1. A 1:1 `<message to=<user> id type><participants><to jid=<device>><enc/></to>…` from a
 //!    logged-in device: every `<to jid>` must be in the namespace of `to` (PN or LID) and name a
-//!    device of the recipient or of the sender's own account, each once (else ack error 400).
-//!    Each paired companion named (never the sending device) — or the phone, device 0 (`peer`) — gets
-//!    `<message from=<sender device> id t type [notify] sender_lid|sender_pn=<sender, other
-//!    namespace>><enc/>[<device-identity>]</message>`; a copy for one of the sender's own
-//!    devices (a DSM) carries `recipient=<to>` instead of the alternate. Without
-//!    `<participants>`, the top-level `<enc>` goes to the device `to` names (a retry resend).
-//! 2. A group `<message to=<id>@g.us addressing_mode>` with a top-level `<enc type="skmsg">`
-//!    and optional `<participants>` of pairwise SKDM encs: every member's device (phone and
-//!    paired companions) but the sending device gets `<message from=<group> participant=<sender device>
+//!    device of the recipient or of the sender's own account, each once (else ack error 400). Each
+//!    device named (a paired companion or the phone, device 0, a Signal peer in `peer`; never the
+//!    sending device) gets `<message from=<sender device> id t type [notify]
+//!    sender_lid|sender_pn=<sender, other namespace>><enc/>[<device-identity>]</message>`; a copy
+//!    for one of the sender's own devices (a DSM) carries `recipient=<to>` instead of the
+//!    alternate. Without `<participants>`, the top-level `<enc>` goes to the device `to` names (a
+//!    retry resend).
+//! 2. A group `<message to=<id>@g.us addressing_mode>` with a top-level `<enc type="skmsg">` and
+//!    optional `<participants>` of pairwise SKDM encs: every member's device (phone and paired
+//!    companions) but the sending device gets `<message from=<group> participant=<sender device>
 //!    addressing_mode participant_pn|participant_lid id t type [notify]>` with its own pairwise
-//!    `<enc>` (if any) first, then the skmsg. With a `participant` attribute (a retry resend)
-//!    only that device gets the stanza.
-//! 3. The sender gets the server ack `<ack class="message" id from=<to> t [phash]/>`, phash
-//!    (§6.8, standard base64) over the devices the server would fan out to: the recipients'
-//!    companions plus the sender's other companions. Refusals: 479 malformed stanza, 400 mixed
+//!    `<enc>` (if any) first, then the skmsg. With a `participant` attribute (a retry resend) only
+//!    that device gets the stanza.
+//! 3. The sender gets the server ack `<ack class="message" id from=<to> t [phash]/>`, phash (§6.8,
+//!    standard base64) over the devices the server would fan out to: the recipients' devices plus
+//!    the sender's other devices (phones included). Refusals: 479 malformed stanza, 400 mixed
 //!    namespaces or a device listed twice or one of a third account, 404 unknown recipient or
 //!    group, 403 sender not a group member.
 //! 4. A `<receipt to id [type] [participant] [recipient]>` goes to the original sender's
