@@ -29,7 +29,7 @@ use tracing::{debug, warn};
 use worker::signal::{
     pad, unpad, KeyPair, LocalIdentity, PreKeyBundle, PreKeyLookup, PreKeySignalMessage,
     PrivateKey, PublicKey, SenderKeyDistributionMessage, SenderKeyMessage, SenderKeyRecord,
-    SessionRecord, SignalMessage,
+    SessionRecord, SignalError, SignalMessage,
 };
 use worker::wa::binary::jid::GROUP_SERVER;
 use worker::wa::binary::{Jid, Node};
@@ -524,8 +524,8 @@ fn decrypt_pairwise(
     peer: &mut PhonePeer,
     sender: &Jid,
     enc: &Node,
-) -> Result<Option<Vec<u8>>, worker::signal::SignalError> {
-    let key = address(registry, sender).ok_or(worker::signal::SignalError::NoSession)?;
+) -> Result<Vec<u8>, SignalError> {
+    let key = address(registry, sender).ok_or(SignalError::NoSession)?;
     let bytes = enc.content_bytes().unwrap_or_default();
     let mut rng = rand::thread_rng();
     let mut record = peer.sessions.get(&key).cloned().unwrap_or_default();
@@ -542,7 +542,7 @@ fn decrypt_pairwise(
         record.decrypt(&message, &mut rng)?
     };
     peer.sessions.insert(key, record);
-    Ok(Some(unpad(&padded)?.to_vec()))
+    Ok(unpad(&padded)?.to_vec())
 }
 
 /// A `<message>` relayed to the phone of `phone`.
@@ -580,7 +580,7 @@ fn on_message(registry: &mut Registry, phone: &str, stanza: &Node, now: u64) {
             _ => continue,
         };
         match payload {
-            Ok(Some(bytes)) => match Message::decode(bytes.as_slice()) {
+            Ok(bytes) => match Message::decode(bytes.as_slice()) {
                 Ok(message) => {
                     if let (true, Some(skdm)) = (group, message.sender_key_distribution()) {
                         process_skdm(&mut peer, &from, &sender_key, skdm);
@@ -595,7 +595,6 @@ fn on_message(registry: &mut Registry, phone: &str, stanza: &Node, now: u64) {
                 }
                 Err(e) => opened.error = Some((format!("bad payload: {e}"), 4)),
             },
-            Ok(None) => {}
             Err(e) if e.is_duplicate() => duplicate = true,
             Err(e) => {
                 opened.error = Some((e.to_string(), e.retry_reason()));
@@ -693,18 +692,14 @@ fn text_of(message: &Message) -> Option<String> {
     })
 }
 
-fn decrypt_group(
-    peer: &mut PhonePeer,
-    name: &str,
-    enc: &Node,
-) -> Result<Option<Vec<u8>>, worker::signal::SignalError> {
+fn decrypt_group(peer: &mut PhonePeer, name: &str, enc: &Node) -> Result<Vec<u8>, SignalError> {
     let message = SenderKeyMessage::parse(enc.content_bytes().unwrap_or_default())?;
     let record = peer
         .sender_keys
         .get_mut(name)
-        .ok_or(worker::signal::SignalError::NoSenderKey(message.key_id()))?;
+        .ok_or(SignalError::NoSenderKey(message.key_id()))?;
     let padded = record.decrypt(&message)?;
-    Ok(Some(unpad(&padded)?.to_vec()))
+    Ok(unpad(&padded)?.to_vec())
 }
 
 fn process_skdm(peer: &mut PhonePeer, group: &Jid, sender_key: &str, skdm: &SenderKeyDistribution) {
