@@ -2,9 +2,9 @@
 //   1. start wa-sim (target/debug/wa-sim); A and B pair with two phones (POST /scan) and log in;
 //   2. A sends B a text (the first is a pkmsg); B gets the plaintext; B replies and A gets it;
 //   3. a group made with POST /group: A sends, B gets it; B sends, A gets it;
-//   4. B goes offline, A sends, B logs in again and gets it from the offline queue.
-// The sim only relays: every plaintext below was encrypted by one Baileys and decrypted by the
-// other. Exit 0 means every step happened; anything else prints why and exits 1.
+//   4. B goes offline, A sends, B logs in again and gets it from the offline queue;
+//   5. the sim's phones (device 0, Signal peers) decrypted their copies (GET /inbox).
+// The sim relays: every plaintext below was encrypted by one Baileys and decrypted by the other. Exit 0 means every step happened; anything else prints why and exits 1.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -205,6 +205,15 @@ async function main() {
       }
     })());
     log('B confirmed it; nothing left in its queue for that id');
+
+    // The phones (device 0) are Signal peers too: each got its own copy of every text.
+    for (const [phone, text] of [[PHONE_B, 'hello B, from A'], [PHONE_A, 'hi A, B here'], [PHONE_B, 'group hello from A']]) {
+      const { messages } = await get(`${info.control_url}/inbox?jid=${phone}`);
+      const bad = messages.find((m) => m.kind === 'undecryptable');
+      if (bad) throw new Error(`${phone}'s phone could not decrypt ${bad.id}: ${bad.error}`);
+      if (!messages.some((m) => m.text === text)) throw new Error(`${phone}'s phone lacks "${text}": ${JSON.stringify(messages)}`);
+    }
+    log('both phones decrypted their copies, DSMs included');
 
     const stats = await get(`${info.control_url}/stats`);
     log('sim stats', JSON.stringify(stats));

@@ -9,6 +9,7 @@ mod e2e {
     mod events;
     mod ipc;
     mod messages;
+    mod phones;
     mod restart;
     mod shutdown;
     mod webhook;

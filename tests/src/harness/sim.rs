@@ -148,6 +148,44 @@ impl Sim {
         })
     }
 
+    /// Makes the phone of `from` (an account, or any other number: a contact) send `text` to
+    /// `to` (a user or group JID, or a phone number), end-to-end encrypted; returns the id.
+    ///
+    /// # Panics
+    /// When the sim refuses the send.
+    pub fn send_from_phone(&self, from: &str, to: &str, text: &str) -> String {
+        let body = serde_json::json!({ "from": from, "to": to, "text": text });
+        let (status, answer) = self.post("/send", &body);
+        assert_eq!(status, 200, "send refused: {answer}");
+        answer["id"].as_str().expect("id").to_owned()
+    }
+
+    /// What the phone of `who` (a phone number or user JID) decrypted:
+    /// `[{id, from, chat, text, kind, t[, error]}]`, oldest first.
+    pub fn inbox(&self, who: &str) -> Vec<Value> {
+        self.get(&format!("/inbox?jid={who}"))["messages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Waits until the phone of `who` has decrypted (or failed to decrypt) message `id`;
+    /// returns its inbox row.
+    pub fn wait_inbox(&self, who: &str, id: &str, deadline: Duration) -> Value {
+        wait_until(
+            &format!("message {id} at the phone of {who}"),
+            deadline,
+            || {
+                let inbox = self.inbox(who);
+                inbox
+                    .iter()
+                    .find(|m| m["id"] == id)
+                    .cloned()
+                    .ok_or_else(|| serde_json::to_string(&inbox).unwrap_or_default())
+            },
+        )
+    }
+
     /// The log lines so far.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()

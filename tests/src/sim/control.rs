@@ -19,6 +19,11 @@
 //!                   "messages_accepted","messages_relayed","receipts_relayed","usync_queries",
 //!                   "bundle_fetches","prekeys_consumed","client_acks","outbox_overflows","live"}
 //! GET  /relayed?jid=<device> → [{"tag","id","from","type","participant","encs","pending"}]
+//! POST /send     {"from":<phone>,"to":<jid or phone>,"text"}   → {"ok":true,"id"}
+//! GET  /inbox?jid=<phone or user jid>
+//!                → {"messages":[{"id","from","chat","text","kind","t"[,"error"]}],
+//!                   "receipts":[{"id","from","type"}]}
+//! POST /read     {"phone","id"[,"from"]}           → {"ok":true}
 //! ```
 //!
 //! 1. `/scan` returns once `pair-success` is on the socket (not after the 515 reconnect).
@@ -27,6 +32,14 @@
 //!    the phone unlinks it, and its next login fails with 401).
 //! 3. `/message` returns when the device acks (or receipts) the message, or after the timeout
 //!    (10 s by default) with `"acked":false`; 404 when the device is not logged in.
+//! 4. `/send` makes the phone (device 0) of `from` send, end-to-end encrypted (`peer`); a `from`
+//!    without an account becomes a contact (an account with only its phone). `to` is a user JID
+//!    (PN or LID), a group JID, or a phone number (PN; an unknown number becomes a contact too).
+//!    400 for a bad number or JID or a send to the sender's own account, 404 for an unknown
+//!    recipient or group, 403 when the sender is not a group member. `/inbox` lists what that
+//!    phone decrypted (`kind`: `text`, `dsm`, `other`, `undecryptable` with `error`), oldest
+//!    first, and the receipts its own sends got; `/read` sends a read receipt for a message in
+//!    the inbox (404 when it is not there).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +62,7 @@ use super::connection::Command;
 use super::delivery;
 use super::faults::Fault;
 use super::groups::{self, GroupRefused};
+use super::peer::{self, SendRefused};
 use super::phone::{self, Qr, ScanError, DEFAULT_PLATFORM};
 use super::registry::{masked, now, unix_now, LiveConfig};
 use super::Shared;
@@ -88,6 +102,9 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/config", post(config))
         .route("/sessions", get(sessions))
         .route("/stats", get(stats))
+        .route("/send", post(send))
+        .route("/inbox", get(inbox))
+        .route("/read", post(read))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
@@ -386,4 +403,85 @@ async fn stats(State(shared): State<Arc<Shared>>) -> Json<Value> {
     let mut stats = json!(registry.stats);
     stats["live"] = json!(registry.sessions().len());
     Json(stats)
+}
+
+/// A phone number as `/scan` takes it (400 otherwise).
+fn phone_number(text: &str) -> Result<String, ApiError> {
+    phone::check_phone(text)?;
+    Ok(text.to_owned())
+}
+
+impl From<SendRefused> for ApiError {
+    fn from(e: SendRefused) -> Self {
+        let status = match &e {
+            SendRefused::UnknownRecipient => StatusCode::NOT_FOUND,
+            SendRefused::NotMember => StatusCode::FORBIDDEN,
+            SendRefused::ToSelf | SendRefused::Refused(_) => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendBody {
+    from: Number,
+    to: Number,
+    text: String,
+}
+
+async fn send(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
+    let body: SendBody = parse(&body)?;
+    let from = phone_number(&body.from.text())?;
+    let to = body.to.text();
+    let now = unix_now();
+    let mut registry = shared.registry();
+    let to = if to.contains('@') {
+        parse_jid(&to)?
+    } else {
+        let phone = phone_number(&to)?;
+        registry.account_or_create(&phone, now);
+        Jid::new(phone, worker::wa::binary::jid::DEFAULT_USER_SERVER)
+    };
+    let id = peer::send_text(&mut registry, &from, &to, &body.text, now)?;
+    info!(from = %masked(&from), "phone sent a message");
+    Ok(Json(json!({ "ok": true, "id": id })))
+}
+
+#[derive(Debug, Deserialize)]
+struct InboxQuery {
+    jid: Option<String>,
+}
+
+async fn inbox(State(shared): State<Arc<Shared>>, Query(query): Query<InboxQuery>) -> ApiResult {
+    let text = query
+        .jid
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "jid is required"))?;
+    let jid = if text.contains('@') {
+        parse_jid(&text)?
+    } else {
+        Jid::new(
+            phone_number(&text)?,
+            worker::wa::binary::jid::DEFAULT_USER_SERVER,
+        )
+    };
+    let (messages, receipts) = peer::inbox(&shared.registry(), &jid)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such account"))?;
+    Ok(Json(json!({ "messages": messages, "receipts": receipts })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadBody {
+    phone: Number,
+    id: String,
+    #[allow(dead_code)]
+    from: Option<String>,
+}
+
+async fn read(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
+    let body: ReadBody = parse(&body)?;
+    let phone = phone_number(&body.phone.text())?;
+    peer::read(&mut shared.registry(), &phone, &body.id, unix_now())?;
+    Ok(Json(json!({ "ok": true })))
 }

@@ -84,8 +84,16 @@ pub(crate) fn enqueue(
 }
 
 /// Queues `stanza` for the device `jid` and writes it now if the device is logged in and
-/// active. Returns false when there is no such device.
+/// active; a stanza for device 0 goes to the phone's queue (`peer::drain` handles it). Returns
+/// false when there is no such device.
 pub(crate) fn deliver(registry: &mut Registry, jid: &Jid, stanza: Node) -> bool {
+    if jid.device == 0 {
+        let Some(phone) = registry.phone_of(jid).map(str::to_owned) else {
+            return false;
+        };
+        registry.phone_queue.push_back((phone, stanza));
+        return true;
+    }
     let live = registry
         .logged_in(jid)
         .filter(|(_, entry)| entry.active)

@@ -1,19 +1,18 @@
 //! Who has which devices and keys: the `usync` device/LID query and the `encrypt` prekey
 //! bundle fetch (wa-messaging.md §6.2–§6.4).
 //!
-//! 1. `<iq xmlns="usync" type="get"><usync …><query>…</query><list><user jid/>…</list></usync>`
-//!    → the same `<usync>` with a `<list>` holding, per user, `<devices>` (when `<devices/>` was
-//!    queried: a `<device-list>` of the paired companions with their `key-index`, and a
-//!    `<key-index-list>` signed by the account key) and `<lid val/>` (when `<lid/>` was queried
-//!    and the user was named by phone number). Device 0, the simulator's phone, is not a Signal
-//!    peer and is never listed. An unknown user gets an empty `<device-list/>` and no `<lid>`:
-//!    Baileys throws on the per-user `<error>` form, and an empty list means "nobody to
-//!    encrypt for" to every client.
+//! 1. `<iq xmlns="usync" type="get"><usync …><query>…</query><list><user jid/>…</list></usync>` →
+//!    the same `<usync>` with a `<list>` holding, per user, `<devices>` (when `<devices/>` was
+//!    queried: a `<device-list>` of the phone (device 0, a Signal peer: `peer`) and the paired
+//!    companions with their `key-index`, and a `<key-index-list>` signed by the account key) and
+//!    `<lid val/>` (when `<lid/>` was queried and the user was named by phone number). An unknown
+//!    user gets an empty `<device-list/>` and no `<lid>`: Baileys throws on the per-user `<error>`
+//!    form, and an empty list means "nobody to encrypt for" to every client.
 //! 2. `<iq xmlns="encrypt" type="get"><key><user jid=<device>/>…</key></iq>` → `<list>` with one
 //!    `<user jid>` per requested device: registration id, key type, identity, signed prekey and
 //!    one one-time prekey, which is consumed (removed from the device's stock); without
-//!    `<key>` when the stock is empty. A device that does not exist (device 0 included) gets
-//!    `<user jid><error code="406" text="not-acceptable"/></user>`.
+//!    `<key>` when the stock is empty. Device 0 answers with the phone's keys. A device that
+//!    does not exist gets `<user jid><error code="406" text="not-acceptable"/></user>`.
 
 use prost::Message as _;
 use worker::wa::binary::{Jid, Node};
@@ -97,18 +96,17 @@ fn devices_node(account: Option<&Account>, asked: &Jid, now: u64) -> Node {
     };
     let addressing = Addressing::of(asked).unwrap_or(Addressing::Pn);
     let companions: Vec<(u16, u32)> = account.companions().map(|d| (d.id, d.key_index)).collect();
-    let list = companions
-        .iter()
-        .map(|(id, key_index)| {
-            Node::new("device")
-                .attr("id", id.to_string())
-                .attr("key-index", key_index.to_string())
-        })
-        .collect();
+    let mut list = vec![Node::new("device").attr("id", "0")];
+    list.extend(companions.iter().map(|(id, key_index)| {
+        Node::new("device")
+            .attr("id", id.to_string())
+            .attr("key-index", key_index.to_string())
+    }));
     let hash = phash(
-        companions
-            .iter()
-            .map(|(id, _)| account.jid(addressing, *id)),
+        account
+            .signal_devices()
+            .into_iter()
+            .map(|id| account.jid(addressing, id)),
     );
     let mut children = vec![Node::new("device-list").attr("hash", hash).children(list)];
     if !companions.is_empty() {
@@ -164,14 +162,48 @@ pub(crate) fn bundles(registry: &mut Registry, request: &Node) -> Node {
     iq::result(request).children(vec![Node::new("list").children(users)])
 }
 
-/// One device's bundle, consuming its lowest one-time prekey.
-fn bundle(registry: &mut Registry, jid: &Jid) -> Option<Vec<Node>> {
+/// One device's published keys as the `encrypt` IQ hands them out (§6.4).
+#[derive(Clone, Debug)]
+pub(crate) struct Bundle {
+    pub(crate) registration_id: [u8; 4],
+    pub(crate) identity: [u8; 32],
+    pub(crate) skey_id: [u8; 3],
+    pub(crate) skey_value: [u8; 32],
+    pub(crate) skey_signature: [u8; 64],
+    pub(crate) prekey: Option<(u32, [u8; 32])>,
+}
+
+/// One device's bundle, consuming its lowest one-time prekey: a companion's uploaded keys, or
+/// the phone's (device 0, `peer`). Counts the fetch.
+pub(crate) fn take_bundle(registry: &mut Registry, jid: &Jid) -> Option<Bundle> {
     let phone = registry.phone_of(jid)?.to_owned();
-    if !registry.account(&phone)?.has_companion(jid.device) {
-        return None;
+    let bundle = if jid.device == 0 {
+        registry.peer_mut(&phone)?.take_bundle()
+    } else {
+        if !registry.account(&phone)?.has_companion(jid.device) {
+            return None;
+        }
+        let device = registry.account_mut(&phone)?.devices.get_mut(&jid.device)?;
+        let keys = &device.keys;
+        Bundle {
+            registration_id: keys.registration_id,
+            identity: keys.identity,
+            skey_id: keys.skey_id,
+            skey_value: keys.skey_value,
+            skey_signature: keys.skey_signature,
+            prekey: device.prekeys.pop_first(),
+        }
+    };
+    registry.stats.bundle_fetches += 1;
+    if bundle.prekey.is_some() {
+        registry.stats.prekeys_consumed += 1;
     }
-    let device = registry.account_mut(&phone)?.devices.get_mut(&jid.device)?;
-    let keys = &device.keys;
+    Some(bundle)
+}
+
+/// One device's bundle as `<user>` children.
+fn bundle(registry: &mut Registry, jid: &Jid) -> Option<Vec<Node>> {
+    let keys = take_bundle(registry, jid)?;
     let mut children = vec![
         Node::new("registration").bytes(keys.registration_id.to_vec()),
         Node::new("type").bytes(vec![5]),
@@ -182,16 +214,11 @@ fn bundle(registry: &mut Registry, jid: &Jid) -> Option<Vec<Node>> {
             Node::new("signature").bytes(keys.skey_signature.to_vec()),
         ]),
     ];
-    let prekey = device.prekeys.pop_first();
-    if let Some((id, value)) = prekey {
+    if let Some((id, value)) = keys.prekey {
         children.push(Node::new("key").children(vec![
             Node::new("id").bytes(id.to_be_bytes()[1..].to_vec()),
             Node::new("value").bytes(value.to_vec()),
         ]));
-    }
-    registry.stats.bundle_fetches += 1;
-    if prekey.is_some() {
-        registry.stats.prekeys_consumed += 1;
     }
     Some(children)
 }

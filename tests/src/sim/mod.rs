@@ -8,16 +8,18 @@
 //!              │                          login (success, IQs, acks); commands from other tasks
 //!              ├─ control               http://127.0.0.1:Q: /scan (phone), /message (delivery),
 //!              │                          /conflict /logout /drop /restart /error /end (faults),
-//!              │                          /group, /config, /sessions, /stats, /relayed
+//!              │                          /group, /config, /sessions, /stats, /relayed,
+//!              │                          /send /inbox /read (the phones as Signal peers)
 //!              └─ registry (one mutex)  accounts (PN and LID), devices, groups, live
 //!                                         connections, counters
 //! ```
 //!
-//! Between logged-in clients the simulator is WhatsApp's relay: `directory` answers device
-//! lists (usync) and hands out prekey bundles, `relay` fans `<message>`/`<receipt>` stanzas out
-//! to devices (opaque `<enc>` payloads, server acks with phash), `groups` keeps group
-//! membership, and `delivery` queues every copy per device until it is confirmed, replaying
-//! the queue as offline stanzas at the next login.
+//! Between logged-in clients the simulator is WhatsApp's relay: `directory` answers device lists
+//! (usync) and hands out prekey bundles, `relay` fans `<message>`/`<receipt>` stanzas out to
+//! devices (opaque `<enc>` payloads, server acks with phash), `groups` keeps group membership,
+//! `peer` makes every account's phone (device 0) a Signal peer that sends (`POST /send`), decrypts
+//! and answers receipts, and `delivery` queues every copy per device until it is confirmed,
+//! replaying the queue as offline stanzas at the next login.
 //!
 //! A pairing, end to end:
 //!
@@ -41,6 +43,7 @@ mod groups;
 mod iq;
 mod login;
 mod pairing;
+mod peer;
 pub mod phone;
 mod pki;
 pub mod registry;

@@ -5,6 +5,8 @@
 //!   ├─ accounts   phone → Account (identity key pair = the ADV account key, LID, rawID)
 //!   │               └─ devices  id → Device (noise key, Signal keys, prekeys, outbox, state)
 //!   ├─ lids       LID user → phone (every account is reachable by PN and by LID)
+//!   ├─ peers      phone → PhonePeer (device 0 as a Signal peer: keys, sessions, inbox)
+//!   ├─ phone_queue  stanzas relayed to some device 0, waiting for `peer::drain`
 //!   ├─ groups     group id → Group (subject, addressing mode, member phones)
 //!   ├─ conns      ConnId → ConnEntry (state, device JID once logged in, command channel,
 //!   │                                 the registration while pairing)
@@ -31,6 +33,7 @@ use worker::wa::xeddsa;
 use super::connection::Command;
 use super::faults::Fault;
 use super::pairing::{RefSchedule, RegistrationKeys};
+use super::peer::PhonePeer;
 use super::phone::PendingPair;
 
 /// A connection's number, unique for the simulator's lifetime.
@@ -122,6 +125,9 @@ pub struct SessionView {
 pub struct Registry {
     accounts: HashMap<String, Account>,
     lids: HashMap<String, String>,
+    peers: HashMap<String, PhonePeer>,
+    /// (phone, stanza) relayed to that account's device 0, oldest first.
+    pub(crate) phone_queue: VecDeque<(String, Node)>,
     pub(crate) groups: BTreeMap<String, Group>,
     conns: BTreeMap<ConnId, ConnEntry>,
     waiters: HashMap<String, oneshot::Sender<Confirmation>>,
@@ -444,6 +450,8 @@ impl Registry {
             };
             let identity_private = xeddsa::generate_private();
             self.lids.insert(lid.clone(), phone.to_owned());
+            self.peers
+                .insert(phone.to_owned(), PhonePeer::new(&identity_private));
             self.accounts.insert(
                 phone.to_owned(),
                 Account {
@@ -496,6 +504,27 @@ impl Registry {
     /// The account of `phone`.
     pub(crate) fn account_mut(&mut self, phone: &str) -> Option<&mut Account> {
         self.accounts.get_mut(phone)
+    }
+
+    /// The phone (device 0) of `phone` as a Signal peer.
+    pub(crate) fn peer_mut(&mut self, phone: &str) -> Option<&mut PhonePeer> {
+        self.peers.get_mut(phone)
+    }
+
+    /// The phone (device 0) of `phone` as a Signal peer.
+    pub(crate) fn peer(&self, phone: &str) -> Option<&PhonePeer> {
+        self.peers.get(phone)
+    }
+
+    /// Takes the phone's peer out while it works on other accounts; give it back with
+    /// [`Self::put_peer`].
+    pub(crate) fn take_peer(&mut self, phone: &str) -> Option<PhonePeer> {
+        self.peers.remove(phone)
+    }
+
+    /// Gives back what [`Self::take_peer`] took.
+    pub(crate) fn put_peer(&mut self, phone: &str, peer: PhonePeer) {
+        self.peers.insert(phone.to_owned(), peer);
     }
 
     /// A fresh group id (`120363…`, 18 digits).
@@ -643,12 +672,25 @@ impl Registry {
 }
 
 impl Account {
-    /// The paired companions: the devices other accounts' messages go to. Device 0, the
-    /// simulator's phone, is not a Signal peer and is never listed.
+    /// The paired companions. Device 0, the phone, is no [`Device`]: see
+    /// [`Self::signal_devices`].
     pub(crate) fn companions(&self) -> impl Iterator<Item = &Device> {
         self.devices
             .values()
             .filter(|d| d.state == DeviceState::Paired)
+    }
+
+    /// Every device messages go to: the phone (0, a Signal peer in `peer`) and the paired
+    /// companions.
+    pub(crate) fn signal_devices(&self) -> Vec<u16> {
+        std::iter::once(0)
+            .chain(self.companions().map(|d| d.id))
+            .collect()
+    }
+
+    /// Whether device `id` is the phone or a paired companion.
+    pub(crate) fn has_signal_device(&self, id: u16) -> bool {
+        id == 0 || self.has_companion(id)
     }
 
     /// Whether device `id` is a paired companion.

@@ -4,32 +4,33 @@
 //!
 //! 1. A 1:1 `<message to=<user> id type><participants><to jid=<device>><enc/></to>…` from a
 //!    logged-in device: every `<to jid>` must be in the namespace of `to` (PN or LID) and name a
-//!    device of the recipient or of the sender's own account, each once (else ack error 400).
-//!    Each paired companion named (never the sending device) gets
-//!    `<message from=<sender device> id t type [notify] sender_lid|sender_pn=<sender, other
-//!    namespace>><enc/>[<device-identity>]</message>`; a copy for one of the sender's own
-//!    devices (a DSM) carries `recipient=<to>` instead of the alternate. Without
-//!    `<participants>`, the top-level `<enc>` goes to the device `to` names (a retry resend);
-//!    device 0, the simulator's phone, is no Signal peer: what is addressed to it is dropped.
-//! 2. A group `<message to=<id>@g.us addressing_mode>` with a top-level `<enc type="skmsg">`
-//!    and optional `<participants>` of pairwise SKDM encs: every member's paired companion but
-//!    the sending device gets `<message from=<group> participant=<sender device>
+//!    device of the recipient or of the sender's own account, each once (else ack error 400). Each
+//!    device named (a paired companion or the phone, device 0, a Signal peer in `peer`; never the
+//!    sending device) gets `<message from=<sender device> id t type [notify]
+//!    sender_lid|sender_pn=<sender, other namespace>><enc/>[<device-identity>]</message>`; a copy
+//!    for one of the sender's own devices (a DSM) carries `recipient=<to>` instead of the
+//!    alternate. Without `<participants>`, the top-level `<enc>` goes to the device `to` names (a
+//!    retry resend).
+//! 2. A group `<message to=<id>@g.us addressing_mode>` with a top-level `<enc type="skmsg">` and
+//!    optional `<participants>` of pairwise SKDM encs: every member's device (phone and paired
+//!    companions) but the sending device gets `<message from=<group> participant=<sender device>
 //!    addressing_mode participant_pn|participant_lid id t type [notify]>` with its own pairwise
-//!    `<enc>` (if any) first, then the skmsg. With a `participant` attribute (a retry resend)
-//!    only that device gets the stanza.
-//! 3. The sender gets the server ack `<ack class="message" id from=<to> t [phash]/>`, phash
-//!    (§6.8, standard base64) over the devices the server would fan out to: the recipients'
-//!    companions plus the sender's other companions. Refusals: 479 malformed stanza, 400 mixed
+//!    `<enc>` (if any) first, then the skmsg. With a `participant` attribute (a retry resend) only
+//!    that device gets the stanza.
+//! 3. The sender gets the server ack `<ack class="message" id from=<to> t [phash]/>`, phash (§6.8,
+//!    standard base64) over the devices the server would fan out to: the recipients' devices plus
+//!    the sender's other devices (phones included). Refusals: 479 malformed stanza, 400 mixed
 //!    namespaces or a device listed twice or one of a third account, 404 unknown recipient or
 //!    group, 403 sender not a group member.
 //! 4. A `<receipt to id [type] [participant] [recipient]>` goes to the original sender's
-//!    companions (a `retry` receipt only to the device `to`/`participant` names) as
+//!    devices (a `retry` receipt only to the device `to`/`participant` names) as
 //!    `<receipt from=<receiving device> id [type] [recipient] t>` (1:1) or `<receipt
 //!    from=<group> participant=<receiving device> id [type] t>` (group), children kept; the
 //!    receiving device gets `<ack class="receipt" id from=<to> [type] [participant]/>`.
 //!
 //! Every copy goes through `delivery::deliver`: queued while the device is offline or passive,
-//! kept until the device confirms it.
+//! kept until the device confirms it; a copy for device 0 reaches the sim's phone, which
+//! decrypts and answers it (`peer`) once the client's stanza has been relayed.
 
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine as _;
@@ -39,6 +40,7 @@ use worker::wa::binary::jid::GROUP_SERVER;
 use worker::wa::binary::{Jid, Node};
 
 use super::delivery::deliver;
+use super::peer;
 use super::registry::{jid_in, Addressing, ConnId, Registry};
 
 /// Why the server refused a `<message>`; the ack's `error`.
@@ -74,9 +76,22 @@ struct Fanout {
     phash: Option<String>,
 }
 
-/// Steps 1–3: relays a client `<message>` and answers with the server ack.
+/// Steps 1–3: relays a client `<message>` and answers with the server ack; then the phones
+/// handle what reached them (`peer::drain`).
 pub(crate) fn on_message(registry: &mut Registry, conn: ConnId, message: &Node, now: u64) -> Node {
     let sender = registry.conn(conn).and_then(|c| c.jid.clone());
+    let ack = relay_message(registry, sender, message, now);
+    peer::drain(registry, now);
+    ack
+}
+
+/// Steps 1–3 for a message from the device `sender` (a connection's, or a phone's).
+pub(crate) fn relay_message(
+    registry: &mut Registry,
+    sender: Option<Jid>,
+    message: &Node,
+    now: u64,
+) -> Node {
     let fanout = match (sender, jid_in(message, "to")) {
         (Some(sender), Some(to)) if message.attr_str("id").is_some() => {
             if to.server == GROUP_SERVER {
@@ -106,14 +121,14 @@ pub(crate) fn on_message(registry: &mut Registry, conn: ConnId, message: &Node, 
                     registry.stats.messages_relayed += 1;
                 }
             }
-            debug!(conn_id = %conn, copies, "message relayed");
+            debug!(copies, "message relayed");
             match fanout.phash {
                 Some(phash) => ack.attr("phash", phash),
                 None => ack,
             }
         }
         Err(refused) => {
-            debug!(conn_id = %conn, error = %refused, "message refused");
+            debug!(error = %refused, "message refused");
             ack.attr("error", refused.code())
         }
     }
@@ -196,7 +211,7 @@ fn direct_fanout(
             _ => return Err(Refused::Addressing),
         };
         let is_sender = account.phone == own.phone && jid.device == sender.device;
-        if is_sender || !account.has_companion(jid.device) {
+        if is_sender || !account.has_signal_device(jid.device) {
             continue;
         }
         let mut stanza = relayed_head(
@@ -223,11 +238,16 @@ fn direct_fanout(
     }
     if listed.is_some() {
         let mut devices: Vec<Jid> = recipient
-            .companions()
-            .map(|d| recipient.jid(addressing, d.id))
+            .signal_devices()
+            .into_iter()
+            .map(|d| recipient.jid(addressing, d))
             .collect();
         if recipient.phone != own.phone {
-            devices.extend(own.companions().map(|d| own.jid(addressing, d.id)));
+            devices.extend(
+                own.signal_devices()
+                    .into_iter()
+                    .map(|d| own.jid(addressing, d)),
+            );
         }
         devices.retain(|d| !(d.user == own.jid(addressing, 0).user && d.device == sender.device));
         fanout.phash = Some(phash(devices));
@@ -278,20 +298,20 @@ fn group_fanout(
         let Some(member) = registry.account(phone) else {
             continue;
         };
-        for device in member.companions() {
-            if member.phone == own.phone && device.id == sender.device {
+        for device in member.signal_devices() {
+            if member.phone == own.phone && device == sender.device {
                 continue;
             }
-            everyone.push(member.jid(addressing, device.id));
+            everyone.push(member.jid(addressing, device));
             if only
                 .as_ref()
-                .is_some_and(|(p, d)| *p != member.phone || *d != device.id)
+                .is_some_and(|(p, d)| *p != member.phone || *d != device)
             {
                 continue;
             }
             let mut encs: Vec<Node> = pairwise
                 .iter()
-                .filter(|(p, d, _)| *p == member.phone && *d == device.id)
+                .filter(|(p, d, _)| *p == member.phone && *d == device)
                 .map(|(_, _, enc)| enc.clone())
                 .collect();
             encs.extend(shared.iter().cloned());
@@ -310,15 +330,29 @@ fn group_fanout(
             .children(with_identity(message, encs));
             fanout
                 .copies
-                .push((member.jid(Addressing::Pn, device.id), stanza));
+                .push((member.jid(Addressing::Pn, device), stanza));
         }
     }
     fanout.phash = Some(phash(everyone));
     Ok(fanout)
 }
 
-/// Step 4: relays a client `<receipt>` and answers with the server's ack.
+/// Step 4: relays a client `<receipt>` and answers with the server's ack; then the phones
+/// handle what reached them (`peer::drain`).
 pub(crate) fn on_receipt(registry: &mut Registry, conn: ConnId, receipt: &Node, now: u64) -> Node {
+    let receiver = registry.conn(conn).and_then(|c| c.jid.clone());
+    let ack = relay_receipt(registry, receiver, receipt, now);
+    peer::drain(registry, now);
+    ack
+}
+
+/// Step 4 for a receipt from the device `receiver` (a connection's, or a phone's).
+pub(crate) fn relay_receipt(
+    registry: &mut Registry,
+    receiver: Option<Jid>,
+    receipt: &Node,
+    now: u64,
+) -> Node {
     let mut ack = Node::new("ack").attr("class", "receipt").attr(
         "id",
         receipt.attr_str("id").unwrap_or_default().into_owned(),
@@ -331,7 +365,6 @@ pub(crate) fn on_receipt(registry: &mut Registry, conn: ConnId, receipt: &Node, 
             ack.set_attr(key.into(), value.clone());
         }
     }
-    let receiver = registry.conn(conn).and_then(|c| c.jid.clone());
     let (Some(receiver), Some(to)) = (receiver, jid_in(receipt, "to")) else {
         return ack;
     };
@@ -390,10 +423,11 @@ fn receipt_copies(
         head = head.children(receipt.children_slice().to_vec());
     }
     target
-        .companions()
-        .filter(|d| !(target.phone == own.phone && d.id == receiver.device))
-        .filter(|d| !retry || d.id == original.device)
-        .map(|d| (target.jid(Addressing::Pn, d.id), head.clone()))
+        .signal_devices()
+        .into_iter()
+        .filter(|d| !(target.phone == own.phone && *d == receiver.device))
+        .filter(|d| !retry || *d == original.device)
+        .map(|d| (target.jid(Addressing::Pn, d), head.clone()))
         .collect()
 }
 

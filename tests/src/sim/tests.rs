@@ -27,6 +27,7 @@ use super::{Sim, SimConfig};
 use crate::harness::http;
 
 mod messaging;
+mod phone;
 
 /// Deadline for anything that happens within milliseconds on an idle machine.
 const DEADLINE: Duration = Duration::from_secs(5);
