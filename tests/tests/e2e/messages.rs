@@ -259,3 +259,57 @@ fn two_accounts_message_each_other_through_the_server_with_receipts() {
     let a = sup.account("alice");
     assert!(a["lastMessageAt"].is_string(), "{a}");
 }
+
+#[test]
+fn a_contact_and_the_account_exchange_texts_and_the_phone_gets_the_copy() {
+    let sim = Sim::start(&[]);
+    let volume = Volume::new();
+    let sup = start(&volume, &sim, &[]);
+    pair(&sup, &sim, "desk", "15550005555");
+
+    // A contact (a phone with no companion) writes: a pkmsg to the worker and to the phone.
+    let id = sim.send_from_phone("15550006666", "15550005555", "hello desk");
+    let got = wait_until("the worker records it", STATE_DEADLINE, || {
+        let list = sup
+            .call(
+                "GET",
+                "/api/whatsapp/accounts/desk/messages?direction=in",
+                None,
+            )
+            .json();
+        list["messages"]
+            .as_array()
+            .and_then(|m| m.iter().find(|x| x["id"] == id.as_str()).cloned())
+            .ok_or_else(|| list.to_string())
+    });
+    assert_eq!(got["text"], "hello desk");
+    assert_eq!(got["from"], "15550006666@s.whatsapp.net");
+
+    // The account answers: the contact decrypts it, and the account's phone its own copy.
+    let (status, body) = send(
+        &sup,
+        "desk",
+        &json!({"to": "+15550006666", "text": "hello contact"}),
+    );
+    assert_eq!(status, 202, "{body}");
+    let reply = body["message"]["id"].as_str().expect("id").to_owned();
+    let at_contact = sim.wait_inbox("15550006666", &reply, STATE_DEADLINE);
+    assert_eq!(at_contact["text"], "hello contact");
+    let copy = sim.wait_inbox("15550005555", &reply, STATE_DEADLINE);
+    assert_eq!(copy["kind"], "dsm", "{copy}");
+    assert_eq!(copy["text"], "hello contact");
+    wait_until("delivered", STATE_DEADLINE, || {
+        let m = sup
+            .call(
+                "GET",
+                &format!("/api/whatsapp/accounts/desk/messages/{reply}"),
+                None,
+            )
+            .json();
+        if m["message"]["status"] == "delivered" {
+            Ok(())
+        } else {
+            Err(m.to_string())
+        }
+    });
+}
