@@ -6,7 +6,8 @@
 //   3. wafleet sends Baileys a text through POST …/messages: Baileys decrypts it, and its
 //      delivery receipt makes the message `delivered` in wafleet;
 //   4. the supervisor restarts; both directions again, on the stored sessions;
-//   5. a group with both: Baileys' group text (SKDM + skmsg) reaches wafleet.
+//   5. a group with both: Baileys' group text (SKDM + skmsg) reaches wafleet, and wafleet's
+//      (its own sender key) reaches Baileys, twice.
 // Real libsignal decrypts what wafleet encrypts and wafleet decrypts what real libsignal
 // encrypts. Exit 0 means every step happened; anything else prints why and exits 1.
 import { spawn } from 'node:child_process';
@@ -300,9 +301,16 @@ async function main() {
     const group = await post(`${info.control_url}/group`, { subject: 'wafleet interop', participants: [PHONE_W, PHONE_B], addressing_mode: 'lid' });
     const inGroup = await b.sock.sendMessage(group.jid, { text: 'group hello from Baileys' });
     await expectInbox(sup, 'Baileys\' group text', (m) => m.id === inGroup.key.id && m.chat === group.jid && m.text === 'group hello from Baileys');
+    // wafleet's own sender key: its SKDM pairwise to Baileys, then the skmsg.
+    for (const text of ['group hello from wafleet', 'and again, on the same key']) {
+      const { status, json } = await api(sup, 'POST', `/api/whatsapp/accounts/${ACCOUNT}/messages`, { to: group.jid, text });
+      if (status !== 202) throw new Error(`group send answered ${status}: ${JSON.stringify(json)}`);
+      const key = await b.receive(`wafleet's group text "${text}"`, (k, t) => t === text && k.remoteJid === group.jid && k.id === json.message.id);
+      log(`Baileys decrypted wafleet's group text "${text}" from`, key.participant);
+    }
 
     await b.disconnect();
-    log('OK: Baileys and wafleet exchanged 1:1 texts both ways (before and after a restart) and a group text');
+    log('OK: Baileys and wafleet exchanged 1:1 texts both ways (before and after a restart) and group texts both ways');
   } finally {
     clearTimeout(timer);
     if (sup) await stopSupervisor(sup).catch(() => sup.child.kill('SIGKILL'));

@@ -313,3 +313,59 @@ fn a_contact_and_the_account_exchange_texts_and_the_phone_gets_the_copy() {
         }
     });
 }
+
+#[test]
+fn the_account_writes_to_a_group_with_its_sender_key() {
+    let sim = Sim::start(&[]);
+    let volume = Volume::new();
+    let sup = start(&volume, &sim, &[]);
+    pair(&sup, &sim, "team", "15550007001");
+    // Two contacts, known to the sim once they have spoken.
+    sim.send_from_phone("15550007002", "15550007001", "hi");
+    sim.send_from_phone("15550007003", "15550007001", "hi");
+    let (code, group) = sim.post(
+        "/group",
+        &json!({"subject": "team", "participants": ["15550007001", "15550007002", "15550007003"], "addressing_mode": "lid"}),
+    );
+    assert_eq!(code, 200, "{group}");
+    let gid = group["jid"].as_str().expect("jid").to_owned();
+
+    for text in ["first to the group", "second to the group"] {
+        let (status, body) = send(&sup, "team", &json!({"to": gid, "text": text}));
+        assert_eq!(status, 202, "{body}");
+        let id = body["message"]["id"].as_str().expect("id").to_owned();
+        for member in ["15550007002", "15550007003"] {
+            let got = sim.wait_inbox(member, &id, STATE_DEADLINE);
+            assert_eq!(got["text"], text, "{got}");
+            assert_eq!(got["chat"], gid.as_str());
+        }
+        wait_until("sent", STATE_DEADLINE, || {
+            let m = sup
+                .call(
+                    "GET",
+                    &format!("/api/whatsapp/accounts/team/messages/{id}"),
+                    None,
+                )
+                .json();
+            if ["sent", "delivered", "read"]
+                .contains(&m["message"]["status"].as_str().unwrap_or(""))
+            {
+                Ok(())
+            } else {
+                Err(m.to_string())
+            }
+        });
+    }
+    // The worker remembers who holds its key: every member device (the contacts' phones and
+    // its own account's phone), so the second message carried no SKDM.
+    let id = gid.trim_end_matches("@g.us");
+    let memory: Value = serde_json::from_slice(
+        &std::fs::read(volume.sessions().join(format!("team/groups/{id}.json"))).expect("memory"),
+    )
+    .expect("json");
+    let holders: Vec<&str> = memory["holders"]
+        .as_array()
+        .map(|h| h.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert_eq!(holders.len(), 3, "{memory}");
+}

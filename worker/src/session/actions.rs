@@ -16,6 +16,7 @@ use ipc_protocol::MessageRecord;
 
 use super::retry::RetryReceipt;
 use crate::store::creds::Creds;
+use crate::store::groups::GroupMemory;
 use crate::store::signal::Address;
 use crate::wa::binary::Node;
 
@@ -70,6 +71,13 @@ pub(crate) enum Persist {
         sender: Address,
         /// The record's bytes.
         record: Vec<u8>,
+    },
+    /// What we remember of a group's members and key holders.
+    GroupMemory {
+        /// The group JID.
+        group: String,
+        /// The memory.
+        memory: GroupMemory,
     },
     /// A message to record (a cursor of 0 is assigned); once durable it is reported.
     Message(MessageRecord),

@@ -80,7 +80,8 @@ fn on_iq(ctx: &mut Ctx<'_>, iq: &Node) -> Actions {
         Purpose::PrekeyCount if ok => login::on_prekey_count(ctx, iq),
         Purpose::Devices if ok => send::on_devices(ctx, iq),
         Purpose::Bundles if ok => send::on_bundles(ctx, iq),
-        Purpose::Devices | Purpose::Bundles => send::on_iq_error(ctx, iq),
+        Purpose::GroupInfo if ok => send::on_group_info(ctx, iq),
+        Purpose::Devices | Purpose::Bundles | Purpose::GroupInfo => send::on_iq_error(ctx, iq),
         Purpose::PrekeyCount | Purpose::PrekeyUpload | Purpose::Active => {
             if !ok {
                 warn!(?purpose, %iq, "iq failed");

@@ -24,6 +24,7 @@ mod connect;
 mod decrypt;
 mod dispatch;
 mod events;
+mod group;
 mod keepalive;
 mod login;
 mod logout;
@@ -55,6 +56,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::{WaVersion, WorkerArgs};
 use crate::ipc::Link;
 use crate::store::creds::{Creds, CredsStore, Loaded};
+use crate::store::groups::GroupStore;
 use crate::store::messages::MessageStore;
 use crate::store::secret::{Blob, Secret};
 use crate::store::signal::{KeyStore, KeyStoreError};
@@ -138,6 +140,7 @@ async fn sleep_until_some(at: Option<Instant>) {
 pub(crate) struct Session {
     store: CredsStore,
     keys: KeyStore,
+    groups: GroupStore,
     backoff: Backoff,
     ws_url: String,
     root: [u8; 32],
@@ -165,6 +168,7 @@ impl Session {
         Session {
             store: CredsStore::new(&args.account_dir()),
             keys: KeyStore::new(&args.account_dir()),
+            groups: GroupStore::new(&args.account_dir()),
             backoff: args.backoff(),
             ws_url: c.wa_ws_url.clone(),
             root: c.wa_trust_root.map_or(WA_ROOT_KEY, |r| r.0),
@@ -322,6 +326,7 @@ impl Session {
         let mut ctx = Ctx {
             creds: self.creds.as_ref(),
             keys: &self.keys,
+            groups: &self.groups,
             messages: self.messages.as_ref(),
             settings: &self.settings,
             requests: &mut live.requests,
@@ -440,6 +445,10 @@ impl Session {
                 .keys
                 .store_sender_key(&group, &sender, &record)
                 .map_err(SessionError::Keys)?,
+            Persist::GroupMemory { group, memory } => self
+                .groups
+                .save(&group, &memory)
+                .map_err(SessionError::Store)?,
             Persist::Message(mut record) => {
                 let Some(store) = self.messages.as_mut() else {
                     return Err(SessionError::Store(io::Error::other(

@@ -22,6 +22,8 @@ pub(crate) enum Purpose {
     Devices,
     /// The prekey bundles for the message in flight.
     Bundles,
+    /// The metadata of the group the message in flight goes to.
+    GroupInfo,
 }
 
 /// Ids and the IQs awaiting an answer, for one connection.
@@ -64,6 +66,20 @@ impl Requests {
         } else {
             node.children(children)
         }
+    }
+
+    /// As [`Requests::iq`], addressed to `to` instead of the server.
+    pub(crate) fn iq_to(
+        &mut self,
+        purpose: Purpose,
+        to: Jid,
+        xmlns: &str,
+        kind: &str,
+        children: Vec<Node>,
+    ) -> Node {
+        let mut node = self.iq(purpose, xmlns, kind, children);
+        node.set_attr("to".into(), crate::wa::binary::AttrValue::Jid(to));
+        node
     }
 
     /// Takes the purpose of the IQ answered by `id`, if it is one of ours.

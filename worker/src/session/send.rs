@@ -27,12 +27,15 @@ use tracing::{debug, info, warn};
 use super::actions::{Actions, Persist};
 use super::bundles;
 use super::decrypt::{signal_jid, Own};
+use super::group::{self, GroupInfo};
 use super::request::Purpose;
 use super::stage::Ctx;
 use super::usync::{self, UserDevices};
 use crate::signal::{self, PreKeyBundle, SessionRecord};
 use crate::store::signal::Address;
-use crate::wa::binary::jid::{GROUP_SERVER, HIDDEN_USER_SERVER};
+use crate::wa::binary::jid::{
+    DEFAULT_USER_SERVER, GROUP_SERVER, HIDDEN_USER_SERVER, HOSTED_LID_SERVER, HOSTED_SERVER,
+};
 use crate::wa::binary::{Jid, Node};
 use crate::wa::e2e;
 
@@ -56,15 +59,27 @@ pub(crate) struct Outbound {
 /// The step a message in flight waits in.
 #[derive(Debug)]
 pub(crate) enum Step {
-    /// The usync answer.
-    Devices,
+    /// The group's metadata (groups only).
+    GroupInfo,
+    /// The usync answer; for a group, with what its metadata said.
+    Devices(Option<GroupInfo>),
     /// The bundles of the devices without a session.
     Bundles {
         /// Every device to encrypt for, as the wire names them.
         targets: Vec<Jid>,
+        /// For a group: the plan for our sender key.
+        group: Option<Box<GroupSend>>,
     },
     /// The server's ack of the `<message>`.
     Ack,
+}
+
+/// A group send between its steps.
+#[derive(Debug)]
+pub(crate) struct GroupSend {
+    info: GroupInfo,
+    plan: group::Plan,
+    own_address: Address,
 }
 
 /// Step 1. Called by the session after every decision while something is queued.
@@ -91,14 +106,19 @@ pub(crate) fn pump(ctx: &mut Ctx<'_>) -> Actions {
     let Ok(chat) = record.chat.parse::<Jid>() else {
         return fail(record, "the recipient is not a JID");
     };
-    if chat.server == GROUP_SERVER {
-        return fail(record, "sending to groups is not supported yet");
-    }
     debug!(id = %record.id, "sending");
-    let own_user = Jid::new(
-        own.pn_user.clone(),
-        crate::wa::binary::jid::DEFAULT_USER_SERVER,
-    );
+    if chat.server == GROUP_SERVER {
+        let iq = ctx
+            .requests
+            .iq_to(Purpose::GroupInfo, chat, "w:g2", "get", group::info_query());
+        *ctx.outbound = Some(Outbound {
+            record,
+            step: Step::GroupInfo,
+            deadline: ctx.now + SEND_DEADLINE,
+        });
+        return Actions::send(iq);
+    }
+    let own_user = Jid::new(own.pn_user.clone(), DEFAULT_USER_SERVER);
     let users = if chat.server == HIDDEN_USER_SERVER {
         let own_lid = own
             .lid_user
@@ -118,17 +138,55 @@ pub(crate) fn pump(ctx: &mut Ctx<'_>) -> Actions {
     );
     *ctx.outbound = Some(Outbound {
         record,
-        step: Step::Devices,
+        step: Step::Devices(None),
         deadline: ctx.now + SEND_DEADLINE,
     });
     Actions::send(iq)
 }
 
-/// Step 2.
-pub(crate) fn on_devices(ctx: &mut Ctx<'_>, result: &Node) -> Actions {
-    let Some(out) = ctx.outbound.take_if(|o| matches!(o.step, Step::Devices)) else {
+/// Groups, step 1: the metadata; then the device lists of every member.
+pub(crate) fn on_group_info(ctx: &mut Ctx<'_>, result: &Node) -> Actions {
+    let Some(out) = ctx.outbound.take_if(|o| matches!(o.step, Step::GroupInfo)) else {
         return Actions::none();
     };
+    let Some(own) = ctx.creds.and_then(Own::of) else {
+        return Actions::none();
+    };
+    let Some(info) = group::parse_info(result) else {
+        return fail(out.record, "the group's metadata could not be read");
+    };
+    if !info.members.iter().any(|m| own.is_me(m)) {
+        return fail(out.record, "this account is not a member of the group");
+    }
+    let mut actions = Actions::none();
+    for (pn, lid) in &info.mappings {
+        actions = actions.and_persist(Persist::LidMapping {
+            pn: pn.clone(),
+            lid: lid.clone(),
+        });
+    }
+    let sid = format!("{}", rand::random::<u64>());
+    let iq = ctx.requests.iq(
+        Purpose::Devices,
+        "usync",
+        "get",
+        usync::devices_query(&sid, &info.members),
+    );
+    *ctx.outbound = Some(Outbound {
+        step: Step::Devices(Some(info)),
+        ..out
+    });
+    actions.and_send(iq)
+}
+
+/// Step 2.
+pub(crate) fn on_devices(ctx: &mut Ctx<'_>, result: &Node) -> Actions {
+    let Some(mut out) = ctx.outbound.take_if(|o| matches!(o.step, Step::Devices(_))) else {
+        return Actions::none();
+    };
+    if let Step::Devices(Some(info)) = std::mem::replace(&mut out.step, Step::Devices(None)) {
+        return on_group_devices(ctx, out, info, result);
+    }
     let (Some(creds), Ok(chat)) = (ctx.creds, out.record.chat.parse::<Jid>()) else {
         return Actions::none();
     };
@@ -144,9 +202,7 @@ pub(crate) fn on_devices(ctx: &mut Ctx<'_>, result: &Node) -> Actions {
     let mut actions = Actions::none();
     let mut learned = Vec::new();
     for u in &users {
-        if let (Some(lid), crate::wa::binary::jid::DEFAULT_USER_SERVER) =
-            (&u.lid, u.user.server.as_str())
-        {
+        if let (Some(lid), DEFAULT_USER_SERVER) = (&u.lid, u.user.server.as_str()) {
             learned.push((u.user.user.clone(), lid.user.clone()));
             actions = actions.and_persist(Persist::LidMapping {
                 pn: u.user.user.clone(),
@@ -200,10 +256,227 @@ pub(crate) fn on_devices(ctx: &mut Ctx<'_>, result: &Node) -> Actions {
         bundles::bundles_query(&missing),
     );
     *ctx.outbound = Some(Outbound {
-        step: Step::Bundles { targets },
+        step: Step::Bundles {
+            targets,
+            group: None,
+        },
         ..out
     });
     actions.and_send(iq)
+}
+
+/// Groups, step 2: plan our sender key, fetch bundles for key holders-to-be without a session.
+fn on_group_devices(ctx: &mut Ctx<'_>, out: Outbound, info: GroupInfo, result: &Node) -> Actions {
+    let (Some(creds), Ok(chat)) = (ctx.creds, out.record.chat.parse::<Jid>()) else {
+        return Actions::none();
+    };
+    let Some(own) = Own::of(creds) else {
+        return Actions::none();
+    };
+    let own_device = creds
+        .me
+        .as_ref()
+        .and_then(|m| m.jid.parse::<Jid>().ok())
+        .map_or(0, |j| j.device);
+    let own_jid = match (info.mode.as_str(), own.lid_user.clone()) {
+        ("lid", Some(lid)) => Jid::device(lid, HIDDEN_USER_SERVER, own_device),
+        _ => Jid::device(own.pn_user.clone(), DEFAULT_USER_SERVER, own_device),
+    };
+    let Some(own_address) = Address::from_jid(&own_jid) else {
+        return fail(out.record, "our own address is not valid");
+    };
+    let devices: Vec<Jid> = usync::parse_devices(result)
+        .into_iter()
+        .flat_map(|u| u.devices)
+        .filter(|d| {
+            *d != own_jid && !matches!(d.server.as_str(), HOSTED_SERVER | HOSTED_LID_SERVER)
+        })
+        .filter(|d| !(own.is_me(&d.to_non_ad()) && d.device == own_device))
+        .collect();
+    let plan = group::plan(
+        ctx.keys,
+        ctx.groups,
+        &chat,
+        &own_address,
+        &info.members,
+        &devices,
+    );
+    let learned = info.mappings.clone();
+    let missing: Vec<Jid> = plan
+        .needs_key
+        .iter()
+        .filter(|d| !has_session(ctx, d, &learned))
+        .map(|d| signal_jid(ctx.keys, d, &learned))
+        .collect();
+    let send = Box::new(GroupSend {
+        info,
+        plan,
+        own_address,
+    });
+    if missing.is_empty() {
+        return finish_group(ctx, out.record, send, Vec::new());
+    }
+    let iq = ctx.requests.iq(
+        Purpose::Bundles,
+        "encrypt",
+        "get",
+        bundles::bundles_query(&missing),
+    );
+    *ctx.outbound = Some(Outbound {
+        step: Step::Bundles {
+            targets: Vec::new(),
+            group: Some(send),
+        },
+        ..out
+    });
+    Actions::send(iq)
+}
+
+/// Groups, step 3: the SKDM pairwise to the devices that lack our key, the skmsg for all.
+fn finish_group(
+    ctx: &mut Ctx<'_>,
+    record: MessageRecord,
+    send: Box<GroupSend>,
+    fresh: Vec<(Jid, PreKeyBundle)>,
+) -> Actions {
+    let Some(creds) = ctx.creds else {
+        return Actions::none();
+    };
+    let Some(own) = Own::of(creds) else {
+        return Actions::none();
+    };
+    let Ok(chat) = record.chat.parse::<Jid>() else {
+        return fail(record, "the group is not a JID");
+    };
+    let GroupSend {
+        info,
+        mut plan,
+        own_address,
+    } = *send;
+    let Some(payload) = group::distribution_payload(&chat, &plan.own) else {
+        return fail(record, "our sender key could not be distributed");
+    };
+    let mut actions = Actions::none();
+    let mut participants = Vec::new();
+    let mut any_pkmsg = false;
+    let mut unreached = Vec::new();
+    for device in &plan.needs_key {
+        match seal_for(ctx, &own, device, &info.mappings, &fresh, &payload) {
+            Some((to, change, pkmsg)) => {
+                any_pkmsg |= pkmsg;
+                participants.push(to);
+                actions = actions.and_persist(change);
+            }
+            None => unreached.push(device.to_string()),
+        }
+    }
+    plan.memory.holders.retain(|h| !unreached.contains(h));
+    let Some((skmsg, changes)) = group::seal(&chat, &own_address, plan, &record) else {
+        return merge(
+            actions,
+            fail(record, "the group message could not be encrypted"),
+        );
+    };
+    for change in changes {
+        actions = actions.and_persist(change);
+    }
+    let mut children = Vec::new();
+    if !participants.is_empty() {
+        children.push(Node::new("participants").children(participants));
+    }
+    if any_pkmsg {
+        if let Some(account) = &creds.account {
+            children.push(Node::new("device-identity").bytes(account.0.clone()));
+        }
+    }
+    children.push(skmsg);
+    let stanza = Node::new("message")
+        .attr("id", record.id.clone())
+        .attr("type", "text")
+        .attr("addressing_mode", info.mode.clone())
+        .jid_attr("to", chat)
+        .children(children);
+    info!(id = %record.id, "group message sent to the server");
+    *ctx.outbound = Some(Outbound {
+        record,
+        step: Step::Ack,
+        deadline: ctx.now + SEND_DEADLINE,
+    });
+    actions.and_send(stanza)
+}
+
+/// Whether `device` has a session to encrypt with.
+fn has_session(ctx: &Ctx<'_>, device: &Jid, learned: &[(String, String)]) -> bool {
+    Address::from_jid(&signal_jid(ctx.keys, device, learned)).is_some_and(|a| {
+        ctx.keys
+            .session(&a)
+            .ok()
+            .flatten()
+            .and_then(|b| SessionRecord::from_bytes(&b).ok())
+            .is_some_and(|r| r.has_current_session())
+    })
+}
+
+/// Encrypts `payload` (unpadded) for `device`: its `<to>`, the session to persist, and whether
+/// it is a pkmsg. `None` when the device has no session and no bundle came.
+fn seal_for(
+    ctx: &Ctx<'_>,
+    own: &Own,
+    device: &Jid,
+    learned: &[(String, String)],
+    fresh: &[(Jid, PreKeyBundle)],
+    payload: &[u8],
+) -> Option<(Node, Persist, bool)> {
+    let keyed = signal_jid(ctx.keys, device, learned);
+    let addr = Address::from_jid(&keyed)?;
+    let bundle = fresh
+        .iter()
+        .find(|(j, _)| *j == keyed || j == device)
+        .map(|(_, b)| b);
+    let mut session = match bundle {
+        Some(bundle) => {
+            let mut s = SessionRecord::new();
+            if let Err(e) = s.process_bundle(&own.identity, bundle, &mut OsRng) {
+                warn!(device = %device, error = %e, "bundle refused; device skipped");
+                return None;
+            }
+            s
+        }
+        None => {
+            let s = ctx
+                .keys
+                .session(&addr)
+                .ok()
+                .flatten()
+                .and_then(|b| SessionRecord::from_bytes(&b).ok())?;
+            if !s.has_current_session() {
+                debug!(device = %device, "no session and no bundle; device skipped");
+                return None;
+            }
+            s
+        }
+    };
+    let padded = signal::pad(payload, &mut OsRng);
+    let sealed = match session.encrypt(&padded) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(device = %device, error = %e, "encryption failed; device skipped");
+            return None;
+        }
+    };
+    let to = Node::new("to")
+        .jid_attr("jid", device.clone())
+        .children(vec![Node::new("enc")
+            .attr("v", "2")
+            .attr("type", sealed.enc_type())
+            .bytes(sealed.as_bytes().to_vec())]);
+    let change = Persist::Session {
+        address: addr,
+        record: session.to_bytes(),
+        consumed_prekey: None,
+        identity: bundle.map(|b| *b.identity_key.as_bytes()),
+    };
+    Some((to, change, sealed.enc_type() == "pkmsg"))
 }
 
 /// Step 3, after the bundles.
@@ -214,11 +487,14 @@ pub(crate) fn on_bundles(ctx: &mut Ctx<'_>, result: &Node) -> Actions {
     else {
         return Actions::none();
     };
-    let Step::Bundles { targets } = out.step else {
+    let Step::Bundles { targets, group } = out.step else {
         return Actions::none();
     };
     let fresh = bundles::parse_bundles(result);
-    encrypt_and_send(ctx, out.record, &targets, &[], fresh)
+    match group {
+        Some(send) => finish_group(ctx, out.record, send, fresh),
+        None => encrypt_and_send(ctx, out.record, &targets, &[], fresh),
+    }
 }
 
 /// Step 3: encrypt for every target with a session (old, or built from `fresh` bundles).
@@ -243,60 +519,13 @@ fn encrypt_and_send(
     let mut participants = Vec::new();
     let mut any_pkmsg = false;
     for device in targets {
-        let keyed = signal_jid(ctx.keys, device, learned);
-        let Some(addr) = Address::from_jid(&keyed) else {
-            continue;
-        };
-        let bundle = fresh
-            .iter()
-            .find(|(j, _)| *j == keyed || j == device)
-            .map(|(_, b)| b);
-        let mut session = match bundle {
-            Some(bundle) => {
-                let mut s = SessionRecord::new();
-                if let Err(e) = s.process_bundle(&own.identity, bundle, &mut OsRng) {
-                    warn!(device = %device, error = %e, "bundle refused; device skipped");
-                    continue;
-                }
-                s
-            }
-            None => match ctx
-                .keys
-                .session(&addr)
-                .ok()
-                .flatten()
-                .and_then(|b| SessionRecord::from_bytes(&b).ok())
-            {
-                Some(s) if s.has_current_session() => s,
-                _ => {
-                    debug!(device = %device, "no session and no bundle; device skipped");
-                    continue;
-                }
-            },
-        };
         let mine = own.is_me(&device.to_non_ad());
-        let plain = if mine { &for_us } else { &for_them };
-        let padded = signal::pad(plain, &mut OsRng);
-        let sealed = match session.encrypt(&padded) {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(device = %device, error = %e, "encryption failed; device skipped");
-                continue;
-            }
-        };
-        any_pkmsg |= sealed.enc_type() == "pkmsg";
-        actions = actions.and_persist(Persist::Session {
-            address: addr,
-            record: session.to_bytes(),
-            consumed_prekey: None,
-            identity: bundle.map(|b| *b.identity_key.as_bytes()),
-        });
-        participants.push(Node::new("to").jid_attr("jid", device.clone()).children(
-            vec![Node::new("enc")
-                    .attr("v", "2")
-                    .attr("type", sealed.enc_type())
-                    .bytes(sealed.as_bytes().to_vec())],
-        ));
+        let payload = if mine { &for_us } else { &for_them };
+        if let Some((to, change, pkmsg)) = seal_for(ctx, &own, device, learned, &fresh, payload) {
+            any_pkmsg |= pkmsg;
+            participants.push(to);
+            actions = actions.and_persist(change);
+        }
     }
     let Ok(chat) = record.chat.parse::<Jid>() else {
         return fail(record, "the recipient is not a JID");
