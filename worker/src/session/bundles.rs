@@ -31,7 +31,7 @@ pub(crate) fn parse_bundles(result: &Node) -> Vec<(Jid, PreKeyBundle)> {
 
 /// One `<user>`'s bundle; its keys may sit in a `<keys>` child (whatsmeow and whatsapp-rust
 /// accept both).
-fn bundle(user: &Node) -> Option<PreKeyBundle> {
+pub(crate) fn bundle(user: &Node) -> Option<PreKeyBundle> {
     if user.child("error").is_some() {
         return None;
     }

@@ -35,6 +35,7 @@ mod receipts;
 mod receive;
 pub(crate) mod reconnect;
 mod request;
+mod resend;
 mod retry;
 mod send;
 mod socket;

@@ -1,6 +1,7 @@
 //! Incoming receipts: delivery, read and retry reports about messages we sent
 //! (wa-messaging.md §6.11). Each one is acknowledged; a delivery or read receipt moves our
-//! message on (never back), and the change is recorded before the ack.
+//! message on (never back), and the change is recorded before the ack; a retry receipt gets
+//! the message encrypted again for the device that asked ([`super::resend`]).
 
 use ipc_protocol::{Direction, MessageStatus, UnixMillis};
 use tracing::debug;
@@ -42,6 +43,11 @@ pub(crate) fn on_receipt(ctx: &mut Ctx<'_>, receipt: &Node) -> Actions {
             }
             actions = actions.and_persist(Persist::Message(record));
         }
+    }
+    if kind.as_deref() == Some("retry") {
+        let resend = super::resend::on_retry(ctx, receipt);
+        actions.persist.extend(resend.persist);
+        actions.send.extend(resend.send);
     }
     let ack = acked(receipt);
     actions.send.extend(ack.send);

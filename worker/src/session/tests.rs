@@ -864,6 +864,44 @@ async fn sends_a_queued_text_end_to_end_and_follows_its_receipts() {
         message_status(&mut h, want).await;
     }
 
+    // The contact reinstalled and asks again, with its new keys: a resend for that device
+    // alone, on a session built from those keys.
+    let mut reinstalled = Contact::new();
+    let keys = reinstalled.bundle_user("15550009999@s.whatsapp.net");
+    let mut retry_children = vec![Node::new("retry")
+        .attr("count", "2")
+        .attr("id", "3EB0SEND1")
+        .attr("v", "1")];
+    retry_children.extend(
+        keys.children_slice()
+            .iter()
+            .filter(|c| c.tag == "registration")
+            .cloned(),
+    );
+    retry_children.push(
+        Node::new("keys").children(
+            keys.children_slice()
+                .iter()
+                .filter(|c| c.tag != "registration")
+                .cloned()
+                .collect(),
+        ),
+    );
+    server.push(
+        Node::new("receipt")
+            .attr("id", "3EB0SEND1")
+            .attr("type", "retry")
+            .jid_attr("from", "15550009999@s.whatsapp.net".parse().expect("jid"))
+            .children(retry_children),
+    );
+    let resend = sent(&mut server, "message").await;
+    assert_eq!(resend.attr_str("device_fanout").as_deref(), Some("false"));
+    let enc = resend.child("enc").expect("a bare enc").clone();
+    assert_eq!(enc.attr_str("count").as_deref(), Some("2"));
+    assert_eq!(reinstalled.read(&enc), "hi from wafleet");
+    sent(&mut server, "ack").await;
+    contact = reinstalled;
+
     // The second message reuses the sessions: a msg, no bundle fetch.
     h.commands
         .send(ToWorker::Send {
