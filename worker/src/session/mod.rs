@@ -58,7 +58,7 @@ use crate::config::{WaVersion, WorkerArgs};
 use crate::ipc::Link;
 use crate::store::creds::{Creds, CredsStore, Loaded};
 use crate::store::groups::GroupStore;
-use crate::store::messages::MessageStore;
+use crate::store::messages::{MessageStore, Retention};
 use crate::store::secret::{Blob, Secret};
 use crate::store::signal::{KeyStore, KeyStoreError};
 use crate::transport::TransportError;
@@ -71,6 +71,8 @@ use reconnect::{Backoff, Retry};
 use socket::{DialFuture, Dialer, Socket};
 use stage::{Ctx, Live, Settings};
 
+/// How often old messages are pruned (and once at start).
+const RETENTION_EVERY: Duration = Duration::from_secs(600);
 /// How often a heartbeat goes to the supervisor (its watchdog fires after 60 s of silence).
 pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
 
@@ -155,6 +157,7 @@ pub(crate) struct Session {
     /// The outbox and the message record; `None` when it could not be opened.
     messages: Option<MessageStore>,
     outbox_limit: u32,
+    retention: Retention,
     last_frame_at: Option<UnixMillis>,
     has_dialled: bool,
 }
@@ -185,6 +188,10 @@ impl Session {
             creds: None,
             messages: None,
             outbox_limit: c.outbox_limit,
+            retention: Retention {
+                max_age_ms: u64::from(c.message_retention_days) * 24 * 3600 * 1000,
+                max_count: c.message_retention_count as usize,
+            },
             last_frame_at: None,
             has_dialled: false,
         }
@@ -198,6 +205,8 @@ impl Session {
         let mut phase = self.start()?;
         let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut retention = tokio::time::interval(RETENTION_EVERY);
+        retention.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -207,6 +216,7 @@ impl Session {
                     Some(cmd) => phase = self.on_command(cmd, phase).await?,
                 },
                 _ = heartbeat.tick() => self.send_heartbeat(),
+                _ = retention.tick() => self.prune_messages(),
                 event = phase.next_event() => phase = self.on_event(event, phase).await?,
             }
         }
@@ -684,6 +694,18 @@ impl Session {
     fn touch(&mut self) {
         self.state.last_event_at = Some(UnixMillis::now());
         self.link.send(ToSupervisor::State(self.state.clone()));
+    }
+
+    /// Drops sent and received messages past the retention (never queued ones).
+    fn prune_messages(&self) {
+        let Some(store) = &self.messages else {
+            return;
+        };
+        match store.prune(UnixMillis::now(), self.retention) {
+            Ok(0) => {}
+            Ok(removed) => info!(removed, "old messages pruned"),
+            Err(e) => warn!(error = %e, "pruning old messages failed"),
+        }
     }
 
     fn send_heartbeat(&self) {
