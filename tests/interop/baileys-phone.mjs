@@ -7,144 +7,16 @@
 //   3. a group made with POST /group (the contact and A): the contact sends (its own sender
 //      key, SKDM pairwise, skmsg), A gets it; A sends, the contact's phone decrypts it.
 // Exit 0 means every step happened; anything else prints why and exits 1.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, dirname } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
-import makeWASocket, { useMultiFileAuthState, DisconnectReason } from '@whiskeysockets/baileys';
+import { join } from 'node:path';
+import { Client, STEP_MS, get, post, relayedTo, simBin, startSim, within } from './messaging-client.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const simBin = process.env.WA_SIM_BIN ?? join(here, '..', '..', 'target', 'debug', 'wa-sim');
 const DEADLINE_MS = 120_000;
-const STEP_MS = 30_000;
 const PHONE_A = '15550001111';
 const CONTACT = '15550009999';
 
-const silent = { level: 'silent', child: () => silent, trace() {}, debug() {}, info() {}, warn() {}, error() {}, fatal() {} };
 const log = (...args) => console.log('[phone]', ...args);
-
-// --edge-latency-ms: see baileys-interop.mjs (Baileys switches to transport keys only after its
-// ClientFinish write completes).
-function startSim() {
-  const sim = spawn(simBin, ['--listen', '127.0.0.1:0', '--control', '127.0.0.1:0', '--edge-latency-ms', '100'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  return new Promise((resolve, reject) => {
-    sim.on('error', reject);
-    sim.on('exit', (code) => reject(new Error(`wa-sim exited early with ${code}`)));
-    createInterface({ input: sim.stdout }).once('line', (line) => resolve({ sim, info: JSON.parse(line) }));
-  });
-}
-
-async function post(url, body) {
-  const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-  const json = await r.json();
-  if (!r.ok) throw new Error(`${url}: ${r.status} ${JSON.stringify(json)}`);
-  return json;
-}
-
-async function get(url) {
-  const r = await fetch(url);
-  const json = await r.json();
-  if (!r.ok) throw new Error(`${url}: ${r.status} ${JSON.stringify(json)}`);
-  return json;
-}
-
-function within(ms, what, promise) {
-  let timer;
-  const timeout = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms); });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-const textOf = (m) => m.message?.conversation ?? m.message?.extendedTextMessage?.text;
-
-// One Baileys client: its socket, the texts it received, and waiters for them.
-class Client {
-  constructor(name, info, dir) {
-    this.name = name;
-    this.info = info;
-    this.dir = dir;
-    this.received = [];
-    this.waiters = [];
-  }
-
-  // Opens a socket; resolves 'open' once the offline queue has been drained (`<ib><offline>`),
-  // or 'restart' on the 515 after pairing.
-  async connect(onQr) {
-    const { state, saveCreds } = await useMultiFileAuthState(this.dir);
-    const sock = makeWASocket({
-      waWebSocketUrl: this.info.ws_url,
-      auth: state,
-      logger: silent,
-      printQRInTerminal: false,
-      markOnlineOnConnect: false,
-      shouldSyncHistoryMessage: () => false,
-      getMessage: async () => undefined,
-    });
-    this.sock = sock;
-    sock.ev.on('creds.update', saveCreds);
-    sock.ev.on('messages.upsert', ({ messages }) => {
-      for (const m of messages) {
-        const text = textOf(m);
-        if (m.key.fromMe || text === undefined) continue;
-        this.received.push({ text, key: m.key });
-        this.waiters = this.waiters.filter((w) => !w(m.key, text));
-      }
-    });
-    this.closed = new Promise((resolve) => {
-      sock.ev.on('connection.update', ({ connection }) => { if (connection === 'close') resolve(); });
-    });
-    // `<ib><offline>` may come before or after `connection: open`; both must have happened.
-    let opened = false;
-    let drained = false;
-    return new Promise((resolve, reject) => {
-      sock.ev.on('connection.update', ({ connection, qr, lastDisconnect, receivedPendingNotifications }) => {
-        if (qr) {
-          if (onQr) onQr(qr).catch(reject);
-          else reject(new Error(`${this.name} was shown a QR on a login with saved creds`));
-        }
-        if (connection === 'open') opened = true;
-        if (receivedPendingNotifications) drained = true;
-        if (opened && drained) resolve('open');
-        if (connection === 'close' && !opened) {
-          const status = lastDisconnect?.error?.output?.statusCode;
-          if (status === DisconnectReason.restartRequired) resolve('restart');
-          else reject(new Error(`${this.name}: connection closed with status ${status}: ${lastDisconnect?.error?.message}`));
-        }
-      });
-    });
-  }
-
-  // Pairs with `phone` through the sim's phone, then logs in.
-  async pair(phone) {
-    const scan = async (qr) => {
-      const answer = await post(`${this.info.control_url}/scan`, { qr, phone });
-      this.device = answer.jid;
-    };
-    if ((await this.connect(scan)) !== 'restart') throw new Error(`${this.name}: expected the 515 restart after pairing`);
-    await this.closed;
-    if ((await this.connect(null)) !== 'open') throw new Error(`${this.name}: expected connection: open`);
-    log(`${this.name} paired as ${this.device} and is online`);
-  }
-
-  async disconnect() {
-    this.sock.end(undefined);
-    await this.closed;
-  }
-
-  // Resolves with the key of the first text (already received or arriving) that `match` accepts.
-  receive(what, match) {
-    const seen = this.received.find((r) => match(r.key, r.text));
-    if (seen) return Promise.resolve(seen.key);
-    return within(STEP_MS, `${this.name} to receive ${what}`, new Promise((resolve) => {
-      this.waiters.push((key, text) => {
-        if (!match(key, text)) return false;
-        resolve(key);
-        return true;
-      });
-    }));
-  }
-}
 
 async function inboxOf(info, who) {
   return get(`${info.control_url}/inbox?jid=${encodeURIComponent(who)}`);
@@ -170,7 +42,7 @@ async function main() {
   const timer = setTimeout(() => { log('FAILED: deadline passed'); sim.kill('SIGKILL'); process.exit(1); }, DEADLINE_MS);
   try {
     log('wa-sim at', info.ws_url);
-    const a = new Client('A', info, dirs[0]);
+    const a = new Client('A', info, dirs[0], log);
     await within(STEP_MS, 'A to pair', a.pair(PHONE_A));
 
     // The contact writes first: the sim's Signal layer builds a session from A's bundle.

@@ -139,6 +139,15 @@ impl Actions {
         self
     }
 
+    /// This decision, then everything `then` decided (ends: the first one wins).
+    pub(crate) fn merge(mut self, then: Actions) -> Self {
+        self.persist.extend(then.persist);
+        self.report.extend(then.report);
+        self.send.extend(then.send);
+        self.end = self.end.or(then.end);
+        self
+    }
+
     /// Also report `report`.
     pub(crate) fn and_report(mut self, report: Report) -> Self {
         self.report.push(report);

@@ -34,6 +34,8 @@ pub(crate) struct Own {
     pub(crate) pn_user: String,
     /// Our LID user part, once known.
     pub(crate) lid_user: Option<String>,
+    /// This device's number (the same under both names).
+    pub(crate) device: u16,
 }
 
 impl Own {
@@ -51,6 +53,7 @@ impl Own {
                 key_pair: signal_pair(&creds.identity_key),
                 registration_id: creds.registration_id,
             },
+            device: jid.device,
             pn_user: jid.user,
             lid_user,
         })

@@ -51,9 +51,9 @@ pub(crate) fn on_message(ctx: &mut Ctx<'_>, message: &Node) -> Actions {
                     .and_persist(Persist::Message(record))
                     .and_report(Report::MessageSeen);
             }
-            merge(actions, confirmed(message, &routing))
+            actions.merge(confirmed(message, &routing))
         }
-        Some(e) if e.is_duplicate() => merge(actions, confirmed(message, &routing)),
+        Some(e) if e.is_duplicate() => actions.merge(confirmed(message, &routing)),
         Some(e) => {
             warn!(%id, from = %routing.sender, reason = e.retry_reason(), error = %e, "message did not decrypt");
             actions = actions.and_report(Report::DecryptFailed);
@@ -64,7 +64,7 @@ pub(crate) fn on_message(ctx: &mut Ctx<'_>, message: &Node) -> Actions {
                 Some(retry) => actions = actions.and_send(retry.build(creds, None)),
                 None => debug!(%id, "retries spent; acking only"),
             }
-            merge(actions, acked(message))
+            actions.merge(acked(message))
         }
     }
 }
@@ -88,15 +88,7 @@ fn confirmed(message: &Node, routing: &Routing) -> Actions {
             receipt = receipt.attr("type", "sender");
         }
     }
-    merge(Actions::send(receipt), acked(message))
-}
-
-fn merge(mut first: Actions, then: Actions) -> Actions {
-    first.persist.extend(then.persist);
-    first.report.extend(then.report);
-    first.send.extend(then.send);
-    first.end = first.end.or(then.end);
-    first
+    Actions::send(receipt).merge(acked(message))
 }
 
 /// `<notification>`: acknowledged.

@@ -89,7 +89,7 @@ pub(crate) fn on_retry(ctx: &mut Ctx<'_>, receipt: &Node) -> Actions {
     let text = record.text.clone().unwrap_or_default();
     let mut message = e2e::Message::from_text(text);
     if is_group {
-        if let Some(skdm) = own_distribution(ctx, &own, creds, &from) {
+        if let Some(skdm) = own_distribution(ctx, &own, &from) {
             message.sender_key_distribution_message = Some(skdm);
         }
     } else if own.is_me(&device.to_non_ad()) {
@@ -132,13 +132,8 @@ pub(crate) fn on_retry(ctx: &mut Ctx<'_>, receipt: &Node) -> Actions {
 }
 
 /// Our sender key for `group` as an SKDM payload field, under our LID or our PN address.
-fn own_distribution(
-    ctx: &Ctx<'_>,
-    own: &Own,
-    creds: &crate::store::creds::Creds,
-    group: &Jid,
-) -> Option<e2e::SenderKeyDistribution> {
-    let device = creds.me.as_ref()?.jid.parse::<Jid>().ok()?.device;
+fn own_distribution(ctx: &Ctx<'_>, own: &Own, group: &Jid) -> Option<e2e::SenderKeyDistribution> {
+    let device = own.device;
     let mut candidates = Vec::new();
     if let Some(lid) = &own.lid_user {
         candidates.push(Jid::device(lid.clone(), HIDDEN_USER_SERVER, device));

@@ -193,11 +193,7 @@ pub(crate) fn on_devices(ctx: &mut Ctx<'_>, result: &Node) -> Actions {
     let Some(own) = Own::of(creds) else {
         return Actions::none();
     };
-    let own_device = creds
-        .me
-        .as_ref()
-        .and_then(|m| m.jid.parse::<Jid>().ok())
-        .map_or(0, |j| j.device);
+    let own_device = own.device;
     let users = usync::parse_devices(result);
     let mut actions = Actions::none();
     let mut learned = Vec::new();
@@ -216,10 +212,7 @@ pub(crate) fn on_devices(ctx: &mut Ctx<'_>, result: &Node) -> Actions {
         .flat_map(|u| u.devices.iter().cloned())
         .collect();
     if theirs.is_empty() {
-        return merge(
-            actions,
-            fail(out.record, "the recipient is not on WhatsApp"),
-        );
+        return actions.merge(fail(out.record, "the recipient is not on WhatsApp"));
     }
     let ours: Vec<Jid> = users
         .iter()
@@ -244,10 +237,13 @@ pub(crate) fn on_devices(ctx: &mut Ctx<'_>, result: &Node) -> Actions {
         .map(|d| signal_jid(ctx.keys, d, &learned))
         .collect();
     if missing.is_empty() {
-        return merge(
-            actions,
-            encrypt_and_send(ctx, out.record, &targets, &learned, Vec::new()),
-        );
+        return actions.merge(encrypt_and_send(
+            ctx,
+            out.record,
+            &targets,
+            &learned,
+            Vec::new(),
+        ));
     }
     let iq = ctx.requests.iq(
         Purpose::Bundles,
@@ -273,11 +269,7 @@ fn on_group_devices(ctx: &mut Ctx<'_>, out: Outbound, info: GroupInfo, result: &
     let Some(own) = Own::of(creds) else {
         return Actions::none();
     };
-    let own_device = creds
-        .me
-        .as_ref()
-        .and_then(|m| m.jid.parse::<Jid>().ok())
-        .map_or(0, |j| j.device);
+    let own_device = own.device;
     let own_jid = match (info.mode.as_str(), own.lid_user.clone()) {
         ("lid", Some(lid)) => Jid::device(lid, HIDDEN_USER_SERVER, own_device),
         _ => Jid::device(own.pn_user.clone(), DEFAULT_USER_SERVER, own_device),
@@ -372,10 +364,7 @@ fn finish_group(
     }
     plan.memory.holders.retain(|h| !unreached.contains(h));
     let Some((skmsg, changes)) = group::seal(&chat, &own_address, plan, &record) else {
-        return merge(
-            actions,
-            fail(record, "the group message could not be encrypted"),
-        );
+        return actions.merge(fail(record, "the group message could not be encrypted"));
     };
     for change in changes {
         actions = actions.and_persist(change);
@@ -535,10 +524,7 @@ fn encrypt_and_send(
             .is_some_and(|j| j.to_non_ad() == chat.to_non_ad())
     });
     if !theirs {
-        return merge(
-            actions,
-            fail(record, "no device of the recipient could be reached"),
-        );
+        return actions.merge(fail(record, "no device of the recipient could be reached"));
     }
     let mut children = vec![Node::new("participants").children(participants)];
     if any_pkmsg {
@@ -614,12 +600,4 @@ fn fail(mut record: MessageRecord, why: &str) -> Actions {
     record.status = MessageStatus::Failed;
     record.error = Some(why.to_owned());
     Actions::none().and_persist(Persist::Message(record))
-}
-
-fn merge(mut first: Actions, then: Actions) -> Actions {
-    first.persist.extend(then.persist);
-    first.report.extend(then.report);
-    first.send.extend(then.send);
-    first.end = first.end.or(then.end);
-    first
 }
