@@ -369,3 +369,63 @@ fn the_account_writes_to_a_group_with_its_sender_key() {
         .unwrap_or_default();
     assert_eq!(holders.len(), 3, "{memory}");
 }
+
+#[test]
+fn a_message_sent_from_the_phone_arrives_as_our_own_copy() {
+    let sim = Sim::start(&[]);
+    let volume = Volume::new();
+    let sup = start(&volume, &sim, &[]);
+    pair(&sup, &sim, "desk", "15550008001");
+    // The account's phone writes to a contact: the worker gets the deviceSentMessage copy.
+    let id = sim.send_from_phone("15550008001", "15550008002", "sent from the phone");
+    let copy = wait_until("the copy is recorded", STATE_DEADLINE, || {
+        let list = sup
+            .call(
+                "GET",
+                "/api/whatsapp/accounts/desk/messages?direction=in",
+                None,
+            )
+            .json();
+        list["messages"]
+            .as_array()
+            .and_then(|m| m.iter().find(|x| x["id"] == id.as_str()).cloned())
+            .ok_or_else(|| list.to_string())
+    });
+    assert_eq!(copy["text"], "sent from the phone");
+    assert_eq!(
+        copy["chat"], "15550008002@s.whatsapp.net",
+        "the chat is the destination"
+    );
+    assert_eq!(
+        copy["from"], "15550008001@s.whatsapp.net",
+        "and the sender is us"
+    );
+}
+
+#[test]
+fn messages_sent_while_the_service_was_down_arrive_from_the_offline_queue() {
+    let sim = Sim::start(&[]);
+    let volume = Volume::new();
+    let mut sup = start(&volume, &sim, &[]);
+    pair(&sup, &sim, "desk", "15550008101");
+    sup.signal(Signal::SIGTERM);
+    sup.wait_exit(STATE_DEADLINE);
+    drop(sup);
+    // Nobody is online for the account: the server queues the message.
+    let id = sim.send_from_phone("15550008102", "15550008101", "while you were down");
+    let sup = start(&volume, &sim, &[]);
+    let got = wait_until("the queued message", STATE_DEADLINE, || {
+        let list = sup
+            .call(
+                "GET",
+                "/api/whatsapp/accounts/desk/messages?direction=in",
+                None,
+            )
+            .json();
+        list["messages"]
+            .as_array()
+            .and_then(|m| m.iter().find(|x| x["id"] == id.as_str()).cloned())
+            .ok_or_else(|| list.to_string())
+    });
+    assert_eq!(got["text"], "while you were down");
+}
