@@ -296,7 +296,10 @@ fn decrypt_pairwise(
         let mut identity = None;
         if known != Some(theirs) {
             if known.is_some() {
-                debug!(%sender, "identity changed; starting a new session");
+                debug!(
+                    device = sender.device(),
+                    "identity changed; starting a new session"
+                );
                 record = SessionRecord::new();
             }
             identity = Some(theirs);

@@ -254,7 +254,12 @@ impl Session {
     }
 
     async fn on_command(&mut self, cmd: ToWorker, phase: Phase) -> Result<Phase, SessionError> {
-        info!(?cmd, "command");
+        // Message commands carry texts and phone numbers: log what they are, not what they hold.
+        match &cmd {
+            ToWorker::Send { request, .. } => debug!(request, "command: send"),
+            ToWorker::Query { request, .. } => debug!(request, "command: query"),
+            other => info!(?other, "command"),
+        }
         match (cmd, phase) {
             (ToWorker::Ping, phase) => {
                 self.send_heartbeat();

@@ -28,7 +28,7 @@ pub(crate) fn on_message(ctx: &mut Ctx<'_>, message: &Node) -> Actions {
         return acked(message);
     };
     let Some(routing) = decrypt::routing(&own, message) else {
-        warn!(%message, "message without a usable sender; acked");
+        warn!(%id, "message without a usable sender; acked");
         return acked(message);
     };
     let known = ctx
@@ -55,7 +55,7 @@ pub(crate) fn on_message(ctx: &mut Ctx<'_>, message: &Node) -> Actions {
         }
         Some(e) if e.is_duplicate() => actions.merge(confirmed(message, &routing)),
         Some(e) => {
-            warn!(%id, from = %routing.sender, reason = e.retry_reason(), error = %e, "message did not decrypt");
+            warn!(%id, device = routing.sender.device, reason = e.retry_reason(), error = %e, "message did not decrypt");
             actions = actions.and_report(Report::DecryptFailed);
             match RetryReceipt::for_stanza(message, e.retry_reason()) {
                 Some(retry) if retry.wants_keys() => {

@@ -122,7 +122,7 @@ pub(crate) fn on_retry(ctx: &mut Ctx<'_>, receipt: &Node) -> Actions {
             children.push(Node::new("device-identity").bytes(account.0.clone()));
         }
     }
-    info!(%id, count, device = %device, "resending after a retry receipt");
+    info!(%id, count, device = device.device, "resending after a retry receipt");
     Actions::send(stanza.children(children)).and_persist(Persist::Session {
         address: addr,
         record: session.to_bytes(),

@@ -426,7 +426,7 @@ fn seal_for(
         Some(bundle) => {
             let mut s = SessionRecord::new();
             if let Err(e) = s.process_bundle(&own.identity, bundle, &mut OsRng) {
-                warn!(device = %device, error = %e, "bundle refused; device skipped");
+                warn!(device = device.device, error = %e, "bundle refused; device skipped");
                 return None;
             }
             s
@@ -439,7 +439,10 @@ fn seal_for(
                 .flatten()
                 .and_then(|b| SessionRecord::from_bytes(&b).ok())?;
             if !s.has_current_session() {
-                debug!(device = %device, "no session and no bundle; device skipped");
+                debug!(
+                    device = device.device,
+                    "no session and no bundle; device skipped"
+                );
                 return None;
             }
             s
@@ -449,7 +452,7 @@ fn seal_for(
     let sealed = match session.encrypt(&padded) {
         Ok(c) => c,
         Err(e) => {
-            warn!(device = %device, error = %e, "encryption failed; device skipped");
+            warn!(device = device.device, error = %e, "encryption failed; device skipped");
             return None;
         }
     };
