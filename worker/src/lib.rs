@@ -8,9 +8,16 @@
 //!              ├─ ipc               Hello, then State snapshots, Heartbeats; commands in
 //!              ├─ store::creds      creds.json (atomic, 0600; corrupt files kept aside)
 //!              ├─ store::signal     signal/: prekeys, sessions, sender keys, identities, LID map
+//!              ├─ store::messages   messages/: the outbox, what went out, what came in
+//!              ├─ store::groups     groups/: members and holders of our sender key, per group
 //!              └─ session           connect, backoff, commands; reports every change
+//!                   ├─ receive      decrypt (signal), persist, receipt, ack
+//!                   ├─ send         outbox → usync → bundles → encrypt (signal) → ack → receipts
 //!                   └─ transport    the WebSocket (tokio-tungstenite + rustls, roots compiled in)
 //! ```
+//!
+//! `signal` (X3DH, the Double Ratchet, sender keys) and `wa` (frames, Noise, binary nodes, the
+//! E2E payload) do no IO and are shared with wa-sim, whose phones are Signal peers too.
 //!
 //! The worker never serves HTTP and never touches another account's files. It stays lean: a
 //! current-thread runtime, small socket buffers, no per-account threads.

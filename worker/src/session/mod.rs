@@ -11,6 +11,9 @@
 //!    [`Actions`] (persist, report, send, end) that [`Session::apply`] carries out in that
 //!    order. The connection's [`Stage`] names what it waits for: the QR scan ([`pair`]),
 //!    `<success>` ([`login`]), keepalive answers ([`keepalive`]), a logout ([`logout`]).
+//!    Messages: [`receive`] decrypts ([`decrypt`]) and confirms what arrives; [`send`] drains
+//!    the outbox ([`messages`] queues it) after every decision while online; [`receipts`] and
+//!    [`resend`] follow what we sent.
 //! 4. Stream errors and failures decide between reconnecting, backing off and stopping
 //!    ([`events`]); backoff per [`reconnect::Backoff`].
 //! 5. Every change goes to the supervisor as a full snapshot; a heartbeat goes every 15 s.
