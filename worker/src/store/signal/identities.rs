@@ -10,8 +10,8 @@ impl KeyStore {
     /// The identity key stored for `addr`.
     ///
     /// # Errors
-    /// [`KeyStoreError::Io`](super::KeyStoreError::Io), or
-    /// [`KeyStoreError::Corrupt`](super::KeyStoreError::Corrupt) when the file is not a key.
+    /// [`KeyStoreError::Io`], or
+    /// [`KeyStoreError::Corrupt`] when the file is not a key.
     pub fn identity(&self, addr: &Address) -> Result<Option<[u8; 32]>> {
         record::read_with(&self.identity_path(addr)?, Kind::Identity, |p| {
             p.try_into().map_err(|_| "not a 32-byte key")
@@ -22,7 +22,7 @@ impl KeyStore {
     /// when it is already the stored one. A corrupt old file is kept aside and replaced.
     ///
     /// # Errors
-    /// [`KeyStoreError::Io`](super::KeyStoreError::Io).
+    /// [`KeyStoreError::Io`].
     pub fn store_identity(&self, addr: &Address, key: &[u8; 32]) -> Result<()> {
         match self.identity(addr) {
             Ok(Some(stored)) if stored == *key => return Ok(()),
@@ -36,7 +36,7 @@ impl KeyStore {
     /// Forgets the identity of `addr` (§9.4); `false` when none was stored.
     ///
     /// # Errors
-    /// [`KeyStoreError::Io`](super::KeyStoreError::Io).
+    /// [`KeyStoreError::Io`].
     pub fn delete_identity(&self, addr: &Address) -> Result<bool> {
         record::remove(&self.identity_path(addr)?, Kind::Identity)
     }

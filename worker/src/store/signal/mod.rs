@@ -15,11 +15,11 @@
 //! ```
 //!
 //! The worker is the only writer. Every file is written with [`write_atomic`] (temp file, fsync,
-//! rename, fsync of the directory), mode 0600, framed with a magic and a checksum ([`record`]).
+//! rename, fsync of the directory), mode 0600, framed with a magic and a checksum (`record.rs`).
 //! Nothing is cached: each call reads what it needs from disk, so an idle worker holds no key
 //! material beyond `creds.json`. A file that fails its checks is renamed
 //! `<file>.corrupt-<ts>`, never deleted, and the call returns [`KeyStoreError::Corrupt`].
-//! Names that come from the network are percent-encoded ([`name`]) so that no input escapes its
+//! Names that come from the network are percent-encoded (`name.rs`) so that no input escapes its
 //! directory or collides with another.
 //!
 //! [`write_atomic`]: super::atomic::write_atomic

@@ -1,6 +1,6 @@
 //! Previous signed prekeys (wa-messaging.md §9.2): the current one lives in `creds.json`; when
 //! it is rotated out it is kept here by id, so a pkmsg built on an older bundle still decrypts.
-//! The newest [`PREVIOUS_SIGNED_PREKEYS`] retired keys are kept, older ones are dropped.
+//! The newest `PREVIOUS_SIGNED_PREKEYS` retired keys are kept, older ones are dropped.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,7 +21,7 @@ struct Retired {
 
 impl KeyStore {
     /// Keeps `old` (the signed prekey being replaced) and drops all but the newest
-    /// [`PREVIOUS_SIGNED_PREKEYS`] retired ones. Call it before the new one is saved.
+    /// `PREVIOUS_SIGNED_PREKEYS` retired ones. Call it before the new one is saved.
     ///
     /// # Errors
     /// [`KeyStoreError::Io`](super::KeyStoreError::Io) when a file cannot be written or removed.
