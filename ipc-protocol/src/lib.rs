@@ -13,6 +13,8 @@
 //!    │ ── QueryAnswer { request, answer } ────▶ │
 //!    │ ── Message(MessageRecord) ─────────────▶ │ a message arrived, or one of ours moved on
 //!    │                                          │ (already durable; becomes an event)
+//!    │ ◀──────────────── Confirm { ids } ────── │ incoming ones now durable for the webhooks;
+//!    │                                          │ unconfirmed ones are reported again at start
 //!    │ ◀──────────────────────────── Shutdown   │ (or SIGTERM, or EOF on the link)
 //!    │ ── Flushed ────────────────────────────▶ │ creds proven durable
 //!    │ ── Goodbye { reason } ─────────────────▶ │ last words, then the worker exits

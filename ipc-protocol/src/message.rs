@@ -79,6 +79,12 @@ pub enum ToWorker {
         /// The question.
         query: MessageQuery,
     },
+    /// These incoming messages are in the supervisor's hands (durable for the webhooks, or no
+    /// webhook wants them): stop reporting them again at the next start.
+    Confirm {
+        /// Message ids, as reported in `Message`.
+        ids: Vec<String>,
+    },
 }
 
 /// A full snapshot of one worker's state.

@@ -311,6 +311,12 @@ fn messaging_frames_match_their_golden_json_both_ways() {
             },
         ),
         (
+            "confirm.json",
+            ToWorker::Confirm {
+                ids: vec!["ABCDEF0123".into(), "3EB05765B9D1119841E331".into()],
+            },
+        ),
+        (
             "query_list.json",
             ToWorker::Query {
                 request: 9,

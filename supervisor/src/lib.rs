@@ -147,6 +147,7 @@ pub async fn run(config: Config) -> Result<()> {
     tracker.spawn(ipc.run(fleet_handle.clone(), token.child_token(), tracker.clone()));
     // Stopped after the fleet, so the workers' last events are stored for the next run.
     let webhook_token = CancellationToken::new();
+    let webhook_sender = webhook_sender.with_confirmations(fleet_handle.sender());
     tracker.spawn(webhook_sender.run(webhook_token.clone()));
     let state = AppState {
         cache,

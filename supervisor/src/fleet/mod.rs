@@ -98,6 +98,13 @@ pub enum FleetMsg {
         /// The worker's pid.
         pid: u32,
     },
+    /// These incoming messages of the account are in the supervisor's hands: tell its worker.
+    Confirmed {
+        /// The account.
+        id: AccountId,
+        /// Message ids.
+        ids: Vec<String>,
+    },
     /// A question for an account's worker; answered when the worker answers.
     Ask {
         /// The account.
@@ -350,6 +357,12 @@ impl Fleet {
                 }
             }
             FleetMsg::Ask { id, ask, reply } => self.on_ask(&id, ask, reply),
+            FleetMsg::Confirmed { id, ids } => {
+                // No worker: it reports them again when it starts, and they are confirmed then.
+                if let Some(running) = self.slots.get_mut(&id).and_then(|s| s.running.as_mut()) {
+                    running.send(ToWorker::Confirm { ids });
+                }
+            }
             FleetMsg::KillDue { id, pid } => {
                 if let Some(running) = self.running_mut(&id, pid) {
                     warn!(account = %id, pid, "worker did not stop in time; killing it");

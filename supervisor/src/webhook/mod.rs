@@ -43,8 +43,9 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
-use ipc_protocol::UnixMillis;
+use ipc_protocol::{AccountId, UnixMillis};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -52,7 +53,8 @@ use tracing::{debug, error, info, instrument, warn};
 use worker::store::secret::Secret;
 
 use crate::cache::Cache;
-use crate::events::{Event, Subscription};
+use crate::events::{Event, EventKind, Subscription};
+use crate::fleet::FleetMsg;
 use crate::registry::Account;
 
 use self::client::{Client, SendError};
@@ -218,6 +220,7 @@ pub fn setup(
         client: Client::new(Duration::from_millis(args.webhook_timeout_ms)),
         feed,
         last_id: None,
+        confirmations: None,
     };
     Ok((hub, sender))
 }
@@ -233,6 +236,8 @@ pub struct Sender {
     client: Client,
     feed: Subscription,
     last_id: Option<u64>,
+    /// Where to say that received messages are safe (the fleet, which tells the worker).
+    confirmations: Option<mpsc::UnboundedSender<FleetMsg>>,
 }
 
 /// What one attempt came to.
@@ -249,6 +254,13 @@ enum Outcome {
 }
 
 impl Sender {
+    /// Sends `FleetMsg::Confirmed` for every `message.received` event once its deliveries are
+    /// durable here (or it has no webhook to go to), so the worker stops reporting it again.
+    pub fn with_confirmations(mut self, fleet: mpsc::UnboundedSender<FleetMsg>) -> Self {
+        self.confirmations = Some(fleet);
+        self
+    }
+
     /// Delivers until `token` is cancelled.
     #[instrument(name = "webhooks", skip_all)]
     pub async fn run(mut self, token: CancellationToken) {
@@ -360,11 +372,16 @@ impl Sender {
     /// Stores the deliveries of a batch of events in one group commit, then queues them.
     async fn on_events(&mut self, events: Vec<Arc<Event>>) {
         let mut items: Vec<(Delivery, Arc<Vec<u8>>)> = Vec::new();
+        // Received messages, by event id: confirmed once every delivery of theirs is stored.
+        let mut received: Vec<Arc<Event>> = Vec::new();
         for event in events {
             if self.last_id.is_some_and(|last| event.id <= last) {
                 continue;
             }
             self.last_id = Some(event.id);
+            if event.kind == EventKind::MessageReceived {
+                received.push(event.clone());
+            }
             let account_url = self
                 .cache
                 .get(&event.account)
@@ -392,6 +409,7 @@ impl Sender {
             }
         }
         if items.is_empty() {
+            self.confirm(&received, &[]);
             return;
         }
         for gone in self.queues.make_room(items.len()) {
@@ -417,8 +435,13 @@ impl Sender {
             }
         };
         let mut results = results.into_iter();
+        let mut unstored = Vec::new();
         for (delivery, _) in items {
-            match results.next() {
+            let result = results.next();
+            if !matches!(result, Some(Ok(()))) {
+                unstored.push(delivery.event_id);
+            }
+            match result {
                 Some(Ok(())) => {
                     debug!(event = delivery.event_id, target = %delivery.url, "webhook delivery pending");
                     self.queues.push(delivery);
@@ -437,6 +460,27 @@ impl Sender {
             }
         }
         self.publish_pending();
+        self.confirm(&received, &unstored);
+    }
+
+    /// Tells the fleet which received messages are safe: all of `received` but the events in
+    /// `unstored` (those stay unconfirmed, and the worker reports them again at its next start).
+    fn confirm(&self, received: &[Arc<Event>], unstored: &[u64]) {
+        let Some(fleet) = &self.confirmations else {
+            return;
+        };
+        let mut by_account: HashMap<AccountId, Vec<String>> = HashMap::new();
+        for event in received.iter().filter(|e| !unstored.contains(&e.id)) {
+            if let Some(id) = event.data.get("id").and_then(|i| i.as_str()) {
+                by_account
+                    .entry(event.account.clone())
+                    .or_default()
+                    .push(id.to_owned());
+            }
+        }
+        for (id, ids) in by_account {
+            let _ = fleet.send(FleetMsg::Confirmed { id, ids });
+        }
     }
 
     fn start_due(

@@ -429,3 +429,65 @@ fn messages_sent_while_the_service_was_down_arrive_from_the_offline_queue() {
     });
     assert_eq!(got["text"], "while you were down");
 }
+
+#[test]
+fn a_received_message_is_reported_again_until_the_supervisor_confirms_it() {
+    let sim = Sim::start(&[]);
+    let volume = Volume::new();
+    let mut sup = start(&volume, &sim, &[]);
+    pair(&sup, &sim, "desk", "15550008201");
+    let unconfirmed = volume.sessions().join("desk/messages/unconfirmed");
+    let markers = || std::fs::read_dir(&unconfirmed).map_or(0, Iterator::count);
+
+    // A message arrives: stored with a marker, which goes once the supervisor has it.
+    let id = sim.send_from_phone("15550008202", "15550008201", "first");
+    wait_until("the message stored and confirmed", STATE_DEADLINE, || {
+        let listed = sup
+            .call(
+                "GET",
+                "/api/whatsapp/accounts/desk/messages?direction=in",
+                None,
+            )
+            .json()["messages"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|x| x["id"] == id.as_str()));
+        if listed && markers() == 0 {
+            Ok(())
+        } else {
+            Err(format!("listed {listed}, markers {}", markers()))
+        }
+    });
+
+    // What a crash of the supervisor leaves: a stored message the supervisor never confirmed.
+    sup.signal(Signal::SIGTERM);
+    sup.wait_exit(STATE_DEADLINE);
+    drop(sup);
+    let cursor: u64 = 1_764_000_000_000_000;
+    let record = json!({
+        "id": "LOST1", "direction": "in", "chat": "15550008202@s.whatsapp.net",
+        "sender": "15550008202@s.whatsapp.net", "push_name": null, "kind": "text",
+        "text": "reported again", "status": "received", "timestamp": 1_764_000_000_000u64,
+        "sent_at": null, "delivered_at": null, "read_at": null, "error": null, "cursor": cursor
+    });
+    let name = format!("{cursor:020}-LOST1.json");
+    std::fs::write(
+        volume.sessions().join("desk/messages/in").join(&name),
+        record.to_string(),
+    )
+    .expect("record");
+    std::fs::write(unconfirmed.join(&name), b"").expect("marker");
+
+    let sup = start(&volume, &sim, &[]);
+    let mut events = sup.events_stream("", &[("Last-Event-ID", "0")]);
+    let event = events.wait_for("the message reported again", STATE_DEADLINE, |e| {
+        e.event.as_deref() == Some("message.received") && e.json()["data"]["id"] == "LOST1"
+    });
+    assert_eq!(event.json()["data"]["text"], "reported again");
+    wait_until("the marker gone", STATE_DEADLINE, || {
+        if markers() == 0 {
+            Ok(())
+        } else {
+            Err(format!("{} markers", markers()))
+        }
+    });
+}

@@ -231,6 +231,21 @@ impl Session {
         match MessageStore::open(self.store.dir()) {
             Ok(store) => {
                 info!(queued = store.queued_count(), "message store opened");
+                // What the last run received but the supervisor never confirmed goes to it again.
+                match store.unconfirmed() {
+                    Ok(records) => {
+                        if !records.is_empty() {
+                            info!(
+                                count = records.len(),
+                                "reporting unconfirmed messages again"
+                            );
+                        }
+                        for record in records {
+                            self.link.send(ToSupervisor::Message(record));
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "cannot list unconfirmed messages"),
+                }
                 self.messages = Some(store);
             }
             Err(e) => error!(error = %e, "message store unusable; sends are refused"),
@@ -261,6 +276,7 @@ impl Session {
         match &cmd {
             ToWorker::Send { request, .. } => debug!(request, "command: send"),
             ToWorker::Query { request, .. } => debug!(request, "command: query"),
+            ToWorker::Confirm { ids } => debug!(count = ids.len(), "command: confirm"),
             other => info!(?other, "command"),
         }
         match (cmd, phase) {
@@ -302,6 +318,14 @@ impl Session {
                 let answer = messages::answer(self.messages.as_ref(), query);
                 self.link
                     .send(ToSupervisor::QueryAnswer { request, answer });
+                Ok(phase)
+            }
+            (ToWorker::Confirm { ids }, phase) => {
+                if let Some(store) = &self.messages {
+                    if let Err(e) = store.confirm(&ids) {
+                        warn!(error = %e, "cannot forget confirmed messages; they will be reported again");
+                    }
+                }
                 Ok(phase)
             }
             (ToWorker::Shutdown, phase) => Ok(phase),
@@ -476,6 +500,11 @@ impl Session {
                 };
                 if record.cursor == 0 {
                     record.cursor = store.next_cursor();
+                }
+                if record.direction == ipc_protocol::Direction::In {
+                    store
+                        .mark_unconfirmed(&record)
+                        .map_err(SessionError::Store)?;
                 }
                 store.put(&record).map_err(SessionError::Store)?;
                 self.link.send(ToSupervisor::Message(record));

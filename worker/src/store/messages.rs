@@ -6,6 +6,8 @@
 //!    outbox/<cursor>-<id>.json   queued, not yet accepted by the server; drained oldest first
 //!    out/<cursor>-<id>.json      sent (or failed), with delivery and read times as they come
 //!    in/<cursor>-<id>.json       received
+//!    unconfirmed/<cursor>-<id>   received, not yet in the supervisor's hands (reported again
+//!                                at every start until the supervisor confirms it)
 //! ```
 //!
 //! A cursor grows with every message (Unix microseconds, bumped past the last one), so file
@@ -22,6 +24,8 @@ use ipc_protocol::{Direction, MessageRecord, MessageStatus, UnixMillis};
 use super::atomic::{sync_dir, write_atomic};
 
 const FILE_MODE: u32 = 0o600;
+/// Markers of received messages the supervisor has not confirmed.
+const UNCONFIRMED: &str = "unconfirmed";
 /// Longest message id kept as is in a file name; longer or odd ids are hex-encoded.
 const MAX_PLAIN_ID: usize = 64;
 
@@ -88,6 +92,7 @@ impl MessageStore {
         for shelf in [Shelf::Outbox, Shelf::Out, Shelf::In] {
             fs::create_dir_all(root.join(shelf.dir_name()))?;
         }
+        fs::create_dir_all(root.join(UNCONFIRMED))?;
         let mut store = MessageStore {
             root,
             last_cursor: 0,
@@ -234,6 +239,77 @@ impl MessageStore {
             .into_iter()
             .map(|(c, id)| self.read(Shelf::Outbox, c, &id))
             .collect()
+    }
+
+    /// Marks a received message as not yet in the supervisor's hands, durably. Written before
+    /// the record itself, so a record on disk always has its marker until confirmed.
+    ///
+    /// # Errors
+    /// Any I/O error.
+    pub fn mark_unconfirmed(&self, record: &MessageRecord) -> io::Result<()> {
+        let name = file_name(record.cursor, &encode_id(&record.id));
+        write_atomic(&self.root.join(UNCONFIRMED).join(name), b"", FILE_MODE)
+    }
+
+    /// Forgets the markers of `ids`; returns how many there were.
+    ///
+    /// # Errors
+    /// Any I/O error.
+    pub fn confirm(&self, ids: &[String]) -> io::Result<usize> {
+        let wanted: Vec<String> = ids.iter().map(|i| encode_id(i)).collect();
+        let dir = self.root.join(UNCONFIRMED);
+        let mut removed = 0;
+        for (cursor, id) in self.markers()? {
+            if wanted.contains(&id) {
+                fs::remove_file(dir.join(file_name(cursor, &id)))?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            sync_dir(&dir)?;
+        }
+        Ok(removed)
+    }
+
+    /// The received messages not yet confirmed, oldest first; markers whose record is gone
+    /// (pruned, or a crash between the two writes) are dropped.
+    ///
+    /// # Errors
+    /// Any I/O error, or a record that does not parse.
+    pub fn unconfirmed(&self) -> io::Result<Vec<MessageRecord>> {
+        let dir = self.root.join(UNCONFIRMED);
+        let mut out = Vec::new();
+        for (cursor, id) in self.markers()? {
+            if self
+                .root
+                .join(Shelf::In.dir_name())
+                .join(file_name(cursor, &id))
+                .exists()
+            {
+                out.push(self.read(Shelf::In, cursor, &id)?);
+            } else {
+                fs::remove_file(dir.join(file_name(cursor, &id)))?;
+            }
+        }
+        Ok(out)
+    }
+
+    fn markers(&self) -> io::Result<Vec<(u64, String)>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(self.root.join(UNCONFIRMED))? {
+            let name = entry?.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some(stem) = name.strip_suffix(".json") else {
+                continue;
+            };
+            if let Some((cursor, id)) = stem.split_once('-') {
+                if let Ok(cursor) = cursor.parse::<u64>() {
+                    names.push((cursor, id.to_owned()));
+                }
+            }
+        }
+        names.sort_unstable();
+        Ok(names)
     }
 
     /// Drops sent and received records past `retention` (never queued ones); returns how many.
@@ -435,6 +511,38 @@ mod tests {
             .expect("list")
             .0
             .is_empty());
+    }
+
+    #[test]
+    fn received_messages_stay_unconfirmed_until_the_supervisor_confirms_them() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut store = MessageStore::open(dir.path()).expect("open");
+        let a = record(&mut store, "A", Direction::In, MessageStatus::Received);
+        let b = record(&mut store, "B", Direction::In, MessageStatus::Received);
+        for m in [&a, &b] {
+            store.mark_unconfirmed(m).expect("mark");
+            store.put(m).expect("put");
+        }
+        // A marker left by a crash before its record was written.
+        let c = record(&mut store, "C", Direction::In, MessageStatus::Received);
+        store.mark_unconfirmed(&c).expect("mark");
+        let reopened = MessageStore::open(dir.path()).expect("reopen");
+        assert_eq!(
+            reopened.unconfirmed().expect("list"),
+            vec![a.clone(), b.clone()]
+        );
+        assert_eq!(
+            reopened
+                .confirm(&["A".into(), "Z".into()])
+                .expect("confirm"),
+            1
+        );
+        assert_eq!(reopened.unconfirmed().expect("list"), vec![b]);
+        assert_eq!(
+            reopened.get(Direction::In, "A").expect("get"),
+            Some(a),
+            "the record stays"
+        );
     }
 
     #[test]
