@@ -18,7 +18,7 @@ use super::retry::RetryReceipt;
 use crate::store::creds::Creds;
 use crate::store::groups::GroupMemory;
 use crate::store::signal::Address;
-use crate::wa::binary::Node;
+use crate::wa::binary::{Jid, Node};
 
 /// A handler's decision.
 #[derive(Debug, Default)]
@@ -78,6 +78,25 @@ pub(crate) enum Persist {
         group: String,
         /// The memory.
         memory: GroupMemory,
+    },
+    /// A user's device list (and LID), from usync, for the cache.
+    DeviceList {
+        /// The user (bare).
+        user: Jid,
+        /// Its devices.
+        devices: Vec<Jid>,
+        /// Its LID, when given.
+        lid: Option<Jid>,
+    },
+    /// Drop every session and the identity of a user (it reinstalled).
+    ForgetUser {
+        /// The user.
+        user: Jid,
+    },
+    /// Drop a user's cached device list.
+    ForgetDevices {
+        /// The user (any device of it).
+        user: Jid,
     },
     /// A message to record (a cursor of 0 is assigned); once durable it is reported.
     Message(MessageRecord),

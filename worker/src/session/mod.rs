@@ -60,12 +60,13 @@ use tracing::{debug, error, info, warn};
 use crate::config::{WaVersion, WorkerArgs};
 use crate::ipc::Link;
 use crate::store::creds::{Creds, CredsStore, Loaded};
+use crate::store::devices::DeviceCache;
 use crate::store::groups::GroupStore;
 use crate::store::messages::{MessageStore, Retention};
 use crate::store::secret::{Blob, Secret};
-use crate::store::signal::{KeyStore, KeyStoreError};
+use crate::store::signal::{Address, KeyStore, KeyStoreError};
 use crate::transport::TransportError;
-use crate::wa::binary::Node;
+use crate::wa::binary::{Jid, Node};
 use crate::wa::noise::cert::WA_ROOT_KEY;
 use actions::{Actions, Persist, Report};
 use connect::{ConnectError, Dial};
@@ -147,6 +148,7 @@ pub(crate) struct Session {
     store: CredsStore,
     keys: KeyStore,
     groups: GroupStore,
+    devices: DeviceCache,
     backoff: Backoff,
     ws_url: String,
     root: [u8; 32],
@@ -176,6 +178,7 @@ impl Session {
             store: CredsStore::new(&args.account_dir()),
             keys: KeyStore::new(&args.account_dir()),
             groups: GroupStore::new(&args.account_dir()),
+            devices: DeviceCache::new(&args.account_dir()),
             backoff: args.backoff(),
             ws_url: c.wa_ws_url.clone(),
             root: c.wa_trust_root.map_or(WA_ROOT_KEY, |r| r.0),
@@ -370,6 +373,7 @@ impl Session {
             creds: self.creds.as_ref(),
             keys: &self.keys,
             groups: &self.groups,
+            devices: &self.devices,
             messages: self.messages.as_ref(),
             settings: &self.settings,
             requests: &mut live.requests,
@@ -488,6 +492,44 @@ impl Session {
                 .keys
                 .store_sender_key(&group, &sender, &record)
                 .map_err(SessionError::Keys)?,
+            Persist::DeviceList { user, devices, lid } => self
+                .devices
+                .save(&user, &devices, lid.as_ref(), UnixMillis::now().0)
+                .map_err(SessionError::Store)?,
+            Persist::ForgetUser { user } => {
+                // Sessions live under the LID when one is known: forget under both names.
+                let mut users = vec![user.clone()];
+                if user.server == crate::wa::binary::jid::DEFAULT_USER_SERVER {
+                    if let Some(lid) = self
+                        .keys
+                        .lid_for_pn(&user.user)
+                        .map_err(SessionError::Keys)?
+                    {
+                        users.push(Jid::new(lid, crate::wa::binary::jid::HIDDEN_USER_SERVER));
+                    }
+                }
+                for user in users {
+                    let Some(addr) = Address::from_jid(&user) else {
+                        continue;
+                    };
+                    let sessions = self
+                        .keys
+                        .sessions_of_user(addr.name())
+                        .map_err(SessionError::Keys)?;
+                    for session in sessions {
+                        self.keys
+                            .delete_session(&session)
+                            .map_err(SessionError::Keys)?;
+                        self.keys
+                            .delete_identity(&session)
+                            .map_err(SessionError::Keys)?;
+                    }
+                }
+                info!("a contact's identity changed; its sessions dropped");
+            }
+            Persist::ForgetDevices { user } => {
+                self.devices.forget(&user).map_err(SessionError::Store)?
+            }
             Persist::GroupMemory { group, memory } => self
                 .groups
                 .save(&group, &memory)

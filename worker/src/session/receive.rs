@@ -91,9 +91,36 @@ fn confirmed(message: &Node, routing: &Routing) -> Actions {
     Actions::send(receipt).merge(acked(message))
 }
 
-/// `<notification>`: acknowledged.
+/// `<notification>`: a `devices` one drops the user's cached device list (under both its
+/// names), an `encrypt` one with `<identity/>` the user's sessions and identity too; every one
+/// is acknowledged.
 pub(crate) fn on_notification(_ctx: &mut Ctx<'_>, notification: &Node) -> Actions {
-    acked(notification)
+    let mut actions = Actions::none();
+    let kind = notification.attr_str("type");
+    if kind.as_deref() == Some("encrypt") && notification.child("identity").is_some() {
+        // The contact reinstalled: its sessions and identity are dead (whatsmeow's reaction).
+        for key in ["from", "lid"] {
+            if let Some(user) = notification.attr_jid(key) {
+                actions = actions
+                    .and_persist(Persist::ForgetUser {
+                        user: user.to_non_ad(),
+                    })
+                    .and_persist(Persist::ForgetDevices {
+                        user: user.to_non_ad(),
+                    });
+            }
+        }
+    }
+    if kind.as_deref() == Some("devices") {
+        for key in ["from", "lid"] {
+            if let Some(user) = notification.attr_jid(key) {
+                actions = actions.and_persist(Persist::ForgetDevices {
+                    user: user.to_non_ad(),
+                });
+            }
+        }
+    }
+    actions.merge(acked(notification))
 }
 
 /// `<call>`: acknowledged.

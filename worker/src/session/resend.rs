@@ -123,12 +123,16 @@ pub(crate) fn on_retry(ctx: &mut Ctx<'_>, receipt: &Node) -> Actions {
         }
     }
     info!(%id, count, device = device.device, "resending after a retry receipt");
-    Actions::send(stanza.children(children)).and_persist(Persist::Session {
-        address: addr,
-        record: session.to_bytes(),
-        consumed_prekey: None,
-        identity: fresh.map(|b| *b.identity_key.as_bytes()),
-    })
+    Actions::send(stanza.children(children))
+        .and_persist(Persist::ForgetDevices {
+            user: device.to_non_ad(),
+        })
+        .and_persist(Persist::Session {
+            address: addr,
+            record: session.to_bytes(),
+            consumed_prekey: None,
+            identity: fresh.map(|b| *b.identity_key.as_bytes()),
+        })
 }
 
 /// Our sender key for `group` as an SKDM payload field, under our LID or our PN address.

@@ -70,8 +70,8 @@ pub(crate) enum Step {
         /// For a group: the plan for our sender key.
         group: Option<Box<GroupSend>>,
     },
-    /// The server's ack of the `<message>`.
-    Ack,
+    /// The server's ack of the `<message>`, with the phash of the devices it went to (1:1).
+    Ack(Option<String>),
 }
 
 /// A group send between its steps.
@@ -129,6 +129,27 @@ pub(crate) fn pump(ctx: &mut Ctx<'_>) -> Actions {
     } else {
         vec![chat, own_user]
     };
+    let out = Outbound {
+        record,
+        step: Step::Devices(None),
+        deadline: ctx.now + SEND_DEADLINE,
+    };
+    let now = UnixMillis::now().0;
+    let cached: Option<Vec<UserDevices>> = users
+        .iter()
+        .map(|u| {
+            let (devices, lid) = ctx.devices.load(u, now).ok().flatten()?;
+            Some(UserDevices {
+                user: u.to_non_ad(),
+                devices,
+                lid,
+            })
+        })
+        .collect();
+    if let Some(users) = cached {
+        debug!(id = %out.record.id, "device lists from the cache");
+        return with_devices(ctx, out, users);
+    }
     let sid = format!("{}", rand::random::<u64>());
     let iq = ctx.requests.iq(
         Purpose::Devices,
@@ -136,11 +157,7 @@ pub(crate) fn pump(ctx: &mut Ctx<'_>) -> Actions {
         "get",
         usync::devices_query(&sid, &users),
     );
-    *ctx.outbound = Some(Outbound {
-        record,
-        step: Step::Devices(None),
-        deadline: ctx.now + SEND_DEADLINE,
-    });
+    *ctx.outbound = Some(out);
     Actions::send(iq)
 }
 
@@ -187,6 +204,20 @@ pub(crate) fn on_devices(ctx: &mut Ctx<'_>, result: &Node) -> Actions {
     if let Step::Devices(Some(info)) = std::mem::replace(&mut out.step, Step::Devices(None)) {
         return on_group_devices(ctx, out, info, result);
     }
+    let users = usync::parse_devices(result);
+    let mut actions = Actions::none();
+    for u in &users {
+        actions = actions.and_persist(Persist::DeviceList {
+            user: u.user.clone(),
+            devices: u.devices.clone(),
+            lid: u.lid.clone(),
+        });
+    }
+    actions.merge(with_devices(ctx, out, users))
+}
+
+/// Step 2 with the device lists in hand (from usync, or from the cache).
+fn with_devices(ctx: &mut Ctx<'_>, out: Outbound, users: Vec<UserDevices>) -> Actions {
     let (Some(creds), Ok(chat)) = (ctx.creds, out.record.chat.parse::<Jid>()) else {
         return Actions::none();
     };
@@ -194,7 +225,6 @@ pub(crate) fn on_devices(ctx: &mut Ctx<'_>, result: &Node) -> Actions {
         return Actions::none();
     };
     let own_device = own.device;
-    let users = usync::parse_devices(result);
     let mut actions = Actions::none();
     let mut learned = Vec::new();
     for u in &users {
@@ -352,11 +382,13 @@ fn finish_group(
     let mut participants = Vec::new();
     let mut any_pkmsg = false;
     let mut unreached = Vec::new();
+    let mut distributed = Vec::new();
     for device in &plan.needs_key {
         match seal_for(ctx, &own, device, &info.mappings, &fresh, &payload) {
             Some((to, change, pkmsg)) => {
                 any_pkmsg |= pkmsg;
                 participants.push(to);
+                distributed.push(device.clone());
                 actions = actions.and_persist(change);
             }
             None => unreached.push(device.to_string()),
@@ -379,16 +411,20 @@ fn finish_group(
         }
     }
     children.push(skmsg);
-    let stanza = Node::new("message")
+    let mut stanza = Node::new("message")
         .attr("id", record.id.clone())
         .attr("type", "text")
         .attr("addressing_mode", info.mode.clone())
-        .jid_attr("to", chat)
-        .children(children);
+        .jid_attr("to", chat);
+    if !distributed.is_empty() {
+        // whatsapp-rust's rule: the phash of the SKDM distribution list, sending device excluded.
+        stanza = stanza.attr("phash", crate::wa::phash::participant_hash(&distributed));
+    }
+    let stanza = stanza.children(children);
     info!(id = %record.id, "group message sent to the server");
     *ctx.outbound = Some(Outbound {
         record,
-        step: Step::Ack,
+        step: Step::Ack(None),
         deadline: ctx.now + SEND_DEADLINE,
     });
     actions.and_send(stanza)
@@ -508,6 +544,7 @@ fn encrypt_and_send(
     let for_them = message.encode_to_vec();
     let for_us = e2e::Message::device_sent(record.chat.clone(), message).encode_to_vec();
     let mut actions = Actions::none();
+    let mut sent_to = Vec::new();
     let mut participants = Vec::new();
     let mut any_pkmsg = false;
     for device in targets {
@@ -516,6 +553,7 @@ fn encrypt_and_send(
         if let Some((to, change, pkmsg)) = seal_for(ctx, &own, device, learned, &fresh, payload) {
             any_pkmsg |= pkmsg;
             participants.push(to);
+            sent_to.push(device.clone());
             actions = actions.and_persist(change);
         }
     }
@@ -543,7 +581,7 @@ fn encrypt_and_send(
     info!(id = %record.id, "message sent to the server");
     *ctx.outbound = Some(Outbound {
         record,
-        step: Step::Ack,
+        step: Step::Ack(Some(crate::wa::phash::participant_hash(&sent_to))),
         deadline: ctx.now + SEND_DEADLINE,
     });
     actions.and_send(stanza)
@@ -557,11 +595,26 @@ pub(crate) fn on_ack(ctx: &mut Ctx<'_>, ack: &Node) -> Actions {
     let id = ack.attr_str("id").unwrap_or_default();
     let Some(out) = ctx
         .outbound
-        .take_if(|o| matches!(o.step, Step::Ack) && o.record.id == id)
+        .take_if(|o| matches!(o.step, Step::Ack(_)) && o.record.id == id)
     else {
         return Actions::none();
     };
     let mut record = out.record;
+    let mut actions = Actions::none();
+    if let (Step::Ack(Some(ours)), Some(theirs)) = (&out.step, ack.attr_str("phash")) {
+        if *ours != theirs {
+            // The server sees other devices than we encrypted for: ask again next time.
+            debug!(id = %record.id, "phash differs; device lists dropped");
+            if let Ok(chat) = record.chat.parse::<Jid>() {
+                actions = actions.and_persist(Persist::ForgetDevices { user: chat });
+            }
+            if let Some(own) = ctx.creds.and_then(Own::of) {
+                actions = actions.and_persist(Persist::ForgetDevices {
+                    user: Jid::new(own.pn_user, DEFAULT_USER_SERVER),
+                });
+            }
+        }
+    }
     match ack.attr_str("error") {
         Some(code) => {
             warn!(id = %record.id, %code, "the server refused the message");
@@ -577,7 +630,7 @@ pub(crate) fn on_ack(ctx: &mut Ctx<'_>, ack: &Node) -> Actions {
             record.sent_at = Some(t);
         }
     }
-    Actions::none().and_persist(Persist::Message(record))
+    actions.and_persist(Persist::Message(record))
 }
 
 /// An IQ of the message in flight failed: try again in a while.

@@ -15,6 +15,7 @@ use super::request::Requests;
 use super::send::Outbound;
 use super::socket::Socket;
 use crate::store::creds::Creds;
+use crate::store::devices::DeviceCache;
 use crate::store::groups::GroupStore;
 use crate::store::messages::MessageStore;
 use crate::store::signal::KeyStore;
@@ -114,6 +115,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) creds: Option<&'a Creds>,
     /// The Signal key store, to read (writes go through `Persist`).
     pub(crate) keys: &'a KeyStore,
+    /// The device-list cache, to read.
+    pub(crate) devices: &'a DeviceCache,
     /// What we remember of groups, to read.
     pub(crate) groups: &'a GroupStore,
     /// The message store, to read; `None` when it could not be opened.

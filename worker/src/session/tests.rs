@@ -620,6 +620,25 @@ async fn decrypts_records_then_confirms_each_message_and_asks_again_when_one_fai
         .get(ipc_protocol::Direction::In, "IN-3")
         .expect("read")
         .is_none());
+
+    // The contact reinstalls: the server says so, and its session and identity go.
+    server.push(
+        Node::new("notification")
+            .attr("id", "N-ID")
+            .attr("type", "encrypt")
+            .jid_attr("from", "15550009999@s.whatsapp.net".parse().expect("jid"))
+            .children(vec![Node::new("identity")]),
+    );
+    let ack = sent(&mut server, "ack").await;
+    assert_eq!(ack.attr_str("id").as_deref(), Some("N-ID"));
+    assert!(
+        keys.session(&lid_addr).expect("read").is_none(),
+        "session dropped"
+    );
+    assert!(
+        keys.identity(&lid_addr).expect("read").is_none(),
+        "identity dropped"
+    );
     h.stop().await;
 }
 
@@ -932,5 +951,51 @@ async fn sends_a_queued_text_end_to_end_and_follows_its_receipts() {
         "no reply yet: still pkmsg"
     );
     assert_eq!(contact.read(&enc), "second");
+    server.push(
+        Node::new("ack")
+            .attr("class", "message")
+            .attr("id", "3EB0SEND2")
+            .jid_attr("from", "15550009999@s.whatsapp.net".parse().expect("jid")),
+    );
+
+    // The device lists are cached now: the third message goes straight out, no usync.
+    h.commands
+        .send(ToWorker::Send {
+            request: 3,
+            message: ipc_protocol::OutgoingText {
+                id: "3EB0SEND3".into(),
+                to: "15550009999@s.whatsapp.net".into(),
+                text: "third".into(),
+            },
+        })
+        .expect("send");
+    let stanza = sent(&mut server, "message").await;
+    assert_eq!(stanza.attr_str("id").as_deref(), Some("3EB0SEND3"));
+    // A devices notification drops the contact's list: the next one asks again.
+    server.push(
+        Node::new("notification")
+            .attr("id", "N1")
+            .attr("type", "devices")
+            .jid_attr("from", "15550009999@s.whatsapp.net".parse().expect("jid")),
+    );
+    sent(&mut server, "ack").await;
+    server.push(
+        Node::new("ack")
+            .attr("class", "message")
+            .attr("id", "3EB0SEND3")
+            .jid_attr("from", "15550009999@s.whatsapp.net".parse().expect("jid")),
+    );
+    h.commands
+        .send(ToWorker::Send {
+            request: 4,
+            message: ipc_protocol::OutgoingText {
+                id: "3EB0SEND4".into(),
+                to: "15550009999@s.whatsapp.net".into(),
+                text: "fourth".into(),
+            },
+        })
+        .expect("send");
+    let usync = sent(&mut server, "iq").await;
+    assert_eq!(usync.attr_str("xmlns").as_deref(), Some("usync"));
     h.stop().await;
 }

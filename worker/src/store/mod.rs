@@ -6,6 +6,7 @@
 
 pub mod atomic;
 pub mod creds;
+pub mod devices;
 pub mod groups;
 pub mod lock;
 pub mod messages;
