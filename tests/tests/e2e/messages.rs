@@ -8,6 +8,41 @@ use wa_sim::harness::{wait_until, Sim, Supervisor, Volume};
 use super::whatsapp::{pair, start};
 use super::STATE_DEADLINE;
 
+/// Waits until `account` lists the received message `id`; returns it.
+fn received(sup: &Supervisor, account: &str, id: &str, what: &str) -> Value {
+    wait_until(what, STATE_DEADLINE, || {
+        let list = sup
+            .call(
+                "GET",
+                &format!("/api/whatsapp/accounts/{account}/messages?direction=in"),
+                None,
+            )
+            .json();
+        list["messages"]
+            .as_array()
+            .and_then(|m| m.iter().find(|x| x["id"] == id).cloned())
+            .ok_or_else(|| list.to_string())
+    })
+}
+
+/// Waits until message `id` of `account` has one of the statuses `want`.
+fn status_reaches(sup: &Supervisor, account: &str, id: &str, want: &[&str]) {
+    wait_until(&format!("{id} {want:?}"), STATE_DEADLINE, || {
+        let m = sup
+            .call(
+                "GET",
+                &format!("/api/whatsapp/accounts/{account}/messages/{id}"),
+                None,
+            )
+            .json();
+        if want.contains(&m["message"]["status"].as_str().unwrap_or("")) {
+            Ok(())
+        } else {
+            Err(m.to_string())
+        }
+    });
+}
+
 fn send(sup: &Supervisor, account: &str, body: &Value) -> (u16, Value) {
     let r = sup.call(
         "POST",
@@ -216,20 +251,7 @@ fn two_accounts_message_each_other_through_the_server_with_receipts() {
     assert_eq!(received["text"], "hi bob");
     assert_eq!(received["type"], "text");
     assert_eq!(received["chat"], "15550003333@s.whatsapp.net");
-    wait_until("alice sees it delivered", STATE_DEADLINE, || {
-        let m = sup
-            .call(
-                "GET",
-                &format!("/api/whatsapp/accounts/alice/messages/{id}"),
-                None,
-            )
-            .json();
-        if m["message"]["status"] == "delivered" {
-            Ok(())
-        } else {
-            Err(m.to_string())
-        }
-    });
+    status_reaches(&sup, "alice", &id, &["delivered", "read"]);
 
     // Bob answers; the second direction rides the session the first one built.
     let (status, _) = send(
@@ -269,19 +291,7 @@ fn a_contact_and_the_account_exchange_texts_and_the_phone_gets_the_copy() {
 
     // A contact (a phone with no companion) writes: a pkmsg to the worker and to the phone.
     let id = sim.send_from_phone("15550006666", "15550005555", "hello desk");
-    let got = wait_until("the worker records it", STATE_DEADLINE, || {
-        let list = sup
-            .call(
-                "GET",
-                "/api/whatsapp/accounts/desk/messages?direction=in",
-                None,
-            )
-            .json();
-        list["messages"]
-            .as_array()
-            .and_then(|m| m.iter().find(|x| x["id"] == id.as_str()).cloned())
-            .ok_or_else(|| list.to_string())
-    });
+    let got = received(&sup, "desk", &id, "the worker records it");
     assert_eq!(got["text"], "hello desk");
     assert_eq!(got["from"], "15550006666@s.whatsapp.net");
 
@@ -298,20 +308,7 @@ fn a_contact_and_the_account_exchange_texts_and_the_phone_gets_the_copy() {
     let copy = sim.wait_inbox("15550005555", &reply, STATE_DEADLINE);
     assert_eq!(copy["kind"], "dsm", "{copy}");
     assert_eq!(copy["text"], "hello contact");
-    wait_until("delivered", STATE_DEADLINE, || {
-        let m = sup
-            .call(
-                "GET",
-                &format!("/api/whatsapp/accounts/desk/messages/{reply}"),
-                None,
-            )
-            .json();
-        if m["message"]["status"] == "delivered" {
-            Ok(())
-        } else {
-            Err(m.to_string())
-        }
-    });
+    status_reaches(&sup, "desk", &reply, &["delivered", "read"]);
 }
 
 #[test]
@@ -378,19 +375,7 @@ fn a_message_sent_from_the_phone_arrives_as_our_own_copy() {
     pair(&sup, &sim, "desk", "15550008001");
     // The account's phone writes to a contact: the worker gets the deviceSentMessage copy.
     let id = sim.send_from_phone("15550008001", "15550008002", "sent from the phone");
-    let copy = wait_until("the copy is recorded", STATE_DEADLINE, || {
-        let list = sup
-            .call(
-                "GET",
-                "/api/whatsapp/accounts/desk/messages?direction=in",
-                None,
-            )
-            .json();
-        list["messages"]
-            .as_array()
-            .and_then(|m| m.iter().find(|x| x["id"] == id.as_str()).cloned())
-            .ok_or_else(|| list.to_string())
-    });
+    let copy = received(&sup, "desk", &id, "the copy is recorded");
     assert_eq!(copy["text"], "sent from the phone");
     assert_eq!(
         copy["chat"], "15550008002@s.whatsapp.net",
@@ -414,19 +399,7 @@ fn messages_sent_while_the_service_was_down_arrive_from_the_offline_queue() {
     // Nobody is online for the account: the server queues the message.
     let id = sim.send_from_phone("15550008102", "15550008101", "while you were down");
     let sup = start(&volume, &sim, &[]);
-    let got = wait_until("the queued message", STATE_DEADLINE, || {
-        let list = sup
-            .call(
-                "GET",
-                "/api/whatsapp/accounts/desk/messages?direction=in",
-                None,
-            )
-            .json();
-        list["messages"]
-            .as_array()
-            .and_then(|m| m.iter().find(|x| x["id"] == id.as_str()).cloned())
-            .ok_or_else(|| list.to_string())
-    });
+    let got = received(&sup, "desk", &id, "the queued message");
     assert_eq!(got["text"], "while you were down");
 }
 
