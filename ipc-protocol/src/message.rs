@@ -215,6 +215,20 @@ pub enum Reason {
     NotPaired,
     /// An admin stopped the account.
     AdminStopped,
+    /// A write to the volume failed: no space left (or over quota).
+    StorageFull,
+    /// A write to the volume failed: the file system is read-only (or denies writing).
+    StorageReadonly,
+    /// A write to the volume failed for another I/O reason.
+    StorageError,
+    /// `creds.json` has a newer format version than this build knows (a rollback); untouched.
+    CredsNewerVersion,
+    /// Another worker process holds the account's lock.
+    Locked,
+    /// The worker and the supervisor speak different IPC protocol versions.
+    ProtocolMismatch,
+    /// The worker process could not be started; retried with backoff.
+    SpawnFailed,
     /// A reason this build does not know, kept verbatim.
     Other(String),
 }
@@ -238,6 +252,13 @@ impl Reason {
             Reason::CertificateRejected => "certificate_rejected".into(),
             Reason::NotPaired => "not_paired".into(),
             Reason::AdminStopped => "admin_stopped".into(),
+            Reason::StorageFull => "storage_full".into(),
+            Reason::StorageReadonly => "storage_readonly".into(),
+            Reason::StorageError => "storage_error".into(),
+            Reason::CredsNewerVersion => "creds_newer_version".into(),
+            Reason::Locked => "locked".into(),
+            Reason::ProtocolMismatch => "protocol_mismatch".into(),
+            Reason::SpawnFailed => "spawn_failed".into(),
             Reason::Other(s) => s.clone(),
         }
     }
@@ -268,6 +289,13 @@ impl FromStr for Reason {
             "certificate_rejected" => Reason::CertificateRejected,
             "not_paired" => Reason::NotPaired,
             "admin_stopped" => Reason::AdminStopped,
+            "storage_full" => Reason::StorageFull,
+            "storage_readonly" => Reason::StorageReadonly,
+            "storage_error" => Reason::StorageError,
+            "creds_newer_version" => Reason::CredsNewerVersion,
+            "locked" => Reason::Locked,
+            "protocol_mismatch" => Reason::ProtocolMismatch,
+            "spawn_failed" => Reason::SpawnFailed,
             other => match other
                 .strip_prefix("server_error_")
                 .and_then(|code| code.parse::<u16>().ok())

@@ -65,6 +65,9 @@ pub struct Config {
     pub webhook: crate::webhook::WebhookArgs,
 }
 
+/// The longest restart delay of a crashed worker (the restart policy's cap).
+pub const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
 impl Config {
     /// Checks relations between keys that clap cannot.
     ///
@@ -84,11 +87,39 @@ impl Config {
                 c.reconnect_base_ms, c.reconnect_max_ms
             ));
         }
-        if self.heartbeat_timeout_ms < 1000 {
-            return Err("HEARTBEAT_TIMEOUT_MS must be at least 1000".into());
+        let interval = c.heartbeat_interval_ms;
+        if interval < 100 {
+            return Err(format!(
+                "HEARTBEAT_INTERVAL_MS ({interval}) must be at least 100"
+            ));
         }
-        if self.restart_backoff_base_ms == 0 {
-            return Err("RESTART_BACKOFF_BASE_MS must be positive".into());
+        if self.heartbeat_timeout_ms < 2 * interval {
+            return Err(format!(
+                "HEARTBEAT_TIMEOUT_MS ({}) must be at least twice the workers' heartbeat interval \
+                 ({interval} ms, HEARTBEAT_INTERVAL_MS), or healthy workers are killed as hung: \
+                 use {} or more",
+                self.heartbeat_timeout_ms,
+                2 * interval
+            ));
+        }
+        if self.restart_backoff_base_ms == 0
+            || self.restart_backoff_base_ms > RESTART_BACKOFF_MAX.as_millis() as u64
+        {
+            return Err(format!(
+                "RESTART_BACKOFF_BASE_MS ({}) must be positive and at most the longest restart \
+                 delay ({} ms)",
+                self.restart_backoff_base_ms,
+                RESTART_BACKOFF_MAX.as_millis()
+            ));
+        }
+        if self.shutdown_timeout_ms < 100 {
+            return Err(format!(
+                "SHUTDOWN_TIMEOUT_MS ({}) must be at least 100: workers need time to flush",
+                self.shutdown_timeout_ms
+            ));
+        }
+        if c.max_reconnect_attempts == 0 {
+            return Err("MAX_RECONNECT_ATTEMPTS must be at least 1".into());
         }
         self.webhook.validate()?;
         Ok(())
@@ -97,5 +128,74 @@ impl Config {
     /// The shutdown deadline.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    fn check(args: &[&str]) -> Result<(), String> {
+        let mut argv = vec!["supervisor"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv)
+            .expect("flags parse")
+            .config
+            .validate()
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        check(&[]).expect("defaults");
+    }
+
+    #[test]
+    fn a_heartbeat_timeout_shorter_than_two_reports_is_refused_with_the_numbers() {
+        let e = check(&["--heartbeat-timeout-ms", "3000"]).expect_err("3 s < 2 x 15 s");
+        assert!(
+            e.contains("HEARTBEAT_TIMEOUT_MS (3000)") && e.contains("30000"),
+            "{e}"
+        );
+        check(&["--heartbeat-timeout-ms", "30000"]).expect("exactly two reports");
+        check(&[
+            "--heartbeat-timeout-ms",
+            "1000",
+            "--heartbeat-interval-ms",
+            "400",
+        ])
+        .expect("a shorter interval allows a shorter timeout");
+        assert!(check(&["--heartbeat-interval-ms", "10"]).is_err());
+    }
+
+    #[test]
+    fn every_other_timing_is_checked_against_what_it_depends_on() {
+        for bad in [
+            &[
+                "--boot-jitter-min-ms",
+                "5000",
+                "--boot-jitter-max-ms",
+                "4000",
+            ][..],
+            &["--reconnect-base-ms", "0"],
+            &[
+                "--reconnect-base-ms",
+                "40000",
+                "--reconnect-max-ms",
+                "30000",
+            ],
+            &["--restart-backoff-base-ms", "0"],
+            &["--restart-backoff-base-ms", "60001"],
+            &["--shutdown-timeout-ms", "10"],
+            &["--max-reconnect-attempts", "0"],
+        ] {
+            assert!(check(bad).is_err(), "{bad:?} must be refused");
+        }
     }
 }

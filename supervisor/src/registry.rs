@@ -122,10 +122,12 @@ impl Registry {
         Ok(account)
     }
 
-    /// Creates the account's directory and `account.json`.
+    /// Creates the account's directory and `account.json`. When the write fails (a full or
+    /// read-only volume), the directory just created is removed again: nothing is left behind
+    /// and the id stays free.
     ///
     /// # Errors
-    /// [`RegistryError::Duplicate`] when the directory exists already.
+    /// [`RegistryError::Duplicate`] when the directory exists already, or the I/O error.
     pub fn add(&self, account: &Account) -> Result<(), RegistryError> {
         let dir = self.dir(&account.id);
         let io_err = |source| RegistryError::Io {
@@ -139,8 +141,14 @@ impl Registry {
             }
             Err(e) => return Err(io_err(e)),
         }
-        sync_dir(&self.root).map_err(io_err)?;
-        self.save(account).map_err(io_err)
+        let written = sync_dir(&self.root).and_then(|()| self.save(account));
+        if let Err(e) = written {
+            if let Err(cleanup) = fs::remove_dir_all(&dir).and_then(|()| sync_dir(&self.root)) {
+                warn!(account = %account.id, error = %cleanup, "cannot remove a half-added account directory");
+            }
+            return Err(io_err(e));
+        }
+        Ok(())
     }
 
     /// Rewrites `account.json` atomically.

@@ -58,6 +58,36 @@ pub fn probe(dir: &Path) -> io::Result<()> {
     result
 }
 
+/// Removes the temp files of the supervisor's own interrupted writes: at the root (admin token,
+/// webhook secret), under `.webhooks/`, and each account's `account.json`. The workers clean
+/// their own. Call it before any worker or writer starts.
+pub fn remove_temp_files(root: &Path) -> usize {
+    use worker::store::atomic::remove_temp_files as clean;
+    let mut removed = 0;
+    let mut tally = |what: &str, result: io::Result<usize>| match result {
+        Ok(n) => removed += n,
+        Err(e) => warn!(%what, error = %e, "cannot remove temp files of interrupted writes"),
+    };
+    tally("root", clean(root, 0, &|_| false));
+    tally(".webhooks", clean(&root.join(".webhooks"), 4, &|_| false));
+    if let Ok(entries) = fs::read_dir(root) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with('.') || !entry.path().is_dir() {
+                continue;
+            }
+            let not_ours = |n: &str| !n.starts_with(".account.json.tmp-");
+            tally("account", clean(&entry.path(), 0, &not_ours));
+        }
+    }
+    removed
+}
+
+/// Whether `e` says the volume is full or read-only: the API answers 507 then.
+pub fn is_storage_trouble(e: &io::Error) -> bool {
+    worker::store::trouble::is_full_or_readonly(e)
+}
+
 /// Takes `.supervisor.lock` in `dir`.
 ///
 /// # Errors

@@ -12,6 +12,7 @@ mod e2e {
     mod phones;
     mod restart;
     mod shutdown;
+    mod storage;
     mod webhook;
     mod whatsapp;
 

@@ -67,6 +67,15 @@ pub struct ConnectionArgs {
     /// Sent, and received, messages kept per account (each).
     #[arg(long, env = "MESSAGE_RETENTION_COUNT", default_value_t = 10_000)]
     pub message_retention_count: u32,
+    /// How often a worker reports to the supervisor when nothing changes; the supervisor's
+    /// HEARTBEAT_TIMEOUT_MS must allow for two of these.
+    #[arg(
+        long,
+        env = "HEARTBEAT_INTERVAL_MS",
+        default_value_t = 15_000,
+        hide = true
+    )]
+    pub heartbeat_interval_ms: u64,
 }
 
 /// The WhatsApp Web version whatsmeow sends (wa-protocol.md §0).
@@ -148,6 +157,10 @@ impl ConnectionArgs {
             (
                 "MESSAGE_RETENTION_COUNT",
                 self.message_retention_count.to_string(),
+            ),
+            (
+                "HEARTBEAT_INTERVAL_MS",
+                self.heartbeat_interval_ms.to_string(),
             ),
         ]
         .into_iter()

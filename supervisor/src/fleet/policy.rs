@@ -30,7 +30,7 @@ impl RestartPolicy {
     pub fn with_base(base: Duration) -> Self {
         RestartPolicy {
             base,
-            max: Duration::from_secs(60),
+            max: crate::config::RESTART_BACKOFF_MAX,
             reset_after: Duration::from_secs(5 * 60),
             window: Duration::from_secs(10 * 60),
             max_crashes: 5,

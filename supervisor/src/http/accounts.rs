@@ -16,6 +16,7 @@ use super::error::ApiError;
 use super::{parse_id, phone, AppState};
 use crate::fleet::Command;
 use crate::registry::{generate_id, Account, RegistryError};
+use crate::volume;
 
 const MAX_NAME_LEN: usize = 100;
 
@@ -115,6 +116,13 @@ pub async fn add(
                 "account_exists",
                 format!("account {id} already exists"),
             ),
+            RegistryError::Io { source, .. } if volume::is_storage_trouble(&source) => {
+                ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "insufficient_storage",
+                    format!("the sessions volume refused the write: {source}"),
+                )
+            }
             other => ApiError::internal(format!("{other}: {}", source_text(&other))),
         })?;
     info!(account = %id, "account added");

@@ -75,6 +75,13 @@ impl WebhookArgs {
                 self.webhook_backoff_base_ms, self.webhook_backoff_max_ms
             ));
         }
+        if self.webhook_timeout_ms > self.webhook_max_age_ms {
+            return Err(format!(
+                "WEBHOOK_TIMEOUT_MS ({}) must not exceed WEBHOOK_MAX_AGE_MS ({}): one attempt \
+                 cannot outlast the delivery",
+                self.webhook_timeout_ms, self.webhook_max_age_ms
+            ));
+        }
         if self.webhook_max_pending == 0 {
             return Err("WEBHOOK_MAX_PENDING must be positive".into());
         }

@@ -121,6 +121,49 @@ fn corrupt_creds_are_kept_aside_and_the_account_needs_a_qr() {
 }
 
 #[test]
+fn creds_of_a_newer_format_stop_the_account_and_stay_untouched() {
+    let volume = Volume::new();
+    volume.add_account("future", true);
+    let path = volume.sessions().join("future/creds.json");
+    let newer = br#"{"version":2,"keys":{"shape":"of a later release"}}"#;
+    std::fs::write(&path, newer).expect("newer creds");
+    let sup = Supervisor::start(&volume.sessions(), &[]);
+    let d = sup.wait_dashboard("stopped as newer", STATE_DEADLINE, |d| {
+        d["accounts"][0]["reason"] == "creds_newer_version"
+    });
+    let a = &d["accounts"][0];
+    assert_eq!(a["status"], "failed", "{a}");
+    assert!(
+        a["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("version 2")),
+        "{a}"
+    );
+    // A QR request must not replace the newer file with fresh keys.
+    let r = sup.call("POST", "/api/whatsapp/accounts/future/qr", None);
+    assert!(r.status < 300, "{}", r.text());
+    wait_until("the QR request refused too", STATE_DEADLINE, || {
+        let n = sup
+            .events("creds file is of a newer format; stopped, file left untouched")
+            .len();
+        if n >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{n} refusals"))
+        }
+    });
+    assert_eq!(std::fs::read(&path).expect("read"), newer);
+    let names: Vec<_> = std::fs::read_dir(volume.sessions().join("future"))
+        .expect("list")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("creds"))
+        .collect();
+    assert_eq!(names, ["creds.json"], "nothing renamed or added");
+    assert_eq!(sup.account("future")["reason"], "creds_newer_version");
+}
+
+#[test]
 fn a_worker_that_sends_no_heartbeat_is_killed_as_hung_and_restarted() {
     let volume = Volume::new();
     volume.add_account("silent", true);
@@ -130,6 +173,7 @@ fn a_worker_that_sends_no_heartbeat_is_killed_as_hung_and_restarted() {
         &[
             ("WORKER_BIN", &bin),
             ("HEARTBEAT_TIMEOUT_MS", "1000"),
+            ("HEARTBEAT_INTERVAL_MS", "400"),
             ("RESTART_BACKOFF_BASE_MS", "50"),
         ],
     );

@@ -129,3 +129,15 @@ fn health_turns_503_when_the_sessions_dir_becomes_unwritable() {
     assert_eq!(health["sessions_dir_writable"], false);
     assert_eq!(health["ok"], false);
 }
+
+#[test]
+fn a_heartbeat_timeout_that_would_kill_healthy_workers_stops_the_start_with_the_numbers() {
+    let volume = Volume::new();
+    let (status, log) =
+        Supervisor::run_to_exit(&volume.sessions(), &[("HEARTBEAT_TIMEOUT_MS", "3000")]);
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(
+        log.contains("HEARTBEAT_TIMEOUT_MS (3000) must be at least twice") && log.contains("30000"),
+        "{log}"
+    );
+}

@@ -23,14 +23,14 @@ pub(super) fn start(volume: &Volume, sim: &Sim, extra: &[(&str, &str)]) -> Super
     Supervisor::start(&volume.sessions(), &env)
 }
 
-fn qr_json(sup: &Supervisor, id: &str) -> Value {
+pub(super) fn qr_json(sup: &Supervisor, id: &str) -> Value {
     let r = sup.call("GET", &format!("/api/whatsapp/qr/{id}?format=json"), None);
     assert_eq!(r.status, 200, "{}", r.text());
     r.json()
 }
 
 /// Waits for a QR for `id` over the admin API and returns it.
-fn wait_qr(sup: &Supervisor, id: &str) -> String {
+pub(super) fn wait_qr(sup: &Supervisor, id: &str) -> String {
     wait_until(&format!("a QR for {id}"), STATE_DEADLINE, || {
         let j = qr_json(sup, id);
         j["qr"]

@@ -65,6 +65,7 @@ use crate::store::groups::GroupStore;
 use crate::store::messages::{MessageStore, Retention};
 use crate::store::secret::{Blob, Secret};
 use crate::store::signal::{Address, KeyStore, KeyStoreError};
+use crate::store::trouble::{self, Trouble};
 use crate::transport::TransportError;
 use crate::wa::binary::{Jid, Node};
 use crate::wa::noise::cert::WA_ROOT_KEY;
@@ -77,8 +78,6 @@ use stage::{Ctx, Live, Settings};
 
 /// How often old messages are pruned (and once at start).
 const RETENTION_EVERY: Duration = Duration::from_secs(600);
-/// How often a heartbeat goes to the supervisor (its watchdog fires after 60 s of silence).
-pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
 
 /// Why the session ended badly.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +89,36 @@ pub(crate) enum SessionError {
     #[error("key store failed: {0}")]
     Keys(#[source] KeyStoreError),
 }
+
+impl SessionError {
+    /// The I/O error of a read or write of the volume, if that is what failed.
+    fn storage(&self) -> Option<&io::Error> {
+        match self {
+            SessionError::Store(e) => Some(e),
+            SessionError::Keys(KeyStoreError::Io { source, .. }) => Some(source),
+            SessionError::Keys(_) => None,
+        }
+    }
+}
+
+/// The volume refuses writes: what was dropped, and when to look again.
+#[derive(Debug)]
+struct StorageTrouble {
+    /// Probes that failed so far.
+    attempt: u32,
+    /// When to probe next.
+    next_probe: Instant,
+    /// A stanza went unanswered because what it changed could not be persisted: once the
+    /// volume takes writes again, reconnect so the server delivers it again.
+    dropped: bool,
+    /// A connection was abandoned (or never dialled): dial once the volume takes writes.
+    redial: bool,
+}
+
+/// The first probe after a failed write comes this soon; the delay doubles up to
+/// [`STORAGE_PROBE_MAX`], so the account recovers within seconds of space returning.
+const STORAGE_PROBE_FIRST: Duration = Duration::from_millis(500);
+const STORAGE_PROBE_MAX: Duration = Duration::from_secs(4);
 
 /// What the session is doing.
 enum Phase {
@@ -165,6 +194,10 @@ pub(crate) struct Session {
     retention: Retention,
     last_frame_at: Option<UnixMillis>,
     has_dialled: bool,
+    /// Set while the volume refuses writes.
+    storage: Option<StorageTrouble>,
+    /// How often a heartbeat goes to the supervisor (its watchdog fires after 60 s of silence).
+    heartbeat_every: Duration,
 }
 
 impl Session {
@@ -200,6 +233,8 @@ impl Session {
             },
             last_frame_at: None,
             has_dialled: false,
+            storage: None,
+            heartbeat_every: Duration::from_millis(c.heartbeat_interval_ms.max(100)),
         }
     }
 
@@ -209,7 +244,7 @@ impl Session {
     /// [`SessionError::Store`] when the creds cannot be loaded, written or kept aside.
     pub(crate) async fn run(mut self, token: CancellationToken) -> Result<(), SessionError> {
         let mut phase = self.start()?;
-        let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
+        let mut heartbeat = tokio::time::interval(self.heartbeat_every);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut retention = tokio::time::interval(RETENTION_EVERY);
         retention.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -223,6 +258,9 @@ impl Session {
                 },
                 _ = heartbeat.tick() => self.send_heartbeat(),
                 _ = retention.tick() => self.prune_messages(),
+                _ = sleep_until_some(self.storage.as_ref().map(|t| t.next_probe)) => {
+                    phase = self.on_storage_probe(phase).await?;
+                }
                 event = phase.next_event() => phase = self.on_event(event, phase).await?,
             }
         }
@@ -253,23 +291,140 @@ impl Session {
             }
             Err(e) => error!(error = %e, "message store unusable; sends are refused"),
         }
-        match self.store.load(&self.keys).map_err(SessionError::Store)? {
-            Loaded::Creds(creds) => {
+        match self.store.load(&self.keys) {
+            Ok(Loaded::Creds(creds)) => {
                 info!(paired = creds.is_paired(), "creds loaded");
                 self.state.phone = creds.phone().map(str::to_owned);
                 self.state.jid = creds.me.as_ref().map(|me| me.jid.clone());
                 self.creds = Some(*creds);
                 self.dial()
             }
-            Loaded::Missing => {
+            Ok(Loaded::Missing) => {
                 info!("no creds yet; connecting to pair");
                 self.dial()
             }
-            Loaded::Corrupt { kept_as, problem } => {
+            Ok(Loaded::Corrupt { kept_as, problem }) => {
                 error!(kept_as = %kept_as.display(), %problem, "creds file unusable; kept aside");
                 self.state.last_error = Some(format!("creds file unusable: {problem}"));
                 self.set(WorkerStatus::NeedsQr, Some(Reason::CredsCorrupt));
                 Ok(Phase::Idle)
+            }
+            Ok(Loaded::NewerVersion { version }) => Ok(self.newer_creds(version)),
+            Err(e) => self.storage_failed(SessionError::Store(e), true),
+        }
+    }
+
+    /// A `creds.json` of a newer format (a rollback): stop, and touch nothing.
+    fn newer_creds(&mut self, version: u32) -> Phase {
+        let error = format!(
+            "creds.json has format version {version}; this build reads version {}: \
+             run a newer release (the file is left untouched)",
+            crate::store::creds::CREDS_VERSION
+        );
+        error!(
+            version,
+            "creds file is of a newer format; stopped, file left untouched"
+        );
+        self.state.last_error = Some(error);
+        self.state.next_retry_at = None;
+        self.set(WorkerStatus::Failed, Some(Reason::CredsNewerVersion));
+        Phase::Idle
+    }
+
+    /// A read or write of the volume failed. An I/O failure becomes storage trouble: it is
+    /// reported with the OS error, and the volume is probed with backoff until it takes writes.
+    /// Anything else still ends the worker.
+    fn storage_failed(&mut self, e: SessionError, redial: bool) -> Result<Phase, SessionError> {
+        let Some(io) = e.storage() else {
+            return Err(e);
+        };
+        let reason = Trouble::of(io).reason();
+        let text = error_chain(&e);
+        if self.storage.is_none() {
+            error!(%reason, error = %text, "volume write failed; probing it until it takes writes");
+        } else {
+            debug!(%reason, error = %text, "volume write failed again");
+        }
+        let trouble = self.storage.get_or_insert(StorageTrouble {
+            attempt: 0,
+            next_probe: Instant::now() + STORAGE_PROBE_FIRST,
+            dropped: false,
+            redial: false,
+        });
+        trouble.redial |= redial;
+        self.state.last_error = Some(text);
+        self.state.next_retry_at = None;
+        let status = if redial {
+            WorkerStatus::Disconnected
+        } else {
+            self.state.status
+        };
+        self.set(status, Some(reason));
+        Ok(Phase::Idle)
+    }
+
+    /// A decision could not be persisted: nothing of it goes out. Online, the connection
+    /// stays (the stanza stays unacknowledged, so the server delivers it again after the
+    /// reconnect that follows recovery); before that (pairing, login), the connection is
+    /// abandoned before any reply.
+    async fn persist_failed(
+        &mut self,
+        mut live: Box<Live>,
+        e: SessionError,
+    ) -> Result<Phase, SessionError> {
+        if !live.stage.is_online() {
+            live.socket.close().await;
+            self.state.qr = None;
+            self.state.qr_expires_at = None;
+            return self.storage_failed(e, true);
+        }
+        self.storage_failed(e, false)?;
+        if let Some(trouble) = &mut self.storage {
+            trouble.dropped = true;
+        }
+        Ok(Phase::Open(live))
+    }
+
+    /// Probes the volume; once it takes writes, clears the trouble and picks up where it
+    /// stopped.
+    async fn on_storage_probe(&mut self, phase: Phase) -> Result<Phase, SessionError> {
+        let Some(trouble) = &mut self.storage else {
+            return Ok(phase);
+        };
+        if let Err(e) = trouble::probe(self.store.dir()) {
+            trouble.attempt = trouble.attempt.saturating_add(1);
+            let delay = STORAGE_PROBE_FIRST
+                .saturating_mul(1 << trouble.attempt.min(8))
+                .min(STORAGE_PROBE_MAX);
+            trouble.next_probe = Instant::now() + delay;
+            debug!(error = %e, delay_ms = delay.as_millis() as u64, "volume still refuses writes");
+            let text = format!("volume refuses writes: {e}");
+            if self.state.last_error.as_deref() != Some(text.as_str()) {
+                self.state.last_error = Some(text);
+                self.set(self.state.status, Some(Trouble::of(&e).reason()));
+            }
+            return Ok(phase);
+        }
+        let Some(trouble) = self.storage.take() else {
+            return Ok(phase);
+        };
+        info!("the volume takes writes again");
+        if self.messages.is_none() {
+            match MessageStore::open(self.store.dir()) {
+                Ok(store) => self.messages = Some(store),
+                Err(e) => warn!(error = %e, "message store still unusable"),
+            }
+        }
+        self.state.last_error = None;
+        match phase {
+            Phase::Open(live) if trouble.dropped => {
+                info!("reconnecting so the server delivers again what was not acknowledged");
+                self.after_disconnect(Some(live), Disconnect::Restart).await
+            }
+            Phase::Idle if trouble.redial => self.dial(),
+            phase => {
+                self.set(self.state.status, None);
+                Ok(phase)
             }
         }
     }
@@ -400,7 +555,10 @@ impl Session {
             } = actions;
             let mut follow_ups = Vec::new();
             for change in persist {
-                follow_ups.extend(self.persist(change, &mut live.requests)?);
+                match self.persist(change, &mut live.requests) {
+                    Ok(follow_up) => follow_ups.extend(follow_up),
+                    Err(e) => return self.persist_failed(live, e).await,
+                }
             }
             for r in report {
                 self.report(r);
@@ -535,6 +693,11 @@ impl Session {
                 .save(&group, &memory)
                 .map_err(SessionError::Store)?,
             Persist::Message(mut record) => {
+                if self.messages.is_none() {
+                    let store =
+                        MessageStore::open(self.store.dir()).map_err(SessionError::Store)?;
+                    self.messages = Some(store);
+                }
                 let Some(store) = self.messages.as_mut() else {
                     return Err(SessionError::Store(io::Error::other(
                         "the message store is not open",
@@ -659,18 +822,22 @@ impl Session {
 
     /// Step 2: start dialling (creating and persisting creds first if there are none).
     fn dial(&mut self) -> Result<Phase, SessionError> {
+        if self.storage.as_ref().is_some_and(|t| t.redial) {
+            debug!("the volume refuses writes; dialling once it takes them");
+            return Ok(Phase::Idle);
+        }
         let creds = match self.creds.take() {
             Some(creds) => creds,
-            None => {
-                // Signal state left from an earlier device identity is useless to the new one.
-                if let Some(path) = self.keys.archive("previous").map_err(SessionError::Keys)? {
-                    info!(archived = %path.display(), "previous key store archived");
-                }
-                let fresh = Creds::generate();
-                self.store.save(&fresh).map_err(SessionError::Store)?;
-                info!("new device keys generated and stored");
-                fresh
-            }
+            // Never assume the file is missing: it may be unreadable for now, or newer.
+            None => match self.store.load(&self.keys) {
+                Ok(Loaded::Creds(creds)) => *creds,
+                Ok(Loaded::NewerVersion { version }) => return Ok(self.newer_creds(version)),
+                Ok(Loaded::Missing | Loaded::Corrupt { .. }) => match self.fresh_creds() {
+                    Ok(fresh) => fresh,
+                    Err(e) => return self.storage_failed(e, true),
+                },
+                Err(e) => return self.storage_failed(SessionError::Store(e), true),
+            },
         };
         let dial = Dial {
             url: self.ws_url.clone(),
@@ -687,6 +854,18 @@ impl Session {
         self.state.next_retry_at = None;
         self.set(WorkerStatus::Connecting, self.state.reason.clone());
         Ok(Phase::Dialing(self.dialer.dial(dial)))
+    }
+
+    /// New device keys, durable before they are used.
+    fn fresh_creds(&mut self) -> Result<Creds, SessionError> {
+        // Signal state left from an earlier device identity is useless to the new one.
+        if let Some(path) = self.keys.archive("previous").map_err(SessionError::Keys)? {
+            info!(archived = %path.display(), "previous key store archived");
+        }
+        let fresh = Creds::generate();
+        self.store.save(&fresh).map_err(SessionError::Store)?;
+        info!("new device keys generated and stored");
+        Ok(fresh)
     }
 
     /// Step 4: count the failure and wait.
@@ -792,6 +971,21 @@ impl Session {
             last_frame_at: self.last_frame_at,
         });
     }
+}
+
+/// An error and its sources, e.g. `creds store failed: No space left on device (os error 28)`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn network(e: TransportError) -> Disconnect {

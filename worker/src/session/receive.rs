@@ -3,7 +3,7 @@
 //!
 //! A message, in this order (architecture.md, "order is durability"):
 //! 1. decrypt it ([`super::decrypt`]); a message already recorded is only confirmed again;
-//! 2. persist the Signal state that decrypted it and the message itself (the inbox);
+//! 2. persist the message itself (the inbox), then the Signal state that decrypted it;
 //! 3. send the delivery receipt, then the ack.
 //!
 //! A message that does not decrypt gets a retry receipt (while retries last) and an ack, is
@@ -41,18 +41,21 @@ pub(crate) fn on_message(ctx: &mut Ctx<'_>, message: &Node) -> Actions {
     }
     let decrypted = decrypt::decrypt(ctx.keys, creds, &own, message, &routing);
     let mut actions = Actions::none();
+    // The message goes first: if the Signal state that decrypted it then fails to persist,
+    // nothing is acked, the server delivers it again, and the copy is recognised by its id
+    // (above) instead of failing to decrypt with a key already used.
+    if decrypted.failure.is_none() {
+        if let Some(record) = decrypted.record {
+            actions = actions
+                .and_persist(Persist::Message(record))
+                .and_report(Report::MessageSeen);
+        }
+    }
     for change in decrypted.persist {
         actions = actions.and_persist(change);
     }
     match decrypted.failure {
-        None => {
-            if let Some(record) = decrypted.record {
-                actions = actions
-                    .and_persist(Persist::Message(record))
-                    .and_report(Report::MessageSeen);
-            }
-            actions.merge(confirmed(message, &routing))
-        }
+        None => actions.merge(confirmed(message, &routing)),
         Some(e) if e.is_duplicate() => actions.merge(confirmed(message, &routing)),
         Some(e) => {
             warn!(%id, device = routing.sender.device, reason = e.retry_reason(), error = %e, "message did not decrypt");

@@ -173,7 +173,12 @@ pub enum Loaded {
     Missing,
     /// Valid credentials.
     Creds(Box<Creds>),
-    /// The file could not be read or parsed; it was renamed to `kept_as`.
+    /// The file is of a newer format version than this build knows; it was left untouched.
+    NewerVersion {
+        /// The version it carries.
+        version: u32,
+    },
+    /// The file could not be parsed; it was renamed to `kept_as`.
     Corrupt {
         /// Where the bad file now lives.
         kept_as: PathBuf,
@@ -206,28 +211,38 @@ impl CredsStore {
         self.dir.join(CREDS_FILE)
     }
 
-    /// Loads the credentials; a corrupt or unreadable file is kept aside. A v1 file that
-    /// still carries one-time prekeys has them moved into `keys` first, then is rewritten
-    /// without them; any other file is only read.
+    /// Loads the credentials. A file that does not parse is corrupt: it is kept aside. A file
+    /// of a newer format version than this build knows (a rollback) is left untouched. A v1
+    /// file that still carries one-time prekeys has them moved into `keys` first, then is
+    /// rewritten without them; any other file is only read.
     ///
     /// # Errors
-    /// When a corrupt file cannot even be renamed aside, or the prekeys cannot be moved (the
-    /// file is then left as it was).
+    /// A file that cannot be read (it is left as it is), a corrupt file that cannot even be
+    /// renamed aside, or prekeys that cannot be moved (the file is then left as it was).
     pub fn load(&self, keys: &KeyStore) -> io::Result<Loaded> {
         let path = self.path();
-        let problem = match std::fs::read(&path) {
+        let bytes = match std::fs::read(&path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Loaded::Missing),
-            Err(e) => format!("unreadable: {e}"),
-            Ok(bytes) => match parse(&bytes) {
-                Ok((creds, v1)) if creds.version == CREDS_VERSION => {
+            Err(e) => return Err(e),
+            Ok(bytes) => bytes,
+        };
+        let problem = match serde_json::from_slice::<Versioned>(&bytes) {
+            Ok(Versioned { version }) if version > CREDS_VERSION => {
+                return Ok(Loaded::NewerVersion { version })
+            }
+            Ok(Versioned { version }) if version < CREDS_VERSION => {
+                format!("unknown format version {version}")
+            }
+            Ok(_) => match parse(&bytes) {
+                Ok((creds, v1)) => {
                     if v1.prekeys.is_some() || v1.next_prekey_id.is_some() {
                         self.move_prekeys_out(&creds, v1, keys)?;
                     }
                     return Ok(Loaded::Creds(Box::new(creds)));
                 }
-                Ok((creds, _)) => format!("unknown format version {}", creds.version),
                 Err(e) => format!("not valid creds json: {e}"),
             },
+            Err(e) => format!("not valid creds json: {e}"),
         };
         let kept_as = self.aside("corrupt")?;
         Ok(Loaded::Corrupt { kept_as, problem })
@@ -282,6 +297,12 @@ impl CredsStore {
         rename_durable(&self.path(), &to)?;
         Ok(to)
     }
+}
+
+/// Only the format version, read before anything else.
+#[derive(Deserialize)]
+struct Versioned {
+    version: u32,
 }
 
 /// The credentials in `bytes`, and what a v1 file carried besides.
@@ -380,14 +401,58 @@ mod tests {
     }
 
     #[test]
-    fn unreadable_path_is_kept_aside() {
+    fn an_unreadable_file_is_an_error_and_is_left_where_it_is() {
         let dir = tempfile::tempdir().expect("tempdir");
         fs::create_dir(dir.path().join("creds.json")).expect("a directory where the file goes");
         let store = CredsStore::new(dir.path());
+        assert!(store.load(&keys(dir.path())).is_err());
+        assert!(store.path().is_dir(), "not renamed");
+    }
+
+    #[test]
+    fn a_newer_format_version_is_left_untouched_even_when_its_shape_is_new() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = CredsStore::new(dir.path());
+        let newer = br#"{"version":2,"noise":{"some":"new shape"},"extra":[1,2,3]}"#;
+        fs::write(store.path(), newer).expect("write");
+        let before = fs::metadata(store.path())
+            .expect("meta")
+            .modified()
+            .expect("mtime");
         assert!(matches!(
             store.load(&keys(dir.path())).expect("load"),
-            Loaded::Corrupt { .. }
+            Loaded::NewerVersion { version: 2 }
         ));
+        assert_eq!(fs::read(store.path()).expect("read"), newer);
+        let after = fs::metadata(store.path())
+            .expect("meta")
+            .modified()
+            .expect("mtime");
+        assert_eq!(before, after);
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .expect("list")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("creds"))
+            .collect();
+        assert_eq!(names, ["creds.json"], "nothing renamed or added");
+    }
+
+    #[test]
+    fn an_older_or_missing_version_or_bad_json_is_corrupt() {
+        for bad in [
+            &br#"{"version":0}"#[..],
+            br#"{"noise_key":1}"#,
+            b"{not json",
+        ] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = CredsStore::new(dir.path());
+            fs::write(store.path(), bad).expect("write");
+            assert!(matches!(
+                store.load(&keys(dir.path())).expect("load"),
+                Loaded::Corrupt { .. }
+            ));
+        }
     }
 
     #[test]

@@ -40,20 +40,30 @@ pub enum LockError {
 impl FileLock {
     /// Takes an exclusive lock on `path` without waiting, creating the file (mode 0600).
     ///
+    /// The lock is held through a read-only descriptor (flock needs no write access): a held
+    /// lock then neither stops the volume from being remounted read-only nor fails on one.
+    ///
     /// # Errors
     /// [`LockError::Held`] if another process holds it, [`LockError::Io`] otherwise.
     pub fn try_acquire(path: &Path) -> Result<FileLock, LockError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(|source| LockError::Io {
-                path: path.to_owned(),
-                source,
-            })?;
+        let io_err = |source| LockError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(io_err)?;
+                File::open(path).map_err(io_err)?
+            }
+            Err(e) => return Err(io_err(e)),
+        };
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(flock) => Ok(FileLock { _flock: flock }),
             Err((_, Errno::EWOULDBLOCK)) => Err(LockError::Held {

@@ -12,3 +12,4 @@ pub mod lock;
 pub mod messages;
 pub mod secret;
 pub mod signal;
+pub mod trouble;
