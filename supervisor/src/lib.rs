@@ -80,6 +80,13 @@ pub async fn run(config: Config) -> Result<()> {
         },
     })?;
     info!(path = %sessions.display(), writable = true, "sessions directory ready");
+    let leftovers = volume::remove_temp_files(&sessions);
+    if leftovers > 0 {
+        info!(
+            removed = leftovers,
+            "removed temp files of interrupted writes"
+        );
+    }
 
     let registry = Registry::new(&sessions);
     let accounts = registry.load_all().map_err(|source| Error::Sessions {

@@ -8,6 +8,7 @@ mod e2e {
     mod boot;
     mod events;
     mod ipc;
+    mod leftovers;
     mod messages;
     mod phones;
     mod restart;

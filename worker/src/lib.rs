@@ -102,6 +102,14 @@ async fn run(args: WorkerArgs, token: CancellationToken) -> u8 {
             return EXIT_FAILURE;
         }
     };
+    // Under the lock, nobody else writes here: what interrupted writes left can go. The
+    // supervisor's account.json is its own to clean.
+    let supervisors = |name: &str| name.starts_with(".account.json.tmp-");
+    match store::atomic::remove_temp_files(&account_dir, 3, &supervisors) {
+        Ok(0) => {}
+        Ok(removed) => info!(removed, "removed temp files of interrupted writes"),
+        Err(e) => warn!(error = %e, "cannot remove temp files of interrupted writes"),
+    }
     let (link, commands, writer) = match &args.ipc {
         Some(path) => match ipc::connect(path, &args.account, token.clone()).await {
             Ok(parts) => parts,

@@ -61,6 +61,49 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Whether `name` is the temp file of an interrupted atomic write: `.<name>.tmp-<pid>-<hex>`.
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".tmp-")
+}
+
+/// Removes the temp files that interrupted atomic writes left under `dir` (see
+/// [`is_temp_name`]), descending at most `depth` directory levels and leaving alone the names
+/// `skip` accepts. Call it only where no other process writes: a worker in its own account
+/// directory under its lock, the supervisor before it starts anything. Returns how many went.
+///
+/// # Errors
+/// When `dir` cannot be listed (a missing `dir` is not an error).
+pub fn remove_temp_files(
+    dir: &Path,
+    depth: usize,
+    skip: &dyn Fn(&str) -> bool,
+) -> io::Result<usize> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if kind.is_dir() && depth > 0 {
+            removed += remove_temp_files(&entry.path(), depth - 1, skip)?;
+        } else if kind.is_file() && is_temp_name(&name) && !skip(&name) {
+            fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        sync_dir(dir)?;
+    }
+    Ok(removed)
+}
+
 fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -88,6 +131,37 @@ mod tests {
             .filter(|e| e.file_name() != "creds.json")
             .collect();
         assert!(leftovers.is_empty(), "no temp files left: {leftovers:?}");
+    }
+
+    #[test]
+    fn removes_temp_files_to_the_depth_asked_and_skips_what_it_is_told() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        fs::create_dir_all(root.join("a/b")).expect("dirs");
+        for name in [
+            ".creds.json.tmp-12-0000abcd",
+            ".account.json.tmp-9-00000001",
+            "creds.json",
+            ".hidden",
+            "a/.x.tmp-1-2",
+            "a/b/.y.tmp-1-2",
+        ] {
+            fs::write(root.join(name), b"x").expect("write");
+        }
+        let skip = |n: &str| n.starts_with(".account.json.tmp-");
+        assert_eq!(remove_temp_files(root, 1, &skip).expect("clean"), 2);
+        assert!(!root.join(".creds.json.tmp-12-0000abcd").exists());
+        assert!(!root.join("a/.x.tmp-1-2").exists());
+        assert!(root.join("a/b/.y.tmp-1-2").exists(), "deeper than asked");
+        assert!(
+            root.join(".account.json.tmp-9-00000001").exists(),
+            "skipped"
+        );
+        assert!(root.join("creds.json").exists() && root.join(".hidden").exists());
+        assert_eq!(
+            remove_temp_files(&root.join("none"), 3, &|_| false).expect("missing"),
+            0
+        );
     }
 
     #[test]
