@@ -2,15 +2,18 @@
 //!
 //! Everything that changes a worker goes through this task's channel as a [`FleetMsg`]: admin
 //! commands from HTTP, boot spawns, IPC links coming and going with their snapshots, child exits
-//! and timers. It answers commands at once (the API never waits on a worker), writes the
-//! [`Cache`] the API reads, and on cancellation stops every worker in parallel: SIGTERM to all,
-//! wait under one deadline, SIGKILL the rest, log the tally.
+//! and timers. Each account's lifecycle decisions are data ([`slot::Slot::on_event`]); this
+//! task applies their effects, feeds the outcomes back, and is the one writer of the account
+//! views in the [`Cache`] the API reads. It answers commands at once (the API never waits on a
+//! worker), and on cancellation stops every worker in parallel: SIGTERM to all, wait under one
+//! deadline, SIGKILL the rest, log the tally.
 
 pub mod boot;
 pub mod child;
 pub mod policy;
+pub mod slot;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::process::ExitStatus;
 use std::sync::Arc;
@@ -29,12 +32,15 @@ use tracing::{debug, error, info, warn};
 use crate::cache::{AccountView, Cache};
 use crate::registry::{Account, Registry};
 use child::{ChildHandle, SpawnSpec};
-use policy::{CrashHistory, Decision, RestartPolicy};
+use policy::RestartPolicy;
+use slot::{Effect, Event, Slot, Timing, View};
 
 /// How often the liveness watchdog looks, at most.
 const WATCHDOG_TICK: Duration = Duration::from_secs(5);
 /// After SIGKILL, how long to wait for the kernel to hand back the stragglers.
 const REAP_DEADLINE: Duration = Duration::from_secs(2);
+/// How long a deleted account's worker gets to unlink the device before it is stopped anyway.
+const LOGOUT_DEADLINE: Duration = Duration::from_secs(5);
 
 /// A message to the fleet task.
 #[derive(Debug)]
@@ -84,19 +90,21 @@ pub enum FleetMsg {
         /// How it ended.
         status: io::Result<ExitStatus>,
     },
-    /// A crashed worker's restart delay has passed.
-    RestartDue {
+    /// A timer an account's slot asked for has run out.
+    Due {
         /// The account.
         id: AccountId,
-        /// Only the newest scheduled restart counts.
-        generation: u64,
+        /// What to feed its slot.
+        event: Event,
     },
-    /// A worker asked to stop has had its time; kill it if it is still there.
-    KillDue {
-        /// The account.
+    /// A worker's IPC link was refused (another protocol version).
+    LinkRefused {
+        /// The account it claims.
         id: AccountId,
-        /// The worker's pid.
+        /// Its pid.
         pid: u32,
+        /// Why.
+        reason: Reason,
     },
     /// These incoming messages of the account are in the supervisor's hands: tell its worker.
     Confirmed {
@@ -201,28 +209,30 @@ impl FleetHandle {
     }
 }
 
-/// Why a running worker is being stopped.
-#[derive(Clone, Copy, Debug, Eq, PartialEq)]
-enum Intent {
-    Restart,
-    Delete,
-    Hung,
-}
-
+/// A running worker process and its link; its lifecycle is the slot's.
 #[derive(Debug)]
-struct Running {
+struct Worker {
     handle: ChildHandle,
-    started: Instant,
     link: Option<mpsc::UnboundedSender<ToWorker>>,
     queued: Vec<ToWorker>,
     last_seen: Instant,
     flushed: bool,
-    intent: Option<Intent>,
     /// Questions sent to this worker, by request id; dropped (so refused) if it exits.
     asks: HashMap<u64, oneshot::Sender<Result<Answer, CommandError>>>,
 }
 
-impl Running {
+impl Worker {
+    fn new(handle: ChildHandle) -> Self {
+        Worker {
+            handle,
+            link: None,
+            queued: Vec::new(),
+            last_seen: Instant::now(),
+            flushed: false,
+            asks: HashMap::new(),
+        }
+    }
+
     fn send(&mut self, cmd: ToWorker) {
         let unsent = match &self.link {
             Some(link) => link.send(cmd).err().map(|e| e.0),
@@ -234,12 +244,11 @@ impl Running {
     }
 }
 
+/// One account: its lifecycle, and its worker process if one runs.
 #[derive(Debug, Default)]
-struct Slot {
-    running: Option<Running>,
-    history: CrashHistory,
-    restart_generation: u64,
-    parked: bool,
+struct Entry {
+    slot: Slot,
+    worker: Option<Worker>,
 }
 
 /// How long the fleet waits for workers.
@@ -255,11 +264,11 @@ pub struct Timeouts {
 #[derive(Debug)]
 pub struct Fleet {
     spec: SpawnSpec,
-    policy: RestartPolicy,
+    timing: Timing,
     timeouts: Timeouts,
     cache: Arc<Cache>,
     registry: Registry,
-    slots: HashMap<AccountId, Slot>,
+    slots: HashMap<AccountId, Entry>,
     next_request: u64,
     tx: mpsc::UnboundedSender<FleetMsg>,
     rx: mpsc::UnboundedReceiver<FleetMsg>,
@@ -278,12 +287,16 @@ impl Fleet {
         let slots = cache
             .all()
             .into_iter()
-            .map(|v| (v.account.id, Slot::default()))
+            .map(|v| (v.account.id, Entry::default()))
             .collect();
         let handle = FleetHandle { tx: tx.clone() };
         let fleet = Fleet {
             spec,
-            policy,
+            timing: Timing {
+                restart: policy,
+                shutdown: timeouts.shutdown,
+                logout: LOGOUT_DEADLINE.min(timeouts.shutdown.max(Duration::from_millis(100))),
+            },
             timeouts,
             cache,
             registry,
@@ -319,22 +332,16 @@ impl Fleet {
                 let _ = reply.send(self.on_command(cmd));
             }
             FleetMsg::BootSpawn(id) => {
-                let idle = self
-                    .slots
-                    .get(&id)
-                    .is_some_and(|s| s.running.is_none() && !s.parked);
-                if idle {
-                    self.spawn(&id);
-                }
+                let _ = self.feed(&id, Event::Start);
             }
             FleetMsg::LinkUp { id, pid, tx, reply } => {
-                let accepted = match self.running_mut(&id, pid) {
-                    Some(running) if running.link.is_none() => {
-                        for cmd in running.queued.drain(..) {
+                let accepted = match self.worker_mut(&id, pid) {
+                    Some(worker) if worker.link.is_none() => {
+                        for cmd in worker.queued.drain(..) {
                             let _ = tx.send(cmd);
                         }
-                        running.link = Some(tx);
-                        running.last_seen = Instant::now();
+                        worker.link = Some(tx);
+                        worker.last_seen = Instant::now();
                         true
                     }
                     _ => false,
@@ -343,31 +350,168 @@ impl Fleet {
             }
             FleetMsg::FromWorker { id, pid, msg } => self.on_worker_message(&id, pid, msg),
             FleetMsg::LinkDown { id, pid } => {
-                if let Some(running) = self.running_mut(&id, pid) {
-                    running.link = None;
+                if let Some(worker) = self.worker_mut(&id, pid) {
+                    worker.link = None;
                 }
             }
-            FleetMsg::Exited { id, pid, status } => self.on_exit(&id, pid, status),
-            FleetMsg::RestartDue { id, generation } => {
-                let due = self.slots.get(&id).is_some_and(|s| {
-                    s.restart_generation == generation && s.running.is_none() && !s.parked
-                });
-                if due {
-                    self.spawn(&id);
+            FleetMsg::LinkRefused { id, pid, reason } => {
+                let _ = self.feed(&id, Event::Refused { pid, reason });
+            }
+            FleetMsg::Exited { id, pid, status } => {
+                let Some(entry) = self.slots.get_mut(&id) else {
+                    return;
+                };
+                if entry.worker.as_ref().is_none_or(|w| w.handle.pid != pid) {
+                    return;
                 }
+                // Its unanswered questions are refused as the worker goes.
+                entry.worker = None;
+                log_exit(&id, pid, &status);
+                let code = status.as_ref().ok().and_then(ExitStatus::code);
+                let _ = self.feed(&id, Event::Exited { pid, code });
+            }
+            FleetMsg::Due { id, event } => {
+                let _ = self.feed(&id, event);
             }
             FleetMsg::Ask { id, ask, reply } => self.on_ask(&id, ask, reply),
             FleetMsg::Confirmed { id, ids } => {
                 // No worker: it reports them again when it starts, and they are confirmed then.
-                if let Some(running) = self.slots.get_mut(&id).and_then(|s| s.running.as_mut()) {
-                    running.send(ToWorker::Confirm { ids });
+                if let Some(worker) = self.slots.get_mut(&id).and_then(|e| e.worker.as_mut()) {
+                    worker.send(ToWorker::Confirm { ids });
                 }
             }
-            FleetMsg::KillDue { id, pid } => {
-                if let Some(running) = self.running_mut(&id, pid) {
-                    warn!(account = %id, pid, "worker did not stop in time; killing it");
-                    running.handle.signal(Signal::SIGKILL);
+        }
+    }
+
+    /// Feeds `event` to the account's slot and carries out what it decides, feeding the
+    /// outcomes (a spawn's result) back until nothing follows.
+    fn feed(&mut self, id: &AccountId, event: Event) -> Result<(), CommandError> {
+        let mut pending = VecDeque::from([event]);
+        let mut first = true;
+        while let Some(event) = pending.pop_front() {
+            let Some(entry) = self.slots.get_mut(id) else {
+                return if first {
+                    Err(CommandError::NotFound)
+                } else {
+                    Ok(())
+                };
+            };
+            let decided = entry.slot.on_event(Instant::now(), &self.timing, event);
+            let effects = match decided {
+                Ok(effects) => effects,
+                Err(e) if first => return Err(e),
+                Err(_) => continue,
+            };
+            first = false;
+            for effect in effects {
+                if let Some(next) = self.apply(id, effect) {
+                    pending.push_back(next);
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Carries out one effect; a spawn's outcome comes back as the next event.
+    fn apply(&mut self, id: &AccountId, effect: Effect) -> Option<Event> {
+        let entry = self.slots.get_mut(id)?;
+        match effect {
+            Effect::Spawn => match child::spawn(&self.spec, id, self.tx.clone()) {
+                Ok(handle) => {
+                    let pid = handle.pid;
+                    info!(account = %id, pid, "worker spawned");
+                    entry.worker = Some(Worker::new(handle));
+                    Some(Event::Spawned { pid })
+                }
+                Err(e) => {
+                    error!(account = %id, error = %e, "cannot spawn worker; retrying with backoff");
+                    Some(Event::SpawnFailed {
+                        error: e.to_string(),
+                    })
+                }
+            },
+            Effect::Signal { pid, signal } => {
+                if let Some(worker) = entry.worker.as_ref().filter(|w| w.handle.pid == pid) {
+                    if signal == Signal::SIGKILL && !entry.slot.is_serving() {
+                        warn!(account = %id, pid, "worker did not stop in time; killing it");
+                    }
+                    worker.handle.signal(signal);
+                }
+                None
+            }
+            Effect::Tell(cmd) => {
+                if let Some(worker) = &mut entry.worker {
+                    worker.send(cmd);
+                }
+                None
+            }
+            Effect::Later { after, event } => {
+                let tx = self.tx.clone();
+                let id = id.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    let _ = tx.send(FleetMsg::Due { id, event });
+                });
+                None
+            }
+            Effect::Archive => {
+                self.archive(id);
+                None
+            }
+            Effect::View(view) => {
+                self.show(id, view);
+                None
+            }
+        }
+    }
+
+    /// Writes a slot's view change to the cache (this task is its one writer).
+    fn show(&self, id: &AccountId, view: View) {
+        let now = UnixMillis::now();
+        match view {
+            View::Spawned { pid } => self.cache.update(id, |v| {
+                v.pid = Some(pid);
+                v.started_at = Some(now);
+                v.state.status = WorkerStatus::Connecting;
+                v.state.reason = None;
+                v.state.next_retry_at = None;
+            }),
+            View::Gone => self.cache.update(id, |v| {
+                v.pid = None;
+                v.state.next_retry_at = None;
+                v.state.qr = None;
+                v.state.qr_expires_at = None;
+            }),
+            View::Retrying {
+                reason,
+                delay,
+                error,
+            } => {
+                warn!(account = %id, delay_ms = delay.as_millis() as u64, %reason, "restarting crashed worker");
+                self.cache.update(id, |v| {
+                    v.restarts = v.restarts.saturating_add(1);
+                    v.state.status = WorkerStatus::Reconnecting;
+                    v.state.reason = Some(reason);
+                    v.state.next_retry_at = Some(now.after(delay));
+                    v.state.last_event_at = Some(now);
+                    if error.is_some() {
+                        v.state.last_error = error;
+                    }
+                });
+            }
+            View::Stopped {
+                status,
+                reason,
+                error,
+            } => {
+                error!(account = %id, %reason, %error, "worker parked until an admin restarts it");
+                self.cache.update(id, |v| {
+                    v.state.status = status;
+                    v.state.reason = Some(reason);
+                    v.state.next_retry_at = None;
+                    v.state.last_event_at = Some(now);
+                    v.state.last_error = Some(error);
+                });
             }
         }
     }
@@ -380,16 +524,17 @@ impl Fleet {
     ) {
         let request = self.next_request;
         self.next_request += 1;
-        let Some(slot) = self.slots.get_mut(id) else {
+        let Some(entry) = self.slots.get_mut(id) else {
             let _ = reply.send(Err(CommandError::NotFound));
             return;
         };
-        let Some(running) = slot.running.as_mut().filter(|r| r.intent.is_none()) else {
+        let serving = entry.slot.is_serving();
+        let Some(worker) = entry.worker.as_mut().filter(|_| serving) else {
             let _ = reply.send(Err(CommandError::NotRunning));
             return;
         };
-        running.asks.insert(request, reply);
-        running.send(match ask {
+        worker.asks.insert(request, reply);
+        worker.send(match ask {
             Ask::Send(message) => ToWorker::Send { request, message },
             Ask::Query(query) => ToWorker::Query { request, query },
         });
@@ -400,188 +545,58 @@ impl Fleet {
             Command::Added(account) => {
                 let id = account.id.clone();
                 self.cache.insert(AccountView::idle(account, false));
-                self.slots.insert(id.clone(), Slot::default());
-                self.spawn(&id);
-                Ok(())
+                self.slots.insert(id.clone(), Entry::default());
+                self.feed(&id, Event::Start)
             }
             Command::Restart(id) => {
-                let slot = self.slots.get_mut(&id).ok_or(CommandError::NotFound)?;
-                slot.parked = false;
-                slot.history.clear();
-                slot.restart_generation += 1;
-                match &mut slot.running {
-                    Some(running) => {
-                        info!(account = %id, pid = running.handle.pid, "restarting worker");
-                        running.intent = Some(Intent::Restart);
-                        running.handle.signal(Signal::SIGTERM);
-                        let pid = running.handle.pid;
-                        self.kill_later(&id, pid);
-                    }
-                    None => self.spawn(&id),
+                if let Some(pid) = self.slots.get(&id).and_then(|e| e.slot.pid()) {
+                    info!(account = %id, pid, "restarting worker");
                 }
-                Ok(())
+                self.feed(&id, Event::Restart)
             }
-            Command::Logout(id) => {
-                let slot = self.slots.get_mut(&id).ok_or(CommandError::NotFound)?;
-                let running = slot.running.as_mut().ok_or(CommandError::NotRunning)?;
-                running.send(ToWorker::Logout);
-                Ok(())
-            }
-            Command::RequestQr(id) => {
-                let slot = self.slots.get_mut(&id).ok_or(CommandError::NotFound)?;
-                match &mut slot.running {
-                    Some(running) => running.send(ToWorker::RequestQr),
-                    None => {
-                        slot.parked = false;
-                        slot.restart_generation += 1;
-                        self.spawn(&id);
-                    }
-                }
-                Ok(())
-            }
+            Command::Logout(id) => self.feed(&id, Event::Logout),
+            Command::RequestQr(id) => self.feed(&id, Event::RequestQr),
             Command::Delete(id) => {
-                let slot = self.slots.get_mut(&id).ok_or(CommandError::NotFound)?;
-                match &mut slot.running {
-                    Some(running) => {
-                        info!(account = %id, "deleting account: logging out and stopping its worker");
-                        running.intent = Some(Intent::Delete);
-                        running.send(ToWorker::Logout);
-                        running.send(ToWorker::Shutdown);
-                        running.handle.signal(Signal::SIGTERM);
-                        let pid = running.handle.pid;
-                        self.kill_later(&id, pid);
-                    }
-                    None => self.archive(&id),
+                if self.slots.get(&id).is_some_and(|e| e.slot.pid().is_some()) {
+                    info!(account = %id, "deleting account: logging out, then stopping its worker");
                 }
-                Ok(())
+                self.feed(&id, Event::Delete)
             }
         }
     }
 
     fn on_worker_message(&mut self, id: &AccountId, pid: u32, msg: ToSupervisor) {
-        let Some(running) = self.running_mut(id, pid) else {
+        let Some(worker) = self.worker_mut(id, pid) else {
             debug!(account = %id, pid, "message from a worker that is not ours; dropped");
             return;
         };
-        running.last_seen = Instant::now();
+        worker.last_seen = Instant::now();
         match msg {
             ToSupervisor::State(state) => {
                 debug!(account = %id, status = %state.status, "state");
+                let logged_out = state.status == WorkerStatus::LoggedOut;
                 self.cache.update(id, |v| v.state = state);
+                if logged_out {
+                    let _ = self.feed(id, Event::LoggedOut { pid });
+                }
             }
-            ToSupervisor::Flushed => running.flushed = true,
+            ToSupervisor::Flushed => worker.flushed = true,
             ToSupervisor::Goodbye { reason } => {
                 info!(account = %id, pid, %reason, "worker says goodbye")
             }
             ToSupervisor::Heartbeat { .. } => {}
             ToSupervisor::SendAnswer { request, outcome } => {
-                if let Some(reply) = running.asks.remove(&request) {
+                if let Some(reply) = worker.asks.remove(&request) {
                     let _ = reply.send(Ok(Answer::Sent(outcome)));
                 }
             }
             ToSupervisor::QueryAnswer { request, answer } => {
-                if let Some(reply) = running.asks.remove(&request) {
+                if let Some(reply) = worker.asks.remove(&request) {
                     let _ = reply.send(Ok(Answer::Queried(answer)));
                 }
             }
             ToSupervisor::Message(record) => self.cache.message(id, &record),
             ToSupervisor::Hello { .. } => warn!(account = %id, pid, "second hello ignored"),
-        }
-    }
-
-    fn on_exit(&mut self, id: &AccountId, pid: u32, status: io::Result<ExitStatus>) {
-        let Some(slot) = self.slots.get_mut(id) else {
-            return;
-        };
-        if slot.running.as_ref().is_none_or(|r| r.handle.pid != pid) {
-            return;
-        }
-        let Some(running) = slot.running.take() else {
-            return;
-        };
-        log_exit(id, pid, &status);
-        self.cache.update(id, |v| {
-            v.pid = None;
-            v.state.next_retry_at = None;
-        });
-        match running.intent {
-            Some(Intent::Restart) => self.spawn(id),
-            Some(Intent::Delete) => self.archive(id),
-            Some(Intent::Hung) | None => {
-                let now = Instant::now();
-                let reason = if running.intent == Some(Intent::Hung) {
-                    Reason::Hung
-                } else {
-                    Reason::WorkerCrashed
-                };
-                match slot.history.on_crash(&self.policy, running.started, now) {
-                    Decision::Restart(delay) => {
-                        slot.restart_generation += 1;
-                        let generation = slot.restart_generation;
-                        warn!(account = %id, delay_ms = delay.as_millis() as u64, %reason, "restarting crashed worker");
-                        self.cache.update(id, |v| {
-                            v.restarts = v.restarts.saturating_add(1);
-                            v.state.status = WorkerStatus::Reconnecting;
-                            v.state.reason = Some(reason);
-                            v.state.next_retry_at = Some(UnixMillis::now().after(delay));
-                            v.state.last_event_at = Some(UnixMillis::now());
-                        });
-                        let tx = self.tx.clone();
-                        let id = id.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(delay).await;
-                            let _ = tx.send(FleetMsg::RestartDue { id, generation });
-                        });
-                    }
-                    Decision::Park => {
-                        slot.parked = true;
-                        error!(account = %id, "worker keeps crashing; parked until an admin restarts it");
-                        self.cache.update(id, |v| {
-                            v.state.status = WorkerStatus::Failed;
-                            v.state.reason = Some(Reason::CrashLoop);
-                            v.state.last_event_at = Some(UnixMillis::now());
-                        });
-                    }
-                }
-            }
-        }
-    }
-
-    fn spawn(&mut self, id: &AccountId) {
-        let Some(slot) = self.slots.get_mut(id) else {
-            return;
-        };
-        match child::spawn(&self.spec, id, self.tx.clone()) {
-            Ok(handle) => {
-                info!(account = %id, pid = handle.pid, "worker spawned");
-                let now = Instant::now();
-                self.cache.update(id, |v| {
-                    v.pid = Some(handle.pid);
-                    v.started_at = Some(UnixMillis::now());
-                    v.state.status = WorkerStatus::Connecting;
-                    v.state.reason = None;
-                    v.state.next_retry_at = None;
-                });
-                slot.running = Some(Running {
-                    handle,
-                    started: now,
-                    link: None,
-                    queued: Vec::new(),
-                    last_seen: now,
-                    flushed: false,
-                    intent: None,
-                    asks: HashMap::new(),
-                });
-            }
-            Err(e) => {
-                error!(account = %id, error = %e, "cannot spawn worker");
-                slot.parked = true;
-                self.cache.update(id, |v| {
-                    v.state.status = WorkerStatus::Failed;
-                    v.state.reason = Some(Reason::Other("spawn_failed".into()));
-                    v.state.last_error = Some(format!("cannot spawn worker: {e}"));
-                });
-            }
         }
     }
 
@@ -596,47 +611,39 @@ impl Fleet {
         self.cache.remove(id);
     }
 
-    fn kill_later(&self, id: &AccountId, pid: u32) {
-        let tx = self.tx.clone();
-        let id = id.clone();
-        let after = self.timeouts.shutdown;
-        tokio::spawn(async move {
-            tokio::time::sleep(after).await;
-            let _ = tx.send(FleetMsg::KillDue { id, pid });
-        });
-    }
-
     /// The liveness watchdog: a worker silent for the heartbeat timeout is killed and restarted.
     fn check_liveness(&mut self, now: Instant) {
-        for (id, slot) in &mut self.slots {
-            let Some(running) = &mut slot.running else {
-                continue;
-            };
-            if running.intent.is_none()
-                && now.saturating_duration_since(running.last_seen) >= self.timeouts.heartbeat
-            {
-                let silent_s = self.timeouts.heartbeat.as_secs();
-                warn!(account = %id, pid = running.handle.pid, silent_s, "worker sent no heartbeat; killing it as hung");
-                running.intent = Some(Intent::Hung);
-                running.handle.signal(Signal::SIGKILL);
-            }
+        let silent: Vec<(AccountId, u32)> = self
+            .slots
+            .iter()
+            .filter(|(_, e)| e.slot.is_serving())
+            .filter_map(|(id, e)| {
+                let worker = e.worker.as_ref()?;
+                (now.saturating_duration_since(worker.last_seen) >= self.timeouts.heartbeat)
+                    .then(|| (id.clone(), worker.handle.pid))
+            })
+            .collect();
+        for (id, pid) in silent {
+            let silent_s = self.timeouts.heartbeat.as_secs();
+            warn!(account = %id, pid, silent_s, "worker sent no heartbeat; killing it as hung");
+            let _ = self.feed(&id, Event::Silent { pid });
         }
     }
 
-    fn running_mut(&mut self, id: &AccountId, pid: u32) -> Option<&mut Running> {
+    fn worker_mut(&mut self, id: &AccountId, pid: u32) -> Option<&mut Worker> {
         self.slots
             .get_mut(id)?
-            .running
+            .worker
             .as_mut()
-            .filter(|r| r.handle.pid == pid)
+            .filter(|w| w.handle.pid == pid)
     }
 
     /// SIGTERM to every worker at once, wait under one deadline, SIGKILL the rest, log the tally.
     async fn shutdown(mut self) {
         let started = Instant::now();
-        let total = self.slots.values().filter(|s| s.running.is_some()).count();
-        for running in self.slots.values().filter_map(|s| s.running.as_ref()) {
-            running.handle.signal(Signal::SIGTERM);
+        let total = self.slots.values().filter(|e| e.worker.is_some()).count();
+        for worker in self.slots.values().filter_map(|e| e.worker.as_ref()) {
+            worker.handle.signal(Signal::SIGTERM);
         }
         let mut flushed = 0usize;
         let mut remaining = total;
@@ -644,8 +651,8 @@ impl Fleet {
         remaining = self.await_exits(remaining, deadline, &mut flushed).await;
         if remaining > 0 {
             warn!(remaining, "workers did not exit in time; killing them");
-            for running in self.slots.values().filter_map(|s| s.running.as_ref()) {
-                running.handle.signal(Signal::SIGKILL);
+            for worker in self.slots.values().filter_map(|e| e.worker.as_ref()) {
+                worker.handle.signal(Signal::SIGKILL);
             }
             remaining = self
                 .await_exits(remaining, Instant::now() + REAP_DEADLINE, &mut flushed)
@@ -674,12 +681,12 @@ impl Fleet {
             };
             match msg {
                 Some(FleetMsg::Exited { id, pid, status }) => {
-                    let Some(slot) = self.slots.get_mut(&id) else {
+                    let Some(entry) = self.slots.get_mut(&id) else {
                         continue;
                     };
-                    if slot.running.as_ref().is_some_and(|r| r.handle.pid == pid) {
-                        if let Some(running) = slot.running.take() {
-                            *flushed += usize::from(running.flushed);
+                    if entry.worker.as_ref().is_some_and(|w| w.handle.pid == pid) {
+                        if let Some(worker) = entry.worker.take() {
+                            *flushed += usize::from(worker.flushed);
                         }
                         log_exit(&id, pid, &status);
                         remaining -= 1;
@@ -690,8 +697,8 @@ impl Fleet {
                     pid,
                     msg: ToSupervisor::Flushed,
                 }) => {
-                    if let Some(running) = self.running_mut(&id, pid) {
-                        running.flushed = true;
+                    if let Some(worker) = self.worker_mut(&id, pid) {
+                        worker.flushed = true;
                     }
                 }
                 Some(FleetMsg::Command { reply, .. }) => {

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use interprocess::local_socket::tokio::{prelude::*, Stream};
-use ipc_protocol::{FrameReader, FrameWriter, ToSupervisor, ToWorker, PROTOCOL_VERSION};
+use ipc_protocol::{FrameReader, FrameWriter, Reason, ToSupervisor, ToWorker, PROTOCOL_VERSION};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -37,6 +37,13 @@ pub async fn run(stream: Stream, fleet: mpsc::UnboundedSender<FleetMsg>) {
         }))) => {
             if version != PROTOCOL_VERSION {
                 warn!(account = %account_id, pid, version, expected = PROTOCOL_VERSION, "ipc hello with another protocol version; link refused");
+                if peer_pid.is_none_or(|p| i64::from(p) == i64::from(pid)) {
+                    let _ = fleet.send(FleetMsg::LinkRefused {
+                        id: account_id,
+                        pid,
+                        reason: Reason::ProtocolMismatch,
+                    });
+                }
                 return;
             }
             if peer_pid.is_some_and(|p| i64::from(p) != i64::from(pid)) {

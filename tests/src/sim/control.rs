@@ -17,7 +17,8 @@
 //! GET  /sessions → [{"conn_id","jid","state","connected_at"}]
 //! GET  /stats    → {"registrations","logins","connections","pairings","login_failures",
 //!                   "messages_accepted","messages_relayed","receipts_relayed","usync_queries",
-//!                   "bundle_fetches","prekeys_consumed","client_acks","outbox_overflows","live"}
+//!                   "bundle_fetches","prekeys_consumed","client_acks","outbox_overflows",
+//!                   "companions_removed","live"}
 //! GET  /relayed?jid=<device> → [{"tag","id","from","type","participant","encs","pending"}]
 //! POST /send     {"from":<phone>,"to":<jid or phone>,"text"}   → {"ok":true,"id"}
 //! GET  /inbox?jid=<phone or user jid>

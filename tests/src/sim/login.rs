@@ -292,6 +292,7 @@ fn remove_companion(registry: &mut Registry, conn: ConnId, request: &Node) -> No
     if target.user != own.user || !registry.remove_device(&target) {
         return iq::error(request, 404, "item-not-found");
     }
+    registry.stats.companions_removed += 1;
     info!(conn_id = %conn, device = target.device, "companion removed by request");
     if !same_device(&target, &own) {
         if let Some((_, entry)) = registry.logged_in(&target) {

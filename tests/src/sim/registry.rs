@@ -90,6 +90,8 @@ pub struct Stats {
     pub client_acks: u64,
     /// Queued stanzas dropped because a device's outbox was full.
     pub outbox_overflows: u64,
+    /// Companion devices removed at a client's `<remove-companion-device/>` request.
+    pub companions_removed: u64,
 }
 
 /// Settings the control API can change while the simulator runs.

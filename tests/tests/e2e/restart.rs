@@ -164,6 +164,39 @@ fn creds_of_a_newer_format_stop_the_account_and_stay_untouched() {
 }
 
 #[test]
+fn a_worker_that_cannot_be_spawned_is_retried_with_backoff_and_starts_once_it_can() {
+    let volume = Volume::new();
+    volume.add_account("later", true);
+    let bin = volume.scratch().join("worker-not-yet-there.sh");
+    let bin_text = bin.display().to_string();
+    let sup = Supervisor::start(
+        &volume.sessions(),
+        &[
+            ("WORKER_BIN", bin_text.as_str()),
+            ("RESTART_BACKOFF_BASE_MS", "50"),
+        ],
+    );
+    let d = sup.wait_dashboard("spawn_failed, retrying", STATE_DEADLINE, |d| {
+        d["accounts"][0]["reason"] == "spawn_failed"
+            && d["accounts"][0]["restarts"].as_u64() >= Some(2)
+    });
+    let a = &d["accounts"][0];
+    assert_eq!(a["status"], "reconnecting", "never parked: {a}");
+    assert!(a["nextRetryAt"].is_string(), "{a}");
+    assert!(
+        a["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("No such file")),
+        "{a}"
+    );
+    // The binary appears (a deploy finished, descriptors came back): the next retry starts it.
+    volume.script("worker-not-yet-there.sh", "exec sleep 30");
+    sup.wait_dashboard("the worker running", STATE_DEADLINE, |d| {
+        d["accounts"][0]["pid"].is_u64()
+    });
+}
+
+#[test]
 fn a_worker_that_sends_no_heartbeat_is_killed_as_hung_and_restarted() {
     let volume = Volume::new();
     volume.add_account("silent", true);

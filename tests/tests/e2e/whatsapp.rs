@@ -262,6 +262,35 @@ fn an_admin_logout_unlinks_the_device_at_the_sim() {
 }
 
 #[test]
+fn a_delete_unlinks_the_device_at_the_sim_before_the_worker_stops() {
+    let sim = Sim::start(&[]);
+    let volume = Volume::new();
+    let sup = start(&volume, &sim, &[]);
+    let jid = pair(&sup, &sim, "goner", "15550001011");
+    sim.wait_logged_in(&jid, STATE_DEADLINE);
+    assert_eq!(sim.stats()["companions_removed"], 0);
+    let r = sup.call("DELETE", "/api/whatsapp/accounts/goner", None);
+    assert!(r.status < 300, "{}", r.text());
+    wait_until("the account gone", STATE_DEADLINE, || {
+        let d = sup.dashboard();
+        let listed = d["accounts"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x["accountId"] == "goner"));
+        if listed {
+            Err(d.to_string())
+        } else {
+            Ok(())
+        }
+    });
+    assert_eq!(
+        sim.stats()["companions_removed"],
+        1,
+        "the worker unlinked the device before it was stopped"
+    );
+    assert!(!volume.sessions().join("goner").exists(), "archived");
+}
+
+#[test]
 fn a_dropped_socket_reconnects_with_backoff_and_counts_it() {
     let sim = Sim::start(&[]);
     let volume = Volume::new();
