@@ -5,12 +5,12 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use worker::store::atomic::write_atomic;
-use worker::store::secret::Secret;
+use volume::atomic::write_atomic;
+use volume::secret::Secret;
 
 use crate::error::{Error, Result};
 
-const TOKEN_FILE: &str = "admin-token";
+const TOKEN_FILE: &str = volume::layout::ADMIN_TOKEN_FILE;
 
 /// Resolves the admin token.
 ///

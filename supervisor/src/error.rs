@@ -27,7 +27,7 @@ pub enum Error {
         "another supervisor already runs on {} (it holds {}); stop it first, or give this one its \
          own SESSIONS_PATH",
         path.display(),
-        crate::volume::SUPERVISOR_LOCK
+        crate::sessions_dir::SUPERVISOR_LOCK
     )]
     AlreadyRunning {
         /// The sessions directory.

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  run(config)
-//!   ├─ volume     resolve $SESSIONS, prove it writable, take .supervisor.lock
+//!   ├─ sessions_dir resolve $SESSIONS, prove it writable, take .supervisor.lock
 //!   ├─ registry   account.json per account  ──▶ cache (one AccountView per account)
 //!   ├─ ipc        private 0700 dir + socket; one task per worker link ──▶ fleet
 //!   ├─ fleet      the task that owns every child: boot plan, spawns, restarts, watchdog,
@@ -23,8 +23,8 @@ pub mod fleet;
 pub mod http;
 pub mod ipc;
 pub mod registry;
+pub mod sessions_dir;
 pub mod signals;
-pub mod volume;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
-use worker::store::lock::LockError;
+use volume::lock::LockError;
 
 use crate::cache::{AccountView, Cache};
 pub use crate::config::Config;
@@ -61,8 +61,8 @@ const HTTP_DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 pub async fn run(config: Config) -> Result<()> {
     config.validate().map_err(Error::Config)?;
     let started = Instant::now();
-    let sessions = volume::resolve(&config);
-    volume::prove_writable(&sessions).map_err(|source| Error::SessionsNotWritable {
+    let sessions = sessions_dir::resolve(&config);
+    sessions_dir::prove_writable(&sessions).map_err(|source| Error::SessionsNotWritable {
         path: sessions.clone(),
         source,
     })?;
@@ -70,7 +70,7 @@ pub async fn run(config: Config) -> Result<()> {
         path: sessions.clone(),
         source,
     })?;
-    let _lock = volume::lock(&sessions).map_err(|e| match e {
+    let _lock = sessions_dir::lock(&sessions).map_err(|e| match e {
         LockError::Held { .. } => Error::AlreadyRunning {
             path: sessions.clone(),
         },
@@ -80,7 +80,7 @@ pub async fn run(config: Config) -> Result<()> {
         },
     })?;
     info!(path = %sessions.display(), writable = true, "sessions directory ready");
-    let leftovers = volume::remove_temp_files(&sessions);
+    let leftovers = sessions_dir::remove_temp_files(&sessions);
     if leftovers > 0 {
         info!(
             removed = leftovers,

@@ -12,13 +12,11 @@ use ipc_protocol::{AccountId, UnixMillis};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
-use worker::store::atomic::{rename_durable, sync_dir, write_atomic};
-use worker::store::creds::CredsStore;
+use volume::atomic::{rename_durable, sync_dir, write_atomic};
 
 use crate::webhook::url::WebhookUrl;
 
-const ACCOUNT_FILE: &str = "account.json";
-const ARCHIVE_DIR: &str = ".archive";
+use volume::layout::{AccountDir, ACCOUNT_FILE, ARCHIVE_DIR};
 
 /// One account, as stored in `account.json`.
 #[derive(Clone, Debug, Deserialize, Eq, PartialEq, Serialize)]
@@ -188,7 +186,7 @@ impl Registry {
 
     /// Whether the account's worker has stored credentials.
     pub fn has_creds(&self, id: &AccountId) -> bool {
-        CredsStore::new(&self.dir(id)).path().is_file()
+        AccountDir::new(&self.root, id.as_str()).has_creds()
     }
 
     /// Moves the account's whole directory (credentials included) to

@@ -91,7 +91,7 @@ async fn run(args: WorkerArgs, token: CancellationToken) -> u8 {
         error!(error = %e, dir = %account_dir.display(), "cannot create the account directory");
         return EXIT_FAILURE;
     }
-    let _lock = match FileLock::try_acquire(&account_dir.join("lock")) {
+    let _lock = match FileLock::try_acquire(&account_dir.join(volume::layout::LOCK_FILE)) {
         Ok(lock) => lock,
         Err(e @ LockError::Held { .. }) => {
             error!(error = %e, "another worker already runs this account");
@@ -104,7 +104,7 @@ async fn run(args: WorkerArgs, token: CancellationToken) -> u8 {
     };
     // Under the lock, nobody else writes here: what interrupted writes left can go. The
     // supervisor's account.json is its own to clean.
-    let supervisors = |name: &str| name.starts_with(".account.json.tmp-");
+    let supervisors = |name: &str| volume::layout::is_account_file_temp(name);
     match store::atomic::remove_temp_files(&account_dir, 3, &supervisors) {
         Ok(0) => {}
         Ok(removed) => info!(removed, "removed temp files of interrupted writes"),

@@ -155,6 +155,8 @@ pub enum Command {
     RequestQr(AccountId),
     /// Logout, stop, and archive the account's directory.
     Delete(AccountId),
+    /// `account.json` was rewritten (its webhook URL): show the new entry.
+    AccountSaved(Account),
 }
 
 /// Why a command was refused.
@@ -555,6 +557,14 @@ impl Fleet {
                 self.feed(&id, Event::Restart)
             }
             Command::Logout(id) => self.feed(&id, Event::Logout),
+            Command::AccountSaved(account) => {
+                if !self.slots.contains_key(&account.id) {
+                    return Err(CommandError::NotFound);
+                }
+                let id = account.id.clone();
+                self.cache.update(&id, |v| v.account = account);
+                Ok(())
+            }
             Command::RequestQr(id) => self.feed(&id, Event::RequestQr),
             Command::Delete(id) => {
                 if self.slots.get(&id).is_some_and(|e| e.slot.pid().is_some()) {

@@ -16,7 +16,7 @@ use super::error::ApiError;
 use super::{parse_id, phone, AppState};
 use crate::fleet::Command;
 use crate::registry::{generate_id, Account, RegistryError};
-use crate::volume;
+use crate::sessions_dir;
 
 const MAX_NAME_LEN: usize = 100;
 
@@ -116,7 +116,7 @@ pub async fn add(
                 "account_exists",
                 format!("account {id} already exists"),
             ),
-            RegistryError::Io { source, .. } if volume::is_storage_trouble(&source) => {
+            RegistryError::Io { source, .. } if sessions_dir::is_storage_trouble(&source) => {
                 ApiError::new(
                     StatusCode::INSUFFICIENT_STORAGE,
                     "insufficient_storage",

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::AppState;
-use crate::volume;
+use crate::sessions_dir;
 
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 const PROBE_DEADLINE: Duration = Duration::from_secs(2);
@@ -72,14 +72,14 @@ impl HealthProbe {
                 _ = tokio::time::sleep(PROBE_EVERY) => {}
             }
             let dir = self.dir.clone();
-            let probe = tokio::task::spawn_blocking(move || volume::probe(&dir));
+            let probe = tokio::task::spawn_blocking(move || sessions_dir::probe(&dir));
             let problem = match tokio::time::timeout(PROBE_DEADLINE, probe).await {
                 Ok(Ok(Ok(()))) => None,
                 Ok(Ok(Err(e))) => {
                     if self.writable() {
                         warn!(dir = %self.dir.display(), error = %e, "sessions directory is not writable");
                     }
-                    let kind = worker::store::trouble::Trouble::of(&e).reason();
+                    let kind = volume::trouble::Trouble::of(&e).reason();
                     Some(format!("{kind}: {e}"))
                 }
                 Ok(Err(_)) => Some("storage_error: the write probe failed".to_owned()),

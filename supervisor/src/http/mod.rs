@@ -22,7 +22,7 @@ use axum::routing::{delete, get, post};
 use axum::{middleware, Router};
 use ipc_protocol::{AccountId, UnixMillis};
 use tokio::time::Instant;
-use worker::store::secret::Secret;
+use volume::secret::Secret;
 
 pub use error::ApiError;
 pub use health::HealthProbe;

@@ -14,6 +14,7 @@ use tracing::info;
 
 use super::error::ApiError;
 use super::{parse_id, AppState};
+use crate::fleet::Command;
 use crate::registry::RegistryError;
 use crate::webhook::url::WebhookUrl;
 
@@ -78,9 +79,8 @@ pub async fn set(
             RegistryError::NotFound(id) => ApiError::account_not_found(id.as_str()),
             other => ApiError::internal(other.to_string()),
         })?;
-    state.cache.update(&id, |v| {
-        v.account.webhook_url = saved.webhook_url.clone();
-    });
+    // The fleet is the one writer of the account view.
+    state.fleet.command(Command::AccountSaved(saved)).await?;
     match &url {
         Some(u) => info!(account = %id, target = %u, "account webhook url set"),
         None => info!(account = %id, "account webhook url cleared"),

@@ -50,7 +50,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, instrument, warn};
-use worker::store::secret::Secret;
+use volume::secret::Secret;
 
 use crate::cache::Cache;
 use crate::events::{Event, EventKind, Subscription};

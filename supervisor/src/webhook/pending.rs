@@ -19,12 +19,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tracing::warn;
-use worker::store::atomic::sync_dir;
+use volume::atomic::sync_dir;
 
 use super::url::WebhookUrl;
 
 /// The pending directory under `$SESSIONS`.
-pub const PENDING_DIR: &str = ".webhooks";
+pub const PENDING_DIR: &str = volume::layout::WEBHOOKS_DIR;
 /// Version of the file layout.
 const FORMAT: u32 = 1;
 

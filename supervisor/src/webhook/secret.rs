@@ -6,11 +6,11 @@ use std::io;
 use std::path::Path;
 
 use tracing::info;
-use worker::store::atomic::write_atomic;
-use worker::store::secret::Secret;
+use volume::atomic::write_atomic;
+use volume::secret::Secret;
 
 /// The file a generated secret is kept in, under `$SESSIONS`.
-pub const SECRET_FILE: &str = "webhook-secret";
+pub const SECRET_FILE: &str = volume::layout::WEBHOOK_SECRET_FILE;
 
 /// Resolves the secret.
 ///

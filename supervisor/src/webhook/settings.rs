@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use clap::Args;
-use worker::store::secret::Secret;
+use volume::secret::Secret;
 
 use super::backoff::Backoff;
 use super::url::WebhookUrl;

@@ -5,7 +5,7 @@
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use worker::store::secret::Secret;
+use volume::secret::Secret;
 
 type HmacSha256 = Hmac<Sha256>;
 

@@ -22,7 +22,7 @@ use crate::wa::xeddsa;
 /// The current format version of `creds.json`.
 pub const CREDS_VERSION: u32 = 1;
 
-const CREDS_FILE: &str = "creds.json";
+const CREDS_FILE: &str = volume::layout::CREDS_FILE;
 const CREDS_MODE: u32 = 0o600;
 
 /// An X25519 key pair.

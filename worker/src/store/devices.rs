@@ -37,7 +37,7 @@ impl DeviceCache {
     /// The cache under `account_dir/devices`.
     pub fn new(account_dir: &Path) -> Self {
         DeviceCache {
-            dir: account_dir.join("devices"),
+            dir: account_dir.join(volume::layout::DEVICES_DIR),
         }
     }
 

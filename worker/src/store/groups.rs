@@ -36,7 +36,7 @@ impl GroupStore {
     /// The store under `account_dir/groups` (created on first write).
     pub fn new(account_dir: &Path) -> Self {
         GroupStore {
-            dir: account_dir.join("groups"),
+            dir: account_dir.join(volume::layout::GROUPS_DIR),
         }
     }
 

@@ -88,7 +88,7 @@ impl MessageStore {
     /// # Errors
     /// Any I/O error creating or listing the directories.
     pub fn open(account_dir: &Path) -> io::Result<Self> {
-        let root = account_dir.join("messages");
+        let root = account_dir.join(volume::layout::MESSAGES_DIR);
         for shelf in [Shelf::Outbox, Shelf::Out, Shelf::In] {
             fs::create_dir_all(root.join(shelf.dir_name()))?;
         }

@@ -46,7 +46,7 @@ use crate::wa::binary::jid::{
 pub use prekeys::PreKeyPublic;
 
 /// The folder under the account directory.
-const SIGNAL_DIR: &str = "signal";
+const SIGNAL_DIR: &str = volume::layout::SIGNAL_DIR;
 /// Folders are private to the worker.
 const DIR_MODE: u32 = 0o700;
 /// Files are private to the worker.

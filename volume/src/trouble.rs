@@ -11,7 +11,7 @@ use std::path::Path;
 use ipc_protocol::Reason;
 use nix::errno::Errno;
 
-use super::atomic::{sync_dir, write_atomic};
+use crate::atomic::{sync_dir, write_atomic};
 
 /// The probe's file name in the account directory.
 const PROBE_FILE: &str = ".storage-probe";

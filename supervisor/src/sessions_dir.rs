@@ -5,13 +5,13 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use tracing::warn;
-use worker::store::atomic::sync_dir;
-use worker::store::lock::{FileLock, LockError};
+use volume::atomic::sync_dir;
+use volume::layout::{is_account_file_temp, WEBHOOKS_DIR};
+use volume::lock::{FileLock, LockError};
 
 use crate::config::Config;
 
-/// The lock file that keeps a second supervisor off the same volume.
-pub const SUPERVISOR_LOCK: &str = ".supervisor.lock";
+pub use volume::layout::SUPERVISOR_LOCK;
 
 /// Resolves `$SESSIONS` in the seed's order: `SESSIONS_PATH`, then
 /// `$RAILWAY_VOLUME_MOUNT_PATH/sessions`, then `./.sessions` (with a loud warning).
@@ -62,21 +62,21 @@ pub fn probe(dir: &Path) -> io::Result<()> {
 /// webhook secret), under `.webhooks/`, and each account's `account.json`. The workers clean
 /// their own. Call it before any worker or writer starts.
 pub fn remove_temp_files(root: &Path) -> usize {
-    use worker::store::atomic::remove_temp_files as clean;
+    use volume::atomic::remove_temp_files as clean;
     let mut removed = 0;
     let mut tally = |what: &str, result: io::Result<usize>| match result {
         Ok(n) => removed += n,
         Err(e) => warn!(%what, error = %e, "cannot remove temp files of interrupted writes"),
     };
     tally("root", clean(root, 0, &|_| false));
-    tally(".webhooks", clean(&root.join(".webhooks"), 4, &|_| false));
+    tally(WEBHOOKS_DIR, clean(&root.join(WEBHOOKS_DIR), 4, &|_| false));
     if let Ok(entries) = fs::read_dir(root) {
         for entry in entries.flatten() {
             let name = entry.file_name();
             if name.to_string_lossy().starts_with('.') || !entry.path().is_dir() {
                 continue;
             }
-            let not_ours = |n: &str| !n.starts_with(".account.json.tmp-");
+            let not_ours = |n: &str| !is_account_file_temp(n);
             tally("account", clean(&entry.path(), 0, &not_ours));
         }
     }
@@ -85,7 +85,7 @@ pub fn remove_temp_files(root: &Path) -> usize {
 
 /// Whether `e` says the volume is full or read-only: the API answers 507 then.
 pub fn is_storage_trouble(e: &io::Error) -> bool {
-    worker::store::trouble::is_full_or_readonly(e)
+    volume::trouble::is_full_or_readonly(e)
 }
 
 /// Takes `.supervisor.lock` in `dir`.
