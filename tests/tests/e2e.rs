@@ -12,6 +12,7 @@ mod e2e {
     mod messages;
     mod phones;
     mod restart;
+    mod secrets;
     mod shutdown;
     mod storage;
     mod webhook;

@@ -131,7 +131,7 @@ impl Connection {
     /// # Errors
     /// A failed send.
     pub(crate) async fn send_node(&mut self, node: &Node) -> Result<(), TransportError> {
-        debug!(%node, "send");
+        debug!(node = %node.redacted(), "send");
         let plaintext = binary::encode(node);
         let payload = match &mut self.noise {
             Some(noise) => noise.encrypt(&plaintext),
@@ -163,7 +163,7 @@ impl Connection {
             };
             match binary::decode(&plaintext) {
                 Ok(node) => {
-                    debug!(%node, "recv");
+                    debug!(node = %node.redacted(), "recv");
                     return Ok(node);
                 }
                 Err(e) => warn!(error = %e, len = plaintext.len(), "undecodable node dropped"),

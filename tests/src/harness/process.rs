@@ -354,6 +354,17 @@ fn listening_addr(log: &Arc<Mutex<Vec<String>>>) -> Option<SocketAddr> {
     json_events(log)
         .find(|v| v["message"] == "http listening")
         .and_then(|v| v["addr"].as_str().and_then(|a| a.parse().ok()))
+        .or_else(|| {
+            // LOG_FORMAT=pretty: `… http listening addr=127.0.0.1:4321`.
+            lines(log)
+                .iter()
+                .filter(|l| l.contains("http listening"))
+                .find_map(|l| {
+                    l.split_whitespace()
+                        .find_map(|w| w.strip_prefix("addr="))
+                        .and_then(|a| a.parse().ok())
+                })
+        })
 }
 
 /// The log lines that are JSON events (the token banner and panics are not).

@@ -274,7 +274,7 @@ pub(crate) fn on_pair_success(ctx: &mut Ctx<'_>, iq: &Node) -> Actions {
     let mut candidate = creds.clone();
     match accept_pair_success(iq, &mut candidate) {
         Ok(paired) => {
-            info!(jid = %paired.jid.to_non_ad(), "paired");
+            info!(jid = %paired.jid.to_non_ad().masked(), "paired");
             *ctx.stage = Stage::ExpectRestart;
             // Durable before we tell anyone: a crash now still leaves a usable pairing.
             Actions::send(paired.reply)

@@ -73,6 +73,45 @@ impl Jid {
     }
 }
 
+/// A JID fit for a log: the user part masked but its last two characters, e.g.
+/// `*********01:3@s.whatsapp.net`; server JIDs and short users unchanged.
+#[derive(Debug)]
+pub struct Masked<'a>(pub &'a Jid);
+
+impl fmt::Display for Masked<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let jid = self.0;
+        if jid.user.is_empty() {
+            return write!(f, "{jid}");
+        }
+        let masked = Jid {
+            user: mask_digits(&jid.user),
+            ..jid.clone()
+        };
+        write!(f, "{masked}")
+    }
+}
+
+impl Jid {
+    /// This JID as it may appear in a log.
+    pub fn masked(&self) -> Masked<'_> {
+        Masked(self)
+    }
+}
+
+/// `text` with every character but the last two masked when it is longer than four: phone
+/// numbers, LIDs and group ids in logs.
+pub fn mask_digits(text: &str) -> String {
+    let n = text.chars().count();
+    if n <= 4 {
+        return text.to_owned();
+    }
+    text.chars()
+        .enumerate()
+        .map(|(i, c)| if i + 2 < n { '*' } else { c })
+        .collect()
+}
+
 /// As whatsmeow renders it: `user@server`, `user:device@server`, `user.agent:device@server`
 /// when an agent is set, and only `server` when user, device and agent are all empty.
 impl fmt::Display for Jid {

@@ -164,6 +164,58 @@ impl fmt::Display for Node {
     }
 }
 
+/// A node fit for a log: JIDs masked ([`Jid::masked`]), string attributes that hold people's
+/// data (numbers, names) masked, text content replaced by its length.
+#[derive(Debug)]
+pub struct Redacted<'a>(pub &'a Node);
+
+/// Attributes whose string values are people's names or numbers.
+const PERSONAL_ATTRS: [&str; 6] = ["notify", "name", "phone", "jid", "lid", "pn"];
+
+impl fmt::Display for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let node = self.0;
+        write!(f, "<{}", node.tag)?;
+        for (key, value) in &node.attrs {
+            match value {
+                AttrValue::Jid(jid) => write!(f, " {key}={}", jid.masked())?,
+                AttrValue::Str(s)
+                    if PERSONAL_ATTRS.contains(&key.as_str()) || looks_like_number(s) =>
+                {
+                    write!(f, " {key}={:?}", super::jid::mask_digits(s))?
+                }
+                AttrValue::Str(s) => write!(f, " {key}={s:?}")?,
+            }
+        }
+        match &node.content {
+            Content::None => return f.write_str("/>"),
+            Content::Bytes(bytes) => write!(f, ">[{} bytes]", bytes.len())?,
+            Content::Str(text) => write!(f, ">[{} chars]", text.chars().count())?,
+            Content::Nodes(children) => {
+                f.write_str(">")?;
+                for child in children {
+                    write!(f, "{}", Redacted(child))?;
+                }
+            }
+        }
+        write!(f, "</{}>", node.tag)
+    }
+}
+
+/// A string of six or more digits (with an optional `@server` or `:device`) is a phone
+/// number or an id made of one.
+fn looks_like_number(s: &str) -> bool {
+    let user = s.split(['@', ':', '.']).next().unwrap_or(s);
+    user.len() >= 6 && user.bytes().all(|b| b.is_ascii_digit())
+}
+
+impl Node {
+    /// This node as it may appear in a log.
+    pub fn redacted(&self) -> Redacted<'_> {
+        Redacted(self)
+    }
+}
+
 impl AttrValue {
     /// The value as text; a JID gives its `Display` form.
     pub fn as_str(&self) -> Cow<'_, str> {
@@ -206,5 +258,29 @@ impl From<&str> for AttrValue {
 impl From<Jid> for AttrValue {
     fn from(jid: Jid) -> Self {
         AttrValue::Jid(jid)
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+    use crate::wa::binary::jid::Jid;
+
+    #[test]
+    fn a_redacted_node_shows_no_number_name_or_text() {
+        let node = Node::new("message")
+            .jid_attr("from", Jid::device("40712345678", "s.whatsapp.net", 3))
+            .attr("notify", "Ana Pop")
+            .attr("participant", "40799887766@s.whatsapp.net")
+            .attr("id", "3EB0ABCDEF")
+            .attr("t", "1700000000")
+            .children(vec![Node::new("body").text("hello there")]);
+        let shown = node.redacted().to_string();
+        for secret in ["40712345678", "Ana Pop", "40799887766", "hello there"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("*********78:3@s.whatsapp.net"), "{shown}");
+        assert!(shown.contains("id=\"3EB0ABCDEF\""), "ids stay: {shown}");
+        assert!(shown.contains("[11 chars]"), "{shown}");
     }
 }
