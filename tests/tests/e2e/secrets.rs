@@ -8,7 +8,7 @@ use base64::Engine as _;
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 use wa_sim::harness::process::TOKEN;
-use wa_sim::harness::{wait_until, Sim, Supervisor, Volume};
+use wa_sim::harness::{wait_until, Sim, Volume};
 
 use super::whatsapp::{pair, start};
 use super::STATE_DEADLINE;
