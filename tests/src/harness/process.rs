@@ -29,10 +29,13 @@ const START_DEADLINE: Duration = Duration::from_secs(20);
 /// When the binary has not been built.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>");
+    // A test runs from target/<profile>/deps/, a proof binary from target/<profile>/.
+    let parent = exe.parent().expect("target/<profile>/…");
+    let dir = if parent.file_name().is_some_and(|n| n == "deps") {
+        parent.parent().expect("target/<profile>/deps/<test>")
+    } else {
+        parent
+    };
     let path = dir.join(name);
     assert!(
         path.is_file(),
