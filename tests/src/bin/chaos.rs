@@ -16,8 +16,6 @@
 //! ten minutes (that is the crash-loop guard, not a failure), so no account is killed more
 //! than five times; restarts run with `RESTART_BACKOFF_BASE_MS=100` to keep the run short.
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -25,7 +23,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::json;
+use wa_sim::harness::fleet::{
+    add_and_scan, alive, connections, numeric_flags, start_against, wait_status,
+};
 use wa_sim::harness::{wait_until, Sim, Supervisor, Volume};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -37,121 +37,53 @@ struct Args {
     seed: u64,
 }
 
-fn args() -> Result<Args, String> {
-    let mut args = Args {
-        accounts: 30,
-        kills: 100,
-        seed: 7,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or(format!("{flag} needs a number"))
-        };
-        match flag.as_str() {
-            "--accounts" => args.accounts = value()? as usize,
-            "--kills" => args.kills = value()? as usize,
-            "--seed" => args.seed = value()?,
-            other => {
-                return Err(format!(
-                    "unknown flag {other}; use --accounts N --kills K [--seed S]"
-                ))
-            }
-        }
-    }
-    let most = args.accounts * MAX_KILLS_PER_ACCOUNT as usize;
-    if args.accounts == 0 || args.kills > most {
-        return Err(format!(
-            "need at least one account, and at most {MAX_KILLS_PER_ACCOUNT} kills per account ({most})"
-        ));
-    }
-    Ok(args)
-}
-
-fn start(volume: &Volume, sim: &Sim) -> Supervisor {
-    Supervisor::start(
-        &volume.sessions(),
-        &[
-            ("WA_WS_URL", sim.ws_url.as_str()),
-            ("WA_TRUST_ROOT", sim.root_public_key.as_str()),
-            ("BOOT_JITTER_MIN_MS", "0"),
-            ("BOOT_JITTER_MAX_MS", "0"),
-            ("RESTART_BACKOFF_BASE_MS", "100"),
-        ],
-    )
-}
-
 fn phone(i: usize) -> String {
     format!("1555100{i:04}")
 }
 
-/// Every logged-in device at the sim, by JID: its connection id.
-fn connections(sim: &Sim) -> BTreeMap<String, u64> {
-    sim.sessions()
-        .into_iter()
-        .filter(|s| s["state"] == "logged_in")
-        .filter_map(|s| Some((s["jid"].as_str()?.to_owned(), s["conn_id"].as_u64()?)))
-        .collect()
-}
-
 fn pair_all(sup: &Supervisor, sim: &Sim, n: usize) -> Vec<(String, String)> {
-    let mut accounts = Vec::new();
-    for i in 0..n {
-        let id = format!("acct-{i:03}");
-        let r = sup.call(
-            "POST",
-            "/api/whatsapp/add-account",
-            Some(&json!({"name": id, "accountId": id}).to_string()),
-        );
-        assert_eq!(r.status, 201, "{}", r.text());
-        let qr = wait_until(&format!("a QR for {id}"), DEADLINE, || {
-            let j = sup
-                .call("GET", &format!("/api/whatsapp/qr/{id}?format=json"), None)
-                .json();
-            j["qr"]
-                .as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| j.to_string())
-        });
-        let jid = sim.scan(&qr, &phone(i));
-        accounts.push((id, jid));
-    }
+    let accounts: Vec<(String, String)> = (0..n)
+        .map(|i| {
+            let id = format!("acct-{i:03}");
+            let jid = add_and_scan(sup, sim, &id, &phone(i), DEADLINE);
+            (id, jid)
+        })
+        .collect();
     for (id, _) in &accounts {
-        wait_until(&format!("{id} connected"), DEADLINE, || {
-            let a = sup.account(id);
-            if a["status"] == "connected" {
-                Ok(())
-            } else {
-                Err(a.to_string())
-            }
-        });
+        wait_status(sup, id, "connected", DEADLINE);
     }
     accounts
 }
 
-fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-            s.rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next())
-                .is_some_and(|state| state != "Z" && state != "X")
-        })
-}
-
 fn main() -> ExitCode {
-    let args = match args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("chaos: {e}");
-            return ExitCode::from(2);
+    let (mut accounts_n, mut kills, mut seed) = (30u64, 100u64, 7u64);
+    let parsed = numeric_flags(&mut [
+        ("--accounts", &mut accounts_n),
+        ("--kills", &mut kills),
+        ("--seed", &mut seed),
+    ]);
+    let most = accounts_n * u64::from(MAX_KILLS_PER_ACCOUNT);
+    if let Err(e) = parsed.and_then(|()| {
+        if accounts_n == 0 || kills > most {
+            Err(format!(
+                "need at least one account, and at most {MAX_KILLS_PER_ACCOUNT} kills per account ({most})"
+            ))
+        } else {
+            Ok(())
         }
+    }) {
+        eprintln!("chaos: {e}; use --accounts N --kills K [--seed S]");
+        return ExitCode::from(2);
+    }
+    let args = Args {
+        accounts: accounts_n as usize,
+        kills: kills as usize,
+        seed,
     };
     let mut rng = StdRng::seed_from_u64(args.seed);
     let sim = Sim::start(&[]);
     let volume = Volume::new();
-    let sup = start(&volume, &sim);
+    let sup = start_against(&volume, &sim, &[]);
     let setup = Instant::now();
     let accounts = pair_all(&sup, &sim, args.accounts);
     eprintln!(
@@ -227,18 +159,11 @@ fn main() -> ExitCode {
         std::thread::sleep(Duration::from_millis(5));
     };
     drop(sup);
-    let sup = start(&volume, &sim);
+    let sup = start_against(&volume, &sim, &[]);
     let mut reconnected = 0;
     for (id, _) in &accounts {
         let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            wait_until(&format!("{id} connected again"), DEADLINE, || {
-                let a = sup.account(id);
-                if a["status"] == "connected" {
-                    Ok(())
-                } else {
-                    Err(a.to_string())
-                }
-            })
+            wait_status(&sup, id, "connected", DEADLINE)
         }));
         reconnected += usize::from(ok.is_ok());
     }
