@@ -1,8 +1,10 @@
-//! The admin API (axum). Every route but `/health` needs the admin token; handlers read the
-//! [`Cache`] and send commands to the fleet, and never wait on a worker.
+//! The admin API (axum on hyper). Every route but `/health` needs the admin token; handlers
+//! read the [`Cache`] and send commands to the fleet, and never wait on a worker. `server.rs`
+//! is the accept loop: connection cap, header, request and write timeouts.
 
 mod accounts;
 mod auth;
+mod connection_cap;
 mod dashboard;
 mod error;
 mod events;
@@ -11,7 +13,9 @@ mod messages;
 mod metrics;
 mod phone;
 mod qr;
+mod server;
 mod webhook;
+mod write_stall;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -28,6 +32,7 @@ pub use error::ApiError;
 pub use health::HealthProbe;
 pub use messages::message_json;
 pub use phone::mask_reported as mask_reported_phone;
+pub use server::{HttpLimits, HttpServer};
 
 use crate::cache::Cache;
 use crate::fleet::FleetHandle;
