@@ -131,9 +131,7 @@ pub async fn run(config: Config) -> Result<()> {
     );
 
     let addr = format!("{}:{}", config.bind_addr, config.port);
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .map_err(|source| Error::Listen {
+    let listener = http::bind(&addr).await.map_err(|source| Error::Listen {
             addr: addr.clone(),
             source,
         })?;

@@ -7,6 +7,7 @@ mod e2e {
     mod api;
     mod boot;
     mod events;
+    mod flood;
     mod ipc;
     mod messages;
     mod phones;

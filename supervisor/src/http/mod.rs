@@ -32,7 +32,7 @@ pub use error::ApiError;
 pub use health::HealthProbe;
 pub use messages::message_json;
 pub use phone::mask_reported as mask_reported_phone;
-pub use server::{HttpLimits, HttpServer};
+pub use server::{bind, HttpLimits, HttpServer};
 
 use crate::cache::Cache;
 use crate::fleet::FleetHandle;

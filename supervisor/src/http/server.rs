@@ -29,7 +29,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -41,6 +41,9 @@ use crate::cache::Cache;
 
 /// A connection whose writes make no progress this long is closed.
 pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections the kernel queues for the accept loop: a burst of connects (a flood, or a
+/// client's retries) is absorbed instead of dropped SYNs costing every client a second.
+const LISTEN_BACKLOG: u32 = 1024;
 /// Pause after accept fails for want of descriptors, before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// What a connection over the cap gets before it is closed (a single non-blocking write).
@@ -158,6 +161,32 @@ impl HttpServer {
         connections.close();
         connections.wait().await;
     }
+}
+
+/// Binds `addr` (`host:port`; the first address that binds wins) with a deep backlog.
+///
+/// # Errors
+/// When the name does not resolve or no address can be bound.
+pub async fn bind(addr: &str) -> io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr) {
+            Ok(()) => return socket.listen(LISTEN_BACKLOG),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::AddrNotAvailable,
+            "the address resolves to nothing",
+        )
+    }))
 }
 
 /// One open connection, counted while it lives.

@@ -1,5 +1,6 @@
 //! Helpers for end-to-end tests that run the real binaries on loopback.
 
+pub mod flood;
 pub mod http;
 pub mod process;
 pub mod receiver;
