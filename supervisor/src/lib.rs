@@ -46,7 +46,7 @@ use crate::fleet::boot::{self, Jitter};
 use crate::fleet::child::SpawnSpec;
 use crate::fleet::policy::RestartPolicy;
 use crate::fleet::{Fleet, Timeouts};
-use crate::http::{AppState, HealthProbe, HttpLimits, HttpServer};
+use crate::http::{AppState, HealthProbe, HttpLimits, HttpServer, SessionStore};
 use crate::ipc::{IpcListener, RuntimeDir};
 use crate::registry::Registry;
 
@@ -132,9 +132,9 @@ pub async fn run(config: Config) -> Result<()> {
 
     let addr = format!("{}:{}", config.bind_addr, config.port);
     let listener = http::bind(&addr).await.map_err(|source| Error::Listen {
-            addr: addr.clone(),
-            source,
-        })?;
+        addr: addr.clone(),
+        source,
+    })?;
     let local = listener.local_addr().map_err(|source| Error::Listen {
         addr: addr.clone(),
         source,
@@ -159,6 +159,7 @@ pub async fn run(config: Config) -> Result<()> {
         health,
         started,
         webhooks,
+        sessions: Arc::new(SessionStore::default()),
     };
     let limits = HttpLimits {
         header_timeout: Duration::from_millis(config.http_header_timeout_ms),

@@ -6,6 +6,7 @@
 mod e2e {
     mod api;
     mod boot;
+    mod browser;
     mod events;
     mod flood;
     mod ipc;

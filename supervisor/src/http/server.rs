@@ -36,6 +36,7 @@ use tracing::{debug, info, warn};
 
 use super::connection_cap::{connection_cap, Admission, Gate};
 use super::error::ApiError;
+use super::security_headers;
 use super::write_stall::WriteStall;
 use crate::cache::Cache;
 
@@ -279,6 +280,7 @@ fn timed_out() -> Response<Body> {
     .into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    security_headers::apply(headers);
     response
 }
 

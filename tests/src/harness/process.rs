@@ -174,6 +174,11 @@ impl Supervisor {
         self.addr
     }
 
+    /// Its own origin, as a browser on its pages would send it: `http://127.0.0.1:<port>`.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     /// The supervisor's pid.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -210,6 +215,34 @@ impl Supervisor {
         }
         http::request(self.addr, method, path, &all, body.map(str::as_bytes))
             .unwrap_or_else(|e| panic!("{method} {path} failed: {e}"))
+    }
+
+    /// Submits the login form with `token`, as a browser on the login page would (our own
+    /// `Origin` unless `extra` names one, a form body), plus `extra` headers.
+    ///
+    /// # Panics
+    /// On I/O errors.
+    pub fn login(&self, token: &str, extra: &[(&str, &str)]) -> Response {
+        let origin = self.origin();
+        let mut headers = vec![("Content-Type", "application/x-www-form-urlencoded")];
+        if !extra.iter().any(|(k, _)| k.eq_ignore_ascii_case("origin")) {
+            headers.push(("Origin", origin.as_str()));
+        }
+        headers.extend_from_slice(extra);
+        let body = format!("token={}&next=%2F", form_encode(token));
+        self.call_with("POST", "/login", &headers, Some(&body))
+    }
+
+    /// Logs in with the admin token; returns the `Cookie` header value that carries the session.
+    ///
+    /// # Panics
+    /// When the login does not answer 303 with a session cookie.
+    pub fn browser_session(&self) -> String {
+        let r = self.login(TOKEN, &[]);
+        assert_eq!(r.status, 303, "login: {}", r.text());
+        r.session_cookie()
+            .map(|value| format!("{}={value}", http::SESSION_COOKIE))
+            .unwrap_or_else(|| panic!("no session cookie in {:?}", r.headers))
     }
 
     /// Opens `GET /api/events{query}` with the admin token and `extra` headers.
@@ -366,6 +399,20 @@ fn spawn(sessions: &Path, extra: &[(&str, &str)], fd_limit: Option<u64>) -> anyh
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     cmd.spawn().context("spawn supervisor")
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value.
+fn form_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// Collects stdout and stderr lines in the background.
