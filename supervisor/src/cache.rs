@@ -123,6 +123,11 @@ impl Cache {
         self.read().contains_key(id)
     }
 
+    /// How many accounts there are.
+    pub fn count(&self) -> usize {
+        self.read().len()
+    }
+
     /// Every view, sorted by id.
     pub fn all(&self) -> Vec<AccountView> {
         self.read().values().cloned().collect()

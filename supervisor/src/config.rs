@@ -14,6 +14,28 @@ pub struct Config {
     /// Address the admin API listens on.
     #[arg(long, env = "BIND_ADDR", default_value = "0.0.0.0")]
     pub bind_addr: String,
+    /// Most HTTP connections open at once; 0 sizes the cap from the open-file limit. Never
+    /// more than the descriptors the workers leave.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 0)]
+    pub http_max_connections: usize,
+    /// A client must send its request headers within this, and a kept-alive connection its
+    /// next request; the connection is closed otherwise.
+    #[arg(
+        long,
+        env = "HTTP_HEADER_TIMEOUT_MS",
+        default_value_t = 10_000,
+        hide = true
+    )]
+    pub http_header_timeout_ms: u64,
+    /// A request's body must be read and its answer begun within this (408 otherwise); event
+    /// streams then run on.
+    #[arg(
+        long,
+        env = "HTTP_REQUEST_TIMEOUT_MS",
+        default_value_t = 30_000,
+        hide = true
+    )]
+    pub http_request_timeout_ms: u64,
     /// Where account directories live. Wins over RAILWAY_VOLUME_MOUNT_PATH.
     #[arg(long, env = "SESSIONS_PATH")]
     pub sessions_path: Option<PathBuf>,
@@ -120,6 +142,11 @@ impl Config {
         }
         if c.max_reconnect_attempts == 0 {
             return Err("MAX_RECONNECT_ATTEMPTS must be at least 1".into());
+        }
+        if self.http_header_timeout_ms == 0 || self.http_request_timeout_ms == 0 {
+            return Err(
+                "HTTP_HEADER_TIMEOUT_MS and HTTP_REQUEST_TIMEOUT_MS must be positive".into(),
+            );
         }
         self.webhook.validate()?;
         Ok(())

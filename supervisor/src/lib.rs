@@ -7,7 +7,9 @@
 //!   ├─ ipc        private 0700 dir + socket; one task per worker link ──▶ fleet
 //!   ├─ fleet      the task that owns every child: boot plan, spawns, restarts, watchdog,
 //!   │             commands; writes the cache; on cancel stops every worker in parallel
-//!   └─ http       axum; reads the cache, sends commands to the fleet; never waits on a worker
+//!   └─ http       axum on a hyper accept loop (connection cap sized from the open-file
+//!                 limit, timeouts); reads the cache, sends commands to the fleet; never waits
+//!                 on a worker
 //! ```
 //!
 //! Workers are this same binary re-executed with the hidden `worker` subcommand (or
@@ -44,13 +46,15 @@ use crate::fleet::boot::{self, Jitter};
 use crate::fleet::child::SpawnSpec;
 use crate::fleet::policy::RestartPolicy;
 use crate::fleet::{Fleet, Timeouts};
-use crate::http::{AppState, HealthProbe};
+use crate::http::{AppState, HealthProbe, HttpLimits, HttpServer, SessionStore};
 use crate::ipc::{IpcListener, RuntimeDir};
 use crate::registry::Registry;
 
 /// File descriptors a thousand accounts need in the supervisor (a socket and a child handle
 /// each, plus the server's own).
 const FDS_FOR_A_THOUSAND: u64 = 4096;
+/// The open-file limit assumed when it cannot be read.
+const ASSUMED_FD_LIMIT: u64 = 1024;
 /// How long HTTP connections get to finish after shutdown begins.
 const HTTP_DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -93,7 +97,7 @@ pub async fn run(config: Config) -> Result<()> {
         path: sessions.clone(),
         source,
     })?;
-    raise_fd_limit(accounts.len());
+    let fd_limit = raise_fd_limit(accounts.len());
     let admin_token = Arc::new(admin_token::resolve(
         config.admin_token.as_deref(),
         &sessions,
@@ -134,12 +138,10 @@ pub async fn run(config: Config) -> Result<()> {
     );
 
     let addr = format!("{}:{}", config.bind_addr, config.port);
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .map_err(|source| Error::Listen {
-            addr: addr.clone(),
-            source,
-        })?;
+    let listener = http::bind(&addr).await.map_err(|source| Error::Listen {
+        addr: addr.clone(),
+        source,
+    })?;
     let local = listener.local_addr().map_err(|source| Error::Listen {
         addr: addr.clone(),
         source,
@@ -164,17 +166,24 @@ pub async fn run(config: Config) -> Result<()> {
         health,
         started,
         webhooks,
+        sessions: Arc::new(SessionStore::default()),
     };
-    let http_token = token.child_token();
-    let http = tokio::spawn(async move {
-        let app = http::router(state);
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { http_token.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            warn!(error = %e, "http server failed");
-        }
-    });
+    let limits = HttpLimits {
+        header_timeout: Duration::from_millis(config.http_header_timeout_ms),
+        request_timeout: Duration::from_millis(config.http_request_timeout_ms),
+        max_connections: config.http_max_connections,
+        fd_limit,
+    };
+    let server = HttpServer::new(listener, http::router(state.clone()), limits, state.cache);
+    let cap = server.cap();
+    if config.http_max_connections > cap {
+        warn!(
+            configured = config.http_max_connections,
+            cap, fd_limit, "HTTP_MAX_CONNECTIONS lowered to keep descriptors for the workers"
+        );
+    }
+    info!(cap, fd_limit, "http connection cap");
+    let http = tokio::spawn(server.run(token.child_token()));
 
     fleet.run(token.clone(), plan).await;
     webhook_token.cancel();
@@ -192,7 +201,8 @@ pub async fn run(config: Config) -> Result<()> {
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit and warns when even that is too low.
-fn raise_fd_limit(accounts: usize) {
+/// Returns the limit now in force (1024, the usual default, when it cannot be read).
+fn raise_fd_limit(accounts: usize) -> u64 {
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) => {
             if soft < hard {
@@ -209,7 +219,11 @@ fn raise_fd_limit(accounts: usize) {
             } else {
                 info!(limit = now, "open-file limit");
             }
+            now
         }
-        Err(e) => warn!(error = %e, "cannot read the open-file limit"),
+        Err(e) => {
+            warn!(error = %e, "cannot read the open-file limit");
+            ASSUMED_FD_LIMIT
+        }
     }
 }

@@ -6,7 +6,9 @@
 mod e2e {
     mod api;
     mod boot;
+    mod browser;
     mod events;
+    mod flood;
     mod ipc;
     mod leftovers;
     mod messages;

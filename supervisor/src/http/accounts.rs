@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing::info;
 
+use super::content_type::RequireJson;
 use super::dashboard::masked_phone;
 use super::error::ApiError;
 use super::{parse_id, phone, AppState};
@@ -53,9 +54,11 @@ struct AddAccount {
 /// begin.
 ///
 /// # Errors
-/// 400 for a bad body, name, phone or id; 409 for a duplicate; 413 for a body over 64 KiB.
+/// 400 for a bad body, name, phone or id; 409 for a duplicate; 413 for a body over 64 KiB;
+/// 415 when the body is not declared JSON.
 pub async fn add(
     State(state): State<AppState>,
+    _json: RequireJson,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let body = body.map_err(|e| {

@@ -1,11 +1,15 @@
 //! `GET /api/status/dashboard` (the seed's JSON) and `GET /` (the page for people).
 
+use std::sync::LazyLock;
+
 use axum::extract::State;
-use axum::response::{Html, IntoResponse};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ipc_protocol::WorkerStatus;
 use serde_json::{json, Map, Value};
 
+use super::page::Page;
 use super::{iso, iso_now, phone, AppState};
 use crate::cache::AccountView;
 
@@ -70,7 +74,10 @@ pub fn masked_phone(v: &AccountView) -> Option<String> {
     }
 }
 
+/// The dashboard page.
+static DASHBOARD_PAGE: LazyLock<Page> = LazyLock::new(|| Page::new(include_str!("dashboard.html")));
+
 /// `GET /`.
-pub async fn page() -> Html<&'static str> {
-    Html(include_str!("dashboard.html"))
+pub async fn page() -> Response {
+    DASHBOARD_PAGE.respond(StatusCode::OK, DASHBOARD_PAGE.template().to_owned())
 }

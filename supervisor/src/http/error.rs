@@ -39,12 +39,27 @@ impl ApiError {
         )
     }
 
-    /// 401, with a Basic challenge so browsers ask for the token.
+    /// 401 with a Bearer challenge, never a Basic one: browsers would cache Basic
+    /// credentials and attach them to other sites' requests.
     pub fn unauthorized() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "missing or wrong admin token: send Authorization: Bearer <token> or Basic auth with the token as password",
+            "missing or wrong admin token: send Authorization: Bearer <token>, or Basic auth with the token as password, or log in at /login",
+        )
+    }
+
+    /// 403 for a request that changes state on behalf of another site.
+    pub fn cross_origin(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "cross_origin", message)
+    }
+
+    /// 415 for a JSON route sent something else.
+    pub fn unsupported_media_type() -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as Content-Type: application/json",
         )
     }
 
@@ -75,7 +90,7 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"wafleet\", charset=\"UTF-8\""),
+                HeaderValue::from_static("Bearer realm=\"wafleet\""),
             );
         }
         response

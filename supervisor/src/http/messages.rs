@@ -24,6 +24,7 @@ use serde_json::json;
 use worker::wa::message_id::{id_for_key, random_id};
 use worker::wa::recipient::parse_recipient;
 
+use super::content_type::RequireJson;
 use super::error::ApiError;
 use super::{iso, parse_id, AppState};
 use crate::fleet::{Answer, Ask, CommandError};
@@ -54,10 +55,11 @@ struct SendBody {
 /// # Errors
 /// 400 for a bad body, recipient, text or id; 404 for an unknown account; 409 when the account
 /// was never paired; 429 when its outbox is full; 503 when its worker does not run; 507 when the
-/// message could not be made durable.
+/// message could not be made durable; 415 when the body is not declared JSON.
 pub async fn send(
     State(state): State<AppState>,
     Path(account): Path<String>,
+    _json: RequireJson,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = known_account(&state, &account)?;

@@ -1,17 +1,36 @@
-//! The admin API (axum). Every route but `/health` needs the admin token; handlers read the
-//! [`Cache`] and send commands to the fleet, and never wait on a worker.
+//! The admin API (axum on hyper). Every route but `/health` and the login needs the admin
+//! token or a browser session; handlers read the [`Cache`] and send commands to the fleet, and
+//! never wait on a worker.
+//!
+//! ```text
+//!  server.rs          accept loop: connection cap, header/request/write timeouts
+//!   └─ router         security_headers.rs   nosniff, no-referrer, CSP on every answer
+//!       └─            origin.rs             POST/PUT/DELETE/PATCH from another site: 403
+//!           ├─ /health, /login, /logout
+//!           └─ auth.rs  token (Bearer, Basic) or session cookie; pages redirect to /login
+//!               └─ the routes; JSON bodies only as application/json (content_type.rs)
+//! ```
 
 mod accounts;
 mod auth;
+mod connection_cap;
+mod content_type;
 mod dashboard;
 mod error;
 mod events;
 mod health;
+mod login;
 mod messages;
 mod metrics;
+mod origin;
+mod page;
 mod phone;
 mod qr;
+mod security_headers;
+mod server;
+mod session;
 mod webhook;
+mod write_stall;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -28,6 +47,8 @@ pub use error::ApiError;
 pub use health::HealthProbe;
 pub use messages::message_json;
 pub use phone::mask_reported as mask_reported_phone;
+pub use server::{bind, HttpLimits, HttpServer};
+pub use session::SessionStore;
 
 use crate::cache::Cache;
 use crate::fleet::FleetHandle;
@@ -53,6 +74,8 @@ pub struct AppState {
     pub started: Instant,
     /// Webhook secret and counters.
     pub webhooks: Arc<crate::webhook::Webhooks>,
+    /// Browser sessions from `/login`.
+    pub sessions: Arc<SessionStore>,
 }
 
 /// The router with every route of architecture.md.
@@ -62,7 +85,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/status/dashboard", get(dashboard::json))
         .route("/api/whatsapp/accounts", get(accounts::list))
         .route("/api/whatsapp/add-account", post(accounts::add))
-        .route("/api/whatsapp/qr/{account_id}", get(qr::show))
+        .route(qr::ROUTE, get(qr::show))
         .route(
             "/api/whatsapp/accounts/{account_id}/qr",
             post(accounts::request_qr),
@@ -97,14 +120,18 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::render))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            auth::require_token,
+            auth::require_admin,
         ));
     Router::new()
         .route("/health", get(health::check))
+        .route("/login", get(login::page).post(login::submit))
+        .route("/logout", post(login::logout))
         .merge(protected)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_LEN))
+        .layer(middleware::from_fn(origin::refuse_cross_site))
+        .layer(middleware::from_fn(security_headers::add))
         .with_state(state)
 }
 

@@ -1,9 +1,11 @@
 //! `GET /api/whatsapp/qr/:accountId`: an HTML page with the live QR, or the QR as JSON, PNG or
 //! SVG (`?format=json|png|svg`).
 
+use std::sync::LazyLock;
+
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -12,7 +14,13 @@ use qrcode::{Color, QrCode};
 use serde_json::json;
 
 use super::error::ApiError;
+use super::page::Page;
 use super::{iso, parse_id, AppState};
+
+/// The route, as the router and the auth middleware name it.
+pub const ROUTE: &str = "/api/whatsapp/qr/{account_id}";
+/// The page, with the account id filled in outside its script.
+static QR_PAGE: LazyLock<Page> = LazyLock::new(|| Page::new(include_str!("qr.html")));
 
 /// Pixels per QR module in the PNG.
 const PNG_SCALE: usize = 8;
@@ -33,16 +41,10 @@ pub async fn show(
         .cache
         .get(&id)
         .ok_or_else(|| ApiError::account_not_found(id.as_str()))?;
-    let format = query
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == "format")
-        .map(|(_, v)| v.to_owned());
+    let format = format(query.as_deref());
     let qr = view.state.qr.clone();
-    match format.as_deref() {
-        None | Some("html") => Ok(Html(page(id.as_str())).into_response()),
+    match format {
+        None | Some("html") => Ok(page(id.as_str())),
         Some("json") => {
             let data_url = match &qr {
                 Some(q) => Some(format!(
@@ -88,6 +90,20 @@ pub async fn show(
             format!("format {other:?} is not one of html, json, png, svg"),
         )),
     }
+}
+
+/// Whether a query asks for the HTML page (no `format`, or `format=html`).
+pub fn is_page_query(query: Option<&str>) -> bool {
+    matches!(format(query), None | Some("html"))
+}
+
+fn format(query: Option<&str>) -> Option<&str> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == "format")
+        .map(|(_, v)| v)
 }
 
 fn no_qr(id: &str) -> ApiError {
@@ -138,13 +154,26 @@ fn svg_image(qr: &str) -> Result<String, ApiError> {
         .build())
 }
 
-fn page(id: &str) -> String {
-    include_str!("qr.html").replace("__ACCOUNT_ID__", id)
+/// The page for `id` (an [`AccountId`](ipc_protocol::AccountId): `[a-z0-9_-]` only, safe in
+/// HTML as it is).
+fn page(id: &str) -> Response {
+    let html = QR_PAGE.template().replace("__ACCOUNT_ID__", id);
+    QR_PAGE.respond(StatusCode::OK, html)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_html_or_no_format_is_the_page() {
+        assert!(is_page_query(None));
+        assert!(is_page_query(Some("")));
+        assert!(is_page_query(Some("format=html")));
+        assert!(is_page_query(Some("x=1&format=html")));
+        assert!(!is_page_query(Some("format=json")));
+        assert!(!is_page_query(Some("a=b&format=png")));
+    }
 
     #[test]
     fn png_has_the_png_signature_and_svg_is_svg() {

@@ -12,6 +12,7 @@ use axum::Json;
 use serde_json::{json, Value};
 use tracing::info;
 
+use super::content_type::RequireJson;
 use super::error::ApiError;
 use super::{parse_id, AppState};
 use crate::fleet::Command;
@@ -38,10 +39,12 @@ pub async fn show(
 ///
 /// # Errors
 /// 400 for an invalid id, body or URL (or any field but `url`), 404 for an unknown account,
-/// 500 when `account.json` or the generated secret cannot be written.
+/// 415 when the body is not declared JSON, 500 when `account.json` or the generated secret
+/// cannot be written.
 pub async fn set(
     State(state): State<AppState>,
     Path(raw): Path<String>,
+    _json: RequireJson,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&raw)?;

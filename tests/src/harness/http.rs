@@ -4,6 +4,9 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+/// The name of the supervisor's browser session cookie.
+pub const SESSION_COOKIE: &str = "wafleet_session";
+
 /// An HTTP response.
 #[derive(Clone, Debug)]
 pub struct Response {
@@ -35,6 +38,22 @@ impl Response {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The session cookie's value if the response sets one (empty when it clears it).
+    pub fn session_cookie(&self) -> Option<String> {
+        self.set_cookie()?
+            .split(';')
+            .next()?
+            .trim()
+            .strip_prefix(SESSION_COOKIE)?
+            .strip_prefix('=')
+            .map(str::to_owned)
+    }
+
+    /// The `Set-Cookie` header, if any.
+    pub fn set_cookie(&self) -> Option<&str> {
+        self.header("set-cookie")
     }
 
     /// The body as text.

@@ -1,6 +1,7 @@
 //! Helpers for end-to-end tests that run the real binaries on loopback.
 
 pub mod fleet;
+pub mod flood;
 pub mod http;
 pub mod process;
 pub mod receiver;

@@ -104,7 +104,31 @@ impl Supervisor {
     /// # Errors
     /// When it exits first (with its status and log) or does not listen in time.
     pub fn try_start(sessions: &Path, extra: &[(&str, &str)]) -> anyhow::Result<Supervisor> {
-        let mut child = spawn(sessions, extra)?;
+        Self::try_start_limited(sessions, extra, None)
+    }
+
+    /// Starts a supervisor whose open-file limit (soft and hard) is `fd_limit`, as on a host
+    /// that allows fewer descriptors than a client can open; waits until it listens.
+    ///
+    /// # Panics
+    /// When it exits or does not listen in time (its log is printed).
+    pub fn start_with_fd_limit(
+        sessions: &Path,
+        extra: &[(&str, &str)],
+        fd_limit: u64,
+    ) -> Supervisor {
+        match Self::try_start_limited(sessions, extra, Some(fd_limit)) {
+            Ok(s) => s,
+            Err(e) => panic!("supervisor did not start: {e:#}"),
+        }
+    }
+
+    fn try_start_limited(
+        sessions: &Path,
+        extra: &[(&str, &str)],
+        fd_limit: Option<u64>,
+    ) -> anyhow::Result<Supervisor> {
+        let mut child = spawn(sessions, extra, fd_limit)?;
         let log = capture(&mut child);
         let started = Instant::now();
         loop {
@@ -141,11 +165,21 @@ impl Supervisor {
     /// # Panics
     /// When it does not exit within the deadline.
     pub fn run_to_exit(sessions: &Path, extra: &[(&str, &str)]) -> (ExitStatus, String) {
-        let mut child = spawn(sessions, extra).expect("spawn supervisor");
+        let mut child = spawn(sessions, extra, None).expect("spawn supervisor");
         let log = capture(&mut child);
         let status = wait_for_exit(&mut child, START_DEADLINE);
         std::thread::sleep(Duration::from_millis(50));
         (status, lines(&log).join("\n"))
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its own origin, as a browser on its pages would send it: `http://127.0.0.1:<port>`.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// The supervisor's pid.
@@ -162,7 +196,8 @@ impl Supervisor {
         self.call_with(method, path, &[("Authorization", &auth)], body)
     }
 
-    /// Sends `method path` with exactly `headers`.
+    /// Sends `method path` with `headers`, and `Content-Type: application/json` when there is
+    /// a body and `headers` name no content type.
     ///
     /// # Panics
     /// On I/O errors.
@@ -174,11 +209,43 @@ impl Supervisor {
         body: Option<&str>,
     ) -> Response {
         let mut all = headers.to_vec();
-        if body.is_some() {
+        if body.is_some()
+            && !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
             all.push(("Content-Type", "application/json"));
         }
         http::request(self.addr, method, path, &all, body.map(str::as_bytes))
             .unwrap_or_else(|e| panic!("{method} {path} failed: {e}"))
+    }
+
+    /// Submits the login form with `token`, as a browser on the login page would (our own
+    /// `Origin` unless `extra` names one, a form body), plus `extra` headers.
+    ///
+    /// # Panics
+    /// On I/O errors.
+    pub fn login(&self, token: &str, extra: &[(&str, &str)]) -> Response {
+        let origin = self.origin();
+        let mut headers = vec![("Content-Type", "application/x-www-form-urlencoded")];
+        if !extra.iter().any(|(k, _)| k.eq_ignore_ascii_case("origin")) {
+            headers.push(("Origin", origin.as_str()));
+        }
+        headers.extend_from_slice(extra);
+        let body = format!("token={}&next=%2F", form_encode(token));
+        self.call_with("POST", "/login", &headers, Some(&body))
+    }
+
+    /// Logs in with the admin token; returns the `Cookie` header value that carries the session.
+    ///
+    /// # Panics
+    /// When the login does not answer 303 with a session cookie.
+    pub fn browser_session(&self) -> String {
+        let r = self.login(TOKEN, &[]);
+        assert_eq!(r.status, 303, "login: {}", r.text());
+        r.session_cookie()
+            .map(|value| format!("{}={value}", http::SESSION_COOKIE))
+            .unwrap_or_else(|| panic!("no session cookie in {:?}", r.headers))
     }
 
     /// Opens `GET /api/events{query}` with the admin token and `extra` headers.
@@ -314,8 +381,18 @@ impl Drop for Supervisor {
     }
 }
 
-fn spawn(sessions: &Path, extra: &[(&str, &str)]) -> anyhow::Result<Child> {
-    let mut cmd = Command::new(binary("supervisor"));
+fn spawn(sessions: &Path, extra: &[(&str, &str)], fd_limit: Option<u64>) -> anyhow::Result<Child> {
+    let mut cmd = match fd_limit {
+        // The shell lowers both limits and execs the supervisor in its place (same pid).
+        Some(limit) => {
+            let mut sh = Command::new("/bin/sh");
+            sh.arg("-c")
+                .arg(format!("ulimit -n {limit} && exec \"$0\""))
+                .arg(binary("supervisor"));
+            sh
+        }
+        None => Command::new(binary("supervisor")),
+    };
     // Nothing from the test runner's environment may redirect the supervisor.
     cmd.env_remove("RAILWAY_VOLUME_MOUNT_PATH")
         .env_remove("WORKER_BIN")
@@ -325,6 +402,20 @@ fn spawn(sessions: &Path, extra: &[(&str, &str)]) -> anyhow::Result<Child> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     cmd.spawn().context("spawn supervisor")
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value.
+fn form_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// Collects stdout and stderr lines in the background.

@@ -193,11 +193,11 @@ fn every_route_but_health_refuses_a_missing_or_wrong_token() {
     volume.add_account("acct-a", false);
     let sup = Supervisor::start(&volume.sessions(), &[]);
     let routes = [
-        ("GET", "/"),
         ("GET", "/api/status/dashboard"),
         ("GET", "/api/whatsapp/accounts"),
         ("POST", "/api/whatsapp/add-account"),
-        ("GET", "/api/whatsapp/qr/acct-a"),
+        ("GET", "/api/whatsapp/qr/acct-a?format=json"),
+        ("GET", "/api/whatsapp/qr/acct-a?format=png"),
         ("POST", "/api/whatsapp/accounts/acct-a/qr"),
         ("POST", "/api/whatsapp/accounts/acct-a/restart"),
         ("POST", "/api/whatsapp/accounts/acct-a/logout"),
@@ -214,9 +214,28 @@ fn every_route_but_health_refuses_a_missing_or_wrong_token() {
             let r = sup.call_with(method, path, &headers, Some(r#"{"name":"x"}"#));
             assert_eq!(r.status, 401, "{method} {path} with {headers:?}");
             assert_eq!(r.json()["success"], false);
-            assert!(r
-                .header("www-authenticate")
-                .is_some_and(|h| h.starts_with("Basic")));
+            // A Basic challenge would make browsers cache the credentials and attach them to
+            // other sites' requests.
+            assert_eq!(
+                r.header("www-authenticate"),
+                Some("Bearer realm=\"wafleet\""),
+                "{method} {path}"
+            );
+        }
+    }
+    // The pages send a browser to the login page instead.
+    for (path, login) in [
+        ("/", "/login?next=/"),
+        (
+            "/api/whatsapp/qr/acct-a",
+            "/login?next=/api/whatsapp/qr/acct-a",
+        ),
+    ] {
+        for headers in [vec![], vec![("Authorization", "Bearer nope")]] {
+            let r = sup.call_with("GET", path, &headers, None);
+            assert_eq!(r.status, 303, "{path} with {headers:?}");
+            assert_eq!(r.header("location"), Some(login));
+            assert_eq!(r.header("www-authenticate"), None);
         }
     }
     assert_eq!(sup.call_with("GET", "/health", &[], None).status, 200);
