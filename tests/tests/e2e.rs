@@ -5,6 +5,7 @@
 
 mod e2e {
     mod api;
+    mod bad_input;
     mod boot;
     mod browser;
     mod events;

@@ -37,7 +37,7 @@ use std::time::SystemTime;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::{middleware, Router};
 use ipc_protocol::{AccountId, UnixMillis};
 use tokio::time::Instant;
@@ -78,54 +78,154 @@ pub struct AppState {
     pub sessions: Arc<SessionStore>,
 }
 
-/// The router with every route of architecture.md.
+/// Who may call a route.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Access {
+    /// Anyone (`/health`, the login).
+    Public,
+    /// The admin: token (Bearer, Basic) or browser session.
+    Admin,
+}
+
+/// One route: method, path template (axum syntax), who may call it.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct Route {
+    /// `GET`, `POST`, `PUT` or `DELETE`.
+    pub method: &'static str,
+    /// The path template, e.g. `/api/whatsapp/accounts/{account_id}`.
+    pub path: &'static str,
+    /// Who may call it.
+    pub access: Access,
+}
+
+const fn route(method: &'static str, path: &'static str, access: Access) -> Route {
+    Route {
+        method,
+        path,
+        access,
+    }
+}
+
+/// Every route of architecture.md. [`router`] is built from this table and nothing else, so a
+/// test that walks it misses none.
+pub const ROUTES: &[Route] = &[
+    route("GET", "/health", Access::Public),
+    route("GET", "/login", Access::Public),
+    route("POST", "/login", Access::Public),
+    route("POST", "/logout", Access::Public),
+    route("GET", "/", Access::Admin),
+    route("GET", "/api/status/dashboard", Access::Admin),
+    route("GET", "/api/whatsapp/accounts", Access::Admin),
+    route("POST", "/api/whatsapp/add-account", Access::Admin),
+    route("GET", qr::ROUTE, Access::Admin),
+    route(
+        "POST",
+        "/api/whatsapp/accounts/{account_id}/qr",
+        Access::Admin,
+    ),
+    route(
+        "POST",
+        "/api/whatsapp/accounts/{account_id}/restart",
+        Access::Admin,
+    ),
+    route(
+        "POST",
+        "/api/whatsapp/accounts/{account_id}/logout",
+        Access::Admin,
+    ),
+    route(
+        "DELETE",
+        "/api/whatsapp/accounts/{account_id}",
+        Access::Admin,
+    ),
+    route(
+        "POST",
+        "/api/whatsapp/accounts/{account_id}/messages",
+        Access::Admin,
+    ),
+    route(
+        "GET",
+        "/api/whatsapp/accounts/{account_id}/messages",
+        Access::Admin,
+    ),
+    route(
+        "GET",
+        "/api/whatsapp/accounts/{account_id}/messages/{message_id}",
+        Access::Admin,
+    ),
+    route(
+        "GET",
+        "/api/whatsapp/accounts/{account_id}/webhook",
+        Access::Admin,
+    ),
+    route(
+        "PUT",
+        "/api/whatsapp/accounts/{account_id}/webhook",
+        Access::Admin,
+    ),
+    route("GET", "/api/events", Access::Admin),
+    route("GET", "/metrics", Access::Admin),
+];
+
+/// The handler of one table entry.
+///
+/// # Panics
+/// On an entry without a handler: a programming error that every test run catches at start.
+fn handler(route: &Route) -> MethodRouter<AppState> {
+    match (route.method, route.path) {
+        ("GET", "/health") => get(health::check),
+        ("GET", "/login") => get(login::page),
+        ("POST", "/login") => post(login::submit),
+        ("POST", "/logout") => post(login::logout),
+        ("GET", "/") => get(dashboard::page),
+        ("GET", "/api/status/dashboard") => get(dashboard::json),
+        ("GET", "/api/whatsapp/accounts") => get(accounts::list),
+        ("POST", "/api/whatsapp/add-account") => post(accounts::add),
+        ("GET", qr::ROUTE) => get(qr::show),
+        ("POST", "/api/whatsapp/accounts/{account_id}/qr") => post(accounts::request_qr),
+        ("POST", "/api/whatsapp/accounts/{account_id}/restart") => post(accounts::restart),
+        ("POST", "/api/whatsapp/accounts/{account_id}/logout") => post(accounts::logout),
+        ("DELETE", "/api/whatsapp/accounts/{account_id}") => delete(accounts::remove),
+        ("POST", "/api/whatsapp/accounts/{account_id}/messages") => {
+            post(messages::send).layer(DefaultBodyLimit::max(messages::MAX_SEND_BODY_LEN))
+        }
+        ("GET", "/api/whatsapp/accounts/{account_id}/messages") => get(messages::list),
+        ("GET", "/api/whatsapp/accounts/{account_id}/messages/{message_id}") => get(messages::get),
+        ("GET", "/api/whatsapp/accounts/{account_id}/webhook") => get(webhook::show),
+        ("PUT", "/api/whatsapp/accounts/{account_id}/webhook") => put(webhook::set),
+        ("GET", "/api/events") => get(events::stream),
+        ("GET", "/metrics") => get(metrics::render),
+        (method, path) => panic!("route {method} {path} has no handler"),
+    }
+}
+
+/// The router with every route of [`ROUTES`].
 pub fn router(state: AppState) -> Router {
-    let protected = Router::new()
-        .route("/", get(dashboard::page))
-        .route("/api/status/dashboard", get(dashboard::json))
-        .route("/api/whatsapp/accounts", get(accounts::list))
-        .route("/api/whatsapp/add-account", post(accounts::add))
-        .route(qr::ROUTE, get(qr::show))
-        .route(
-            "/api/whatsapp/accounts/{account_id}/qr",
-            post(accounts::request_qr),
-        )
-        .route(
-            "/api/whatsapp/accounts/{account_id}/restart",
-            post(accounts::restart),
-        )
-        .route(
-            "/api/whatsapp/accounts/{account_id}/logout",
-            post(accounts::logout),
-        )
-        .route(
-            "/api/whatsapp/accounts/{account_id}",
-            delete(accounts::remove),
-        )
-        .route(
-            "/api/whatsapp/accounts/{account_id}/messages",
-            post(messages::send)
-                .layer(DefaultBodyLimit::max(messages::MAX_SEND_BODY_LEN))
-                .get(messages::list),
-        )
-        .route(
-            "/api/whatsapp/accounts/{account_id}/messages/{message_id}",
-            get(messages::get),
-        )
-        .route(
-            "/api/whatsapp/accounts/{account_id}/webhook",
-            get(webhook::show).put(webhook::set),
-        )
-        .route("/api/events", get(events::stream))
-        .route("/metrics", get(metrics::render))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_admin,
-        ));
-    Router::new()
-        .route("/health", get(health::check))
-        .route("/login", get(login::page).post(login::submit))
-        .route("/logout", post(login::logout))
+    let mut public = Router::new();
+    let mut protected = Router::new();
+    let mut paths: Vec<(&str, Access)> = Vec::new();
+    for r in ROUTES {
+        if !paths.contains(&(r.path, r.access)) {
+            paths.push((r.path, r.access));
+        }
+    }
+    for (path, access) in paths {
+        let methods = ROUTES
+            .iter()
+            .filter(|r| r.path == path && r.access == access)
+            .map(handler)
+            .reduce(MethodRouter::merge)
+            .unwrap_or_default();
+        match access {
+            Access::Public => public = public.route(path, methods),
+            Access::Admin => protected = protected.route(path, methods),
+        }
+    }
+    let protected = protected.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_admin,
+    ));
+    public
         .merge(protected)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
