@@ -10,7 +10,7 @@ use std::path::Path;
 use supervisor::http::{Access, ROUTES};
 use wa_sim::harness::http::{self, Response};
 use wa_sim::harness::process::TOKEN;
-use wa_sim::harness::{Sim, Supervisor, Volume};
+use wa_sim::harness::{Sim, Volume};
 
 use super::whatsapp::start;
 
