@@ -13,6 +13,7 @@ mod e2e {
     mod ipc;
     mod leftovers;
     mod messages;
+    mod overload;
     mod phones;
     mod restart;
     mod secrets;

@@ -19,6 +19,7 @@
 //!                   "messages_accepted","messages_relayed","receipts_relayed","usync_queries",
 //!                   "bundle_fetches","prekeys_consumed","client_acks","outbox_overflows",
 //!                   "companions_removed","live"}
+//! POST /flood    {"jid","count","per_second"} → server_sync notifications to the device, paced
 //! GET  /relayed?jid=<device> → [{"tag","id","from","type","participant","encs","pending"}]
 //! POST /send     {"from":<phone>,"to":<jid or phone>,"text"}   → {"ok":true,"id"}
 //! GET  /inbox?jid=<phone or user jid>
@@ -57,7 +58,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
-use worker::wa::binary::Jid;
+use worker::wa::binary::{Jid, Node};
 
 use super::connection::Command;
 use super::delivery;
@@ -106,6 +107,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/send", post(send))
         .route("/inbox", get(inbox))
         .route("/read", post(read))
+        .route("/flood", post(flood))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
@@ -447,6 +449,70 @@ async fn send(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
     let id = peer::send_text(&mut registry, &from, &to, &body.text, now)?;
     info!(from = %masked(&from), "phone sent a message");
     Ok(Json(json!({ "ok": true, "id": id })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FloodBody {
+    jid: String,
+    count: u64,
+    per_second: u64,
+}
+
+/// `POST /flood {jid, count, per_second}`: writes `count` `server_sync` notifications (each
+/// needing an ack) to the device's live connection, `per_second` a second in 10 ms batches, in
+/// the background; `/stats` counts them (`flood_sent`, `flood_acked`).
+async fn flood(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
+    let body: FloodBody = parse(&body)?;
+    let jid = parse_jid(&body.jid)?;
+    if body.per_second == 0 || body.count == 0 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "count and per_second must be positive",
+        ));
+    }
+    let commands = shared
+        .registry()
+        .logged_in(&jid)
+        .map(|(_, c)| c.commands.clone())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no live logged-in connection for this device",
+            )
+        })?;
+    let per_batch = body.per_second.div_ceil(100).max(1);
+    let (count, shared) = (body.count, shared.clone());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let mut sent = 0u64;
+        while sent < count {
+            tick.tick().await;
+            let batch = per_batch.min(count - sent);
+            for _ in 0..batch {
+                let node = Node::new("notification")
+                    .jid_attr("from", Jid::server_jid())
+                    .attr("type", "server_sync")
+                    .attr("id", format!("{}{sent}", delivery::FLOOD_ID_PREFIX))
+                    .attr("t", unix_now().to_string())
+                    .children(vec![Node::new("collection")
+                        .attr("name", "regular")
+                        .attr("version", "1")]);
+                if commands
+                    .send(Command::Send {
+                        node,
+                        written: None,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+                sent += 1;
+            }
+            shared.registry().stats.flood_sent += batch;
+        }
+    });
+    Ok(Json(json!({ "ok": true })))
 }
 
 #[derive(Debug, Deserialize)]

@@ -31,6 +31,9 @@ use super::registry::{Confirmation, ConnId, Registry, RelayedView, MAX_RELAYED_L
 /// offline queue is bounded too).
 pub const MAX_OUTBOX: usize = 1000;
 
+/// The id prefix of `/flood` stanzas, whose acks are only counted.
+pub const FLOOD_ID_PREFIX: &str = "flood-";
+
 /// The channel messages come from.
 pub const NEWSLETTER_USER: &str = "120363000000000000";
 
@@ -162,6 +165,10 @@ pub(crate) fn receipt_ids(receipt: &Node) -> Vec<String> {
 }
 
 fn confirm_one(registry: &mut Registry, conn: ConnId, node: &Node, id: &str) {
+    if node.tag == "ack" && id.starts_with(FLOOD_ID_PREFIX) {
+        registry.stats.flood_acked += 1;
+        return;
+    }
     let Some(device) = registry.device_of_conn(conn) else {
         return;
     };

@@ -92,6 +92,10 @@ pub struct Stats {
     pub outbox_overflows: u64,
     /// Companion devices removed at a client's `<remove-companion-device/>` request.
     pub companions_removed: u64,
+    /// `/flood` stanzas written to clients.
+    pub flood_sent: u64,
+    /// Acks of `/flood` stanzas.
+    pub flood_acked: u64,
 }
 
 /// Settings the control API can change while the simulator runs.
