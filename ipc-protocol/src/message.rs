@@ -229,6 +229,8 @@ pub enum Reason {
     ProtocolMismatch,
     /// The worker process could not be started; retried with backoff.
     SpawnFailed,
+    /// The account's keys are sealed and `SESSIONS_KEY` is missing or wrong; files untouched.
+    SessionsKey,
     /// A reason this build does not know, kept verbatim.
     Other(String),
 }
@@ -259,6 +261,7 @@ impl Reason {
             Reason::Locked => "locked".into(),
             Reason::ProtocolMismatch => "protocol_mismatch".into(),
             Reason::SpawnFailed => "spawn_failed".into(),
+            Reason::SessionsKey => "sessions_key".into(),
             Reason::Other(s) => s.clone(),
         }
     }
@@ -296,6 +299,7 @@ impl FromStr for Reason {
             "locked" => Reason::Locked,
             "protocol_mismatch" => Reason::ProtocolMismatch,
             "spawn_failed" => Reason::SpawnFailed,
+            "sessions_key" => Reason::SessionsKey,
             other => match other
                 .strip_prefix("server_error_")
                 .and_then(|code| code.parse::<u16>().ok())

@@ -32,6 +32,7 @@ fn reason() -> impl Strategy<Value = Reason> {
         Just(Reason::Locked),
         Just(Reason::ProtocolMismatch),
         Just(Reason::SpawnFailed),
+        Just(Reason::SessionsKey),
         Just(Reason::CertificateRejected),
         Just(Reason::NotPaired),
         Just(Reason::AdminStopped),

@@ -82,6 +82,10 @@ pub struct Config {
         hide = true
     )]
     pub restart_backoff_base_ms: u64,
+    /// Seals every account's creds and Signal keys at rest with AES-256-GCM (32 bytes, as 64 hex
+    /// characters or base64). Off when unset; `supervisor sessions encrypt|decrypt` migrates.
+    #[arg(long, env = "SESSIONS_KEY", hide_env_values = true)]
+    pub sessions_key: Option<String>,
     /// Webhook delivery: WEBHOOK_URL, WEBHOOK_SECRET, WEBHOOK_MAX_AGE_MS, WEBHOOK_TIMEOUT_MS.
     #[command(flatten)]
     pub webhook: crate::webhook::WebhookArgs,
@@ -148,6 +152,9 @@ impl Config {
                 "HTTP_HEADER_TIMEOUT_MS and HTTP_REQUEST_TIMEOUT_MS must be positive".into(),
             );
         }
+        if let Some(key) = &self.sessions_key {
+            volume::seal::SessionsKey::parse(key).map_err(|e| e.to_string())?;
+        }
         self.webhook.validate()?;
         Ok(())
     }
@@ -199,6 +206,14 @@ mod tests {
         ])
         .expect("a shorter interval allows a shorter timeout");
         assert!(check(&["--heartbeat-interval-ms", "10"]).is_err());
+    }
+
+    #[test]
+    fn a_malformed_sessions_key_stops_the_start_with_a_clear_message() {
+        let e = check(&["--sessions-key", "not-a-key"]).expect_err("malformed");
+        assert!(e.contains("SESSIONS_KEY must be 32 bytes"), "{e}");
+        assert!(!e.contains("not-a-key"), "the value is never echoed");
+        check(&["--sessions-key", &"0f".repeat(32)]).expect("hex");
     }
 
     #[test]

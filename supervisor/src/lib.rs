@@ -25,6 +25,7 @@ pub mod fleet;
 pub mod http;
 pub mod ipc;
 pub mod registry;
+pub mod seal;
 pub mod sessions_dir;
 pub mod signals;
 pub mod webhook;

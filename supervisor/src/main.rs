@@ -22,13 +22,61 @@ struct Cli {
 enum Sub {
     /// Runs one account's worker (spawned by the supervisor).
     #[command(hide = true)]
-    Worker(worker::WorkerArgs),
+    Worker(Box<worker::WorkerArgs>),
+    /// Migrates a stopped volume's keys to or from encryption at rest (SESSIONS_KEY).
+    Sessions {
+        #[command(subcommand)]
+        action: SessionsAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SessionsAction {
+    /// Seals every account's creds and Signal keys with SESSIONS_KEY.
+    Encrypt,
+    /// Writes every sealed file back in the clear (SESSIONS_KEY opens them).
+    Decrypt,
+}
+
+/// `supervisor sessions encrypt|decrypt`.
+fn sessions(config: &supervisor::Config, action: &SessionsAction) -> ExitCode {
+    let Some(text) = &config.sessions_key else {
+        eprintln!("supervisor: SESSIONS_KEY must be set (32 bytes, hex or base64)");
+        return ExitCode::from(2);
+    };
+    let key = match volume::seal::SessionsKey::parse(text) {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("supervisor: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let direction = match action {
+        SessionsAction::Encrypt => supervisor::seal::Direction::Encrypt,
+        SessionsAction::Decrypt => supervisor::seal::Direction::Decrypt,
+    };
+    let dir = supervisor::sessions_dir::resolve(config);
+    match supervisor::seal::migrate(&dir, &key, direction) {
+        Ok(t) => {
+            println!(
+                "{} accounts: {} files rewritten, {} already so",
+                t.accounts, t.rewritten, t.unchanged
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("supervisor: {e}; nothing more was written");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Sub::Worker(args)) = cli.command {
-        return worker::main(args);
+    match cli.command {
+        Some(Sub::Worker(args)) => return worker::main(*args),
+        Some(Sub::Sessions { action }) => return sessions(&cli.config, &action),
+        None => {}
     }
     let config = cli.config;
     worker::init_tracing(&config.log_format, config.rust_log.as_deref());

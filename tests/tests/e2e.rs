@@ -16,6 +16,7 @@ mod e2e {
     mod overload;
     mod phones;
     mod restart;
+    mod sealed;
     mod secrets;
     mod shutdown;
     mod storage;

@@ -4,6 +4,7 @@
 //!   interrupted ones leave behind;
 //! - [`lock`]: exclusive `flock` locks held for a process's life;
 //! - [`secret`]: key material that never reaches a log, and its base64 serde forms;
+//! - [`seal`]: optional encryption at rest of the keys (`SESSIONS_KEY`);
 //! - [`trouble`]: what a failed write says about the volume (full, read-only), and its probe;
 //! - [`layout`]: where everything lives, and who owns it.
 //!
@@ -14,5 +15,6 @@
 pub mod atomic;
 pub mod layout;
 pub mod lock;
+pub mod seal;
 pub mod secret;
 pub mod trouble;

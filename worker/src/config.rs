@@ -30,6 +30,9 @@ pub struct WorkerArgs {
     /// Log format: `pretty` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "pretty")]
     pub log_format: String,
+    /// Seals creds and Signal keys at rest (32 bytes, hex or base64); see `volume::seal`.
+    #[arg(long, env = "SESSIONS_KEY", hide_env_values = true)]
+    pub sessions_key: Option<String>,
 }
 
 /// How a worker reaches WhatsApp. The supervisor flattens the same flags into its own

@@ -86,6 +86,15 @@ pub fn main(args: WorkerArgs) -> ExitCode {
 
 /// The worker's life after process setup: lock, link, creds, session, flush.
 async fn run(args: WorkerArgs, token: CancellationToken) -> u8 {
+    if let Some(text) = &args.sessions_key {
+        match volume::seal::SessionsKey::parse(text) {
+            Ok(key) => volume::seal::install(volume::seal::Sealer::new(&args.sessions, Some(key))),
+            Err(e) => {
+                error!(error = %e, "cannot use SESSIONS_KEY");
+                return EXIT_FAILURE;
+            }
+        }
+    }
     let account_dir = args.account_dir();
     if let Err(e) = std::fs::create_dir_all(&account_dir) {
         error!(error = %e, dir = %account_dir.display(), "cannot create the account directory");

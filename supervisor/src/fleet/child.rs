@@ -38,6 +38,9 @@ impl SpawnSpec {
         if let Some(filter) = &config.rust_log {
             env.push(("RUST_LOG".into(), filter.clone()));
         }
+        if let Some(key) = &config.sessions_key {
+            env.push(("SESSIONS_KEY".into(), key.clone()));
+        }
         SpawnSpec {
             worker_bin: config.worker_bin.clone(),
             sessions: sessions.to_owned(),

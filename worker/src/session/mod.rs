@@ -310,6 +310,7 @@ impl Session {
                 Ok(Phase::Idle)
             }
             Ok(Loaded::NewerVersion { version }) => Ok(self.newer_creds(version)),
+            Ok(Loaded::Sealed { problem }) => Ok(self.sealed_creds(problem)),
             Err(e) => self.storage_failed(SessionError::Store(e), true),
         }
     }
@@ -328,6 +329,15 @@ impl Session {
         self.state.last_error = Some(error);
         self.state.next_retry_at = None;
         self.set(WorkerStatus::Failed, Some(Reason::CredsNewerVersion));
+        Phase::Idle
+    }
+
+    /// Sealed creds that do not open: stop, and touch nothing.
+    fn sealed_creds(&mut self, problem: String) -> Phase {
+        error!(error = %problem, "creds are sealed and do not open; stopped, files left untouched");
+        self.state.last_error = Some(problem);
+        self.state.next_retry_at = None;
+        self.set(WorkerStatus::Failed, Some(Reason::SessionsKey));
         Phase::Idle
     }
 
@@ -832,6 +842,7 @@ impl Session {
             None => match self.store.load(&self.keys) {
                 Ok(Loaded::Creds(creds)) => *creds,
                 Ok(Loaded::NewerVersion { version }) => return Ok(self.newer_creds(version)),
+                Ok(Loaded::Sealed { problem }) => return Ok(self.sealed_creds(problem)),
                 Ok(Loaded::Missing | Loaded::Corrupt { .. }) => match self.fresh_creds() {
                     Ok(fresh) => fresh,
                     Err(e) => return self.storage_failed(e, true),

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::atomic::{rename_durable, sync_dir, write_atomic};
+use super::atomic::{rename_durable, sync_dir};
 use super::secret::{Blob, Bytes, Secret};
 use super::signal::KeyStore;
 use crate::wa::xeddsa;
@@ -178,6 +178,11 @@ pub enum Loaded {
         /// The version it carries.
         version: u32,
     },
+    /// The file is sealed and `SESSIONS_KEY` is missing or does not open it; left untouched.
+    Sealed {
+        /// Which, and what to do.
+        problem: String,
+    },
     /// The file could not be parsed; it was renamed to `kept_as`.
     Corrupt {
         /// Where the bad file now lives.
@@ -221,10 +226,15 @@ impl CredsStore {
     /// renamed aside, or prekeys that cannot be moved (the file is then left as it was).
     pub fn load(&self, keys: &KeyStore) -> io::Result<Loaded> {
         let path = self.path();
-        let bytes = match std::fs::read(&path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Loaded::Missing),
+        let bytes = match volume::seal::read(&path) {
+            Ok(None) => return Ok(Loaded::Missing),
+            Ok(Some(bytes)) => bytes,
+            Err(e) if volume::seal::is_seal_error(&e) => {
+                return Ok(Loaded::Sealed {
+                    problem: e.to_string(),
+                })
+            }
             Err(e) => return Err(e),
-            Ok(bytes) => bytes,
         };
         let problem = match serde_json::from_slice::<Versioned>(&bytes) {
             Ok(Versioned { version }) if version > CREDS_VERSION => {
@@ -254,7 +264,7 @@ impl CredsStore {
     /// Any I/O error; the previous file is then intact.
     pub fn save(&self, creds: &Creds) -> io::Result<()> {
         let bytes = serde_json::to_vec(creds).map_err(io::Error::other)?;
-        write_atomic(&self.path(), &bytes, CREDS_MODE)
+        volume::seal::write(&self.path(), &bytes, CREDS_MODE)
     }
 
     /// Proves the saved file durable without rewriting it: fsyncs `creds.json` and its

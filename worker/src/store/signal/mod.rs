@@ -108,6 +108,14 @@ pub enum KeyStoreError {
         /// Where the file now lives.
         kept_as: PathBuf,
     },
+    /// A sealed file does not open (`SESSIONS_KEY` missing or wrong); left untouched.
+    #[error("key store {kind} file: {problem}")]
+    Sealed {
+        /// The record kind involved.
+        kind: Kind,
+        /// Which file, and what to do.
+        problem: String,
+    },
     /// A name (address, JID or user part) is empty or too long to be a file name.
     #[error("{kind} name is empty or too long")]
     InvalidName {

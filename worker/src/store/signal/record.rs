@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::super::atomic::{rename_durable, sync_dir, write_atomic};
+use super::super::atomic::{rename_durable, sync_dir};
 use super::{KeyStoreError, Kind, Result, FILE_MODE};
 
 /// Version 1 of the frame.
@@ -24,9 +24,15 @@ const CHECK_LEN: usize = 16;
 /// [`KeyStoreError::Io`] when the file cannot be read; [`KeyStoreError::Corrupt`] (after
 /// moving it aside) when it fails the frame check.
 pub(super) fn read(path: &Path, kind: Kind) -> Result<Option<Vec<u8>>> {
-    let bytes = match fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+    let bytes = match volume::seal::read(path) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Ok(None),
+        Err(e) if volume::seal::is_seal_error(&e) => {
+            return Err(KeyStoreError::Sealed {
+                kind,
+                problem: e.to_string(),
+            })
+        }
         Err(source) => return Err(KeyStoreError::Io { kind, source }),
     };
     match unframe(bytes) {
@@ -79,7 +85,8 @@ pub(super) fn write_with(
     fill(&mut framed);
     let check = Sha256::digest(&framed);
     framed.extend_from_slice(&check[..CHECK_LEN]);
-    write_atomic(path, &framed, FILE_MODE).map_err(|source| KeyStoreError::Io { kind, source })
+    volume::seal::write(path, &framed, FILE_MODE)
+        .map_err(|source| KeyStoreError::Io { kind, source })
 }
 
 /// Removes `path` durably; `false` when it was not there.
