@@ -13,6 +13,16 @@ use std::path::Path;
 /// # Errors
 /// Any I/O error; the temp file is removed and `path` keeps its old content.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    write_unsynced(path, bytes, mode)?;
+    sync_dir(parent_dir(path))
+}
+
+/// Temp file, fsync, rename: atomic, but not durable until the caller fsyncs the directory (a
+/// group commit writes many files, then syncs their directory once).
+///
+/// # Errors
+/// Any I/O error; the temp file is removed and `path` keeps its old content.
+pub fn write_unsynced(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let dir = parent_dir(path);
     let name = path
         .file_name()
@@ -33,11 +43,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         file.sync_all()?;
         fs::rename(&tmp, path)
     })();
-    if let Err(e) = written {
+    if written.is_err() {
         let _ = fs::remove_file(&tmp);
-        return Err(e);
     }
-    sync_dir(dir)
+    written
 }
 
 /// Renames `from` to `to` and makes the rename durable.

@@ -12,14 +12,13 @@
 //! Each file holds the target URL, the event's id, type, account and time, and the body as the
 //! exact JSON text that is POSTed and signed. File names sort in id order.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tracing::warn;
-use volume::atomic::sync_dir;
+use volume::atomic::{sync_dir, write_unsynced};
 
 use super::url::WebhookUrl;
 
@@ -206,27 +205,8 @@ impl PendingStore {
             body: body.to_owned(),
         };
         let bytes = serde_json::to_vec(&record).map_err(io::Error::other)?;
-        let tmp = self.dir.join(format!(
-            ".{}.tmp-{}-{:08x}",
-            delivery.file_name(),
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        let written = (|| {
-            // 0600: message events carry people's messages.
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            fs::rename(&tmp, self.path(delivery))
-        })();
-        if written.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        written
+        // 0600: message events carry people's messages.
+        write_unsynced(&self.path(delivery), &bytes, 0o600)
     }
 
     /// The exact body to POST for a delivery.
