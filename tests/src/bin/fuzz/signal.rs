@@ -8,7 +8,9 @@
 //!   decrypts a group message with what it then holds;
 //! - 4: a SenderKeyMessage body (the protobuf), signed here with a sender key whose signing
 //!   key the fuzzer holds, so the mutations get past the signature to the iteration, the
-//!   chain and AES-CBC.
+//!   chain and AES-CBC;
+//! - 5: `PreKeySignalMessage::parse`, then a copy of Bob's established session decrypts it
+//!   (a known base key reuses its state; a new one starts a session and archives the old).
 //!
 //! Every plaintext then goes through `unpad` and `wa::e2e::classify`, as `session::decrypt`
 //! does.
@@ -24,7 +26,7 @@ use worker::signal::{
 
 use crate::{mode, with_mode, Target};
 
-const MODES: u8 = 5;
+const MODES: u8 = 6;
 const CONTEXT_SEED: u64 = 0x5349_474E_414C;
 const SIGNED_PRE_KEY_ID: u32 = 1;
 const ONE_TIME_PRE_KEY_ID: u32 = 31;
@@ -66,6 +68,8 @@ pub struct Peers {
     /// Alice's first message (pkmsg), and a later one (msg) Bob has not decrypted yet.
     pub pkmsg: Vec<u8>,
     pub msg: Vec<u8>,
+    /// The first message of a second session Alice starts (after a reinstall, say).
+    pub restart: Vec<u8>,
     /// Alice's sender key and the record Bob holds of it, with a group message not yet read.
     pub alice_group: SenderKeyRecord,
     pub bob_group: SenderKeyRecord,
@@ -154,6 +158,14 @@ impl Peers {
             .as_bytes()
             .to_vec();
 
+        let mut again = SessionRecord::new();
+        again.process_bundle(&alice, &bundle, rng).map_err(e)?;
+        let restart = again
+            .encrypt(&pad(&text(4), rng))
+            .map_err(e)?
+            .as_bytes()
+            .to_vec();
+
         let mut alice_group = SenderKeyRecord::create_own(rng);
         let skdm = alice_group.distribution_message().map_err(e)?;
         let mut bob_group = SenderKeyRecord::new();
@@ -193,6 +205,7 @@ impl Peers {
             alice_session,
             pkmsg,
             msg,
+            restart,
             alice_group,
             bob_group,
             skdm: skdm.as_bytes().to_vec(),
@@ -282,6 +295,7 @@ impl Target for Signal {
         for body in &p.forged_bodies {
             seeds.push(with_mode(4, body));
         }
+        seeds.push(with_mode(5, &p.restart));
         seeds
     }
 
@@ -345,7 +359,7 @@ impl Target for Signal {
                 }
                 true
             }
-            _ => {
+            4 => {
                 let signed = p.sign_body(data);
                 let Ok(message) = SenderKeyMessage::parse(&signed) else {
                     return false;
@@ -355,6 +369,15 @@ impl Target for Signal {
                     .decrypt(&message)
                     .map(|padded| read_payload(&padded))
                     .is_ok()
+            }
+            _ => {
+                let Ok(message) = PreKeySignalMessage::parse(data) else {
+                    return false;
+                };
+                let mut session = p.bob_session.clone();
+                let done = session.decrypt_pre_key(&p.bob, &message, &p.lookup, rng);
+                let _ = (session.archived_count(), session.to_bytes().len());
+                done.map(|done| read_payload(&done.plaintext)).is_ok()
             }
         }
     }
