@@ -16,17 +16,20 @@
 //! input is printed as hex, with a shortened one that still panics the same way, ready for a
 //! regression test or `--replay`.
 //!
+//! Release builds wrap on integer overflow; run the long form with
+//! `CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS=true` so that an overflow panics as in a debug build.
+//!
 //! Targets (`--target`, repeatable; all by default):
 //!
-//! | name           | what it feeds                                                          |
-//! |----------------|------------------------------------------------------------------------|
-//! | binary         | `wa::binary::decode`/`decode_node` (plain and zlib frames), then `Jid` |
-//! | frame          | the socket's frame reader, the Noise transport decrypt, then decode    |
-//! | handshake      | handshake protobufs, `ServerHandshake`/`ClientHandshake`, `verify_chain` |
+//! | name           | what it feeds                                                             |
+//! |----------------|---------------------------------------------------------------------------|
+//! | binary         | `wa::binary::decode`/`decode_node` (plain and zlib frames), then `Jid`    |
+//! | frame          | the socket's frame reader, the Noise transport decrypt, then decode       |
+//! | handshake      | handshake protobufs, `ServerHandshake`/`ClientHandshake`, `verify_chain`  |
 //! | ipc            | `ipc_protocol::FrameReader`/`FrameDecoder` into `ToSupervisor`/`ToWorker` |
-//! | signal         | `signal::wire` parsers and the decrypt paths behind them               |
-//! | e2e            | `signal::unpad`, `wa::e2e::classify`, the SKDM inside a payload        |
-//! | signal-records | stored session and sender-key records (`from_bytes`), then used        |
+//! | signal         | `signal::wire` parsers and the decrypt paths behind them                  |
+//! | e2e            | `signal::unpad`, `wa::e2e::classify`, the SKDM inside a payload           |
+//! | signal-records | stored session and sender-key records (`from_bytes`), then used           |
 
 #[path = "fuzz/binary.rs"]
 mod binary;
