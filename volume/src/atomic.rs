@@ -87,28 +87,35 @@ pub fn remove_temp_files(
     depth: usize,
     skip: &dyn Fn(&str) -> bool,
 ) -> io::Result<usize> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e),
-    };
+    // One directory open at a time (each holds a getdents buffer): subdirectories are listed
+    // first and visited after their parent is closed, so the walk's peak memory stays small.
+    let mut pending = vec![(dir.to_path_buf(), depth)];
     let mut removed = 0;
-    for entry in entries {
-        let entry = entry?;
-        let Ok(kind) = entry.file_type() else {
-            continue;
+    while let Some((dir, depth)) = pending.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
         };
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if kind.is_dir() && depth > 0 {
-            removed += remove_temp_files(&entry.path(), depth - 1, skip)?;
-        } else if kind.is_file() && is_temp_name(&name) && !skip(&name) {
-            fs::remove_file(entry.path())?;
-            removed += 1;
+        let mut here = 0;
+        for entry in entries {
+            let entry = entry?;
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if kind.is_dir() && depth > 0 {
+                pending.push((entry.path(), depth - 1));
+            } else if kind.is_file() && is_temp_name(&name) && !skip(&name) {
+                fs::remove_file(entry.path())?;
+                here += 1;
+            }
         }
-    }
-    if removed > 0 {
-        sync_dir(dir)?;
+        if here > 0 {
+            sync_dir(&dir)?;
+        }
+        removed += here;
     }
     Ok(removed)
 }
