@@ -71,7 +71,22 @@ fn sessions(config: &supervisor::Config, action: &SessionsAction) -> ExitCode {
     }
 }
 
+/// The worker's own command line: `supervisor worker --account …`, parsed without building the
+/// supervisor's whole command tree (clap's tree for every supervisor key would stay in each
+/// worker's heap as allocator slack).
+#[derive(Debug, Parser)]
+#[command(name = "supervisor worker")]
+struct WorkerCli {
+    #[command(flatten)]
+    args: worker::WorkerArgs,
+}
+
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "worker") {
+        // `worker` stands where a program name would: clap skips it.
+        let cli = WorkerCli::parse_from(std::env::args_os().skip(1));
+        return worker::main(cli.args);
+    }
     let cli = Cli::parse();
     match cli.command {
         Some(Sub::Worker(args)) => return worker::main(*args),
