@@ -138,6 +138,9 @@ pub enum WorkerStatus {
     Disconnected,
     /// The device was unlinked; a new QR is needed.
     LoggedOut,
+    /// WhatsApp refused the account at login: locked (403) or banned (406); a new QR is needed
+    /// once the account is usable again.
+    Banned,
     /// Another client took over the account; no automatic reconnect.
     Conflict,
     /// The worker keeps crashing; parked until an admin restarts it.
@@ -148,13 +151,14 @@ pub enum WorkerStatus {
 
 impl WorkerStatus {
     /// Every status, in declaration order.
-    pub const ALL: [WorkerStatus; 9] = [
+    pub const ALL: [WorkerStatus; 10] = [
         WorkerStatus::Connecting,
         WorkerStatus::NeedsQr,
         WorkerStatus::Connected,
         WorkerStatus::Reconnecting,
         WorkerStatus::Disconnected,
         WorkerStatus::LoggedOut,
+        WorkerStatus::Banned,
         WorkerStatus::Conflict,
         WorkerStatus::Failed,
         WorkerStatus::Stopped,
@@ -169,6 +173,7 @@ impl WorkerStatus {
             WorkerStatus::Reconnecting => "reconnecting",
             WorkerStatus::Disconnected => "disconnected",
             WorkerStatus::LoggedOut => "logged_out",
+            WorkerStatus::Banned => "banned",
             WorkerStatus::Conflict => "conflict",
             WorkerStatus::Failed => "failed",
             WorkerStatus::Stopped => "stopped",
@@ -191,6 +196,10 @@ pub enum Reason {
     Replaced,
     /// The account is temporarily banned (402).
     TempBanned,
+    /// WhatsApp refused the login as locked (`<failure reason="403">`).
+    AccountLocked,
+    /// WhatsApp refused the login as banned (`<failure reason="406">`).
+    Banned,
     /// WhatsApp refuses this client version (405).
     ClientOutdated,
     /// Every QR ref expired without a scan.
@@ -242,6 +251,8 @@ impl Reason {
             Reason::LoggedOut => "logged_out".into(),
             Reason::Replaced => "replaced".into(),
             Reason::TempBanned => "temp_banned".into(),
+            Reason::AccountLocked => "account_locked".into(),
+            Reason::Banned => "banned".into(),
             Reason::ClientOutdated => "client_outdated".into(),
             Reason::QrExhausted => "qr_exhausted".into(),
             Reason::Network => "network".into(),
@@ -281,6 +292,8 @@ impl FromStr for Reason {
             "logged_out" => Reason::LoggedOut,
             "replaced" => Reason::Replaced,
             "temp_banned" => Reason::TempBanned,
+            "account_locked" => Reason::AccountLocked,
+            "banned" => Reason::Banned,
             "client_outdated" => Reason::ClientOutdated,
             "qr_exhausted" => Reason::QrExhausted,
             "network" => Reason::Network,

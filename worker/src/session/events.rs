@@ -57,6 +57,17 @@ impl Disconnect {
     }
 }
 
+/// WhatsApp refused the account itself (403 locked, 406 banned): status `banned`, the creds
+/// archived as the references drop them, no reconnect.
+fn banned(reason: Reason, text: String, what: &str) -> Disconnect {
+    Disconnect::Stop {
+        status: WorkerStatus::Banned,
+        reason,
+        error: format!("{text}: {what}; a new QR is needed once WhatsApp allows it again"),
+        archive_creds: true,
+    }
+}
+
 /// Classifies `<stream:error>` (§8.5).
 pub(crate) fn stream_error(node: &Node) -> Disconnect {
     let code = node.attr_str("code").and_then(|c| c.parse::<u16>().ok());
@@ -98,13 +109,22 @@ pub(crate) fn failure(node: &Node) -> Disconnect {
         .attr_str("reason")
         .and_then(|c| c.parse::<u16>().ok())
         .unwrap_or(500);
-    let text = format!("login failure {code}");
+    let mut text = format!("login failure {code}");
+    // What WhatsApp shows on the phone, when it says (a ban or a lock comes with it).
+    for key in ["logout_message_header", "logout_message_subtext"] {
+        if let Some(more) = node.attr_str(key).filter(|m| !m.trim().is_empty()) {
+            text.push_str(&format!(" ({})", more.trim()));
+        }
+    }
     match code {
-        401 | 403 | 406 => Disconnect::logged_out(text),
+        401 => Disconnect::logged_out(text),
+        // The references log these out like a 401; the status tells a ban wave from unlinks.
+        403 => banned(Reason::AccountLocked, text, "the account is locked"),
+        406 => banned(Reason::Banned, text, "the account is banned"),
         405 => Disconnect::Stop {
             status: WorkerStatus::Failed,
             reason: Reason::ClientOutdated,
-            error: "WhatsApp refuses this client version (405): set WA_VERSION to the current WhatsApp Web version".into(),
+            error: "WhatsApp refuses this client version (405): set the current WhatsApp Web version (PUT /api/settings {\"waVersion\"}, or WA_VERSION)".into(),
             archive_creds: false,
         },
         402 => {
@@ -230,6 +250,32 @@ mod tests {
             f("402"),
             Disconnect::RetryAfter {
                 reason: Reason::TempBanned,
+                ..
+            }
+        ));
+        assert!(matches!(
+            f("403"),
+            Disconnect::Stop {
+                status: WorkerStatus::Banned,
+                reason: Reason::AccountLocked,
+                archive_creds: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            f("406"),
+            Disconnect::Stop {
+                status: WorkerStatus::Banned,
+                reason: Reason::Banned,
+                archive_creds: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            f("401"),
+            Disconnect::Stop {
+                status: WorkerStatus::LoggedOut,
+                reason: Reason::LoggedOut,
                 ..
             }
         ));
