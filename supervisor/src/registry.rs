@@ -40,6 +40,9 @@ pub struct Account {
         deserialize_with = "crate::webhook::url::lenient"
     )]
     pub webhook_url: Option<WebhookUrl>,
+    /// This account's companion identity (`Name,Platform,Version`), instead of `WA_BROWSER`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub browser: Option<String>,
 }
 
 fn enabled_by_default() -> bool {
@@ -236,6 +239,7 @@ mod tests {
             phone: None,
             created_at: UnixMillis(1),
             enabled: true,
+            browser: None,
             webhook_url: None,
         }
     }

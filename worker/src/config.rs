@@ -58,6 +58,11 @@ pub struct ConnectionArgs {
     /// WhatsApp Web version sent in the user agent, `primary.secondary.tertiary`.
     #[arg(long, env = "WA_VERSION", default_value = DEFAULT_WA_VERSION, value_parser = parse_version)]
     pub wa_version: WaVersion,
+    /// How the companion shows under the phone's Linked devices: `Name,Platform,Version`
+    /// (Baileys' `browser`), e.g. `Mac OS,Chrome,14.4.1`. The platform is one of WhatsApp's
+    /// `DeviceProps.PlatformType` names (Chrome, Firefox, Safari, Edge, Desktop, ...).
+    #[arg(long, env = "WA_BROWSER", default_value = DEFAULT_BROWSER, value_parser = Browser::parse)]
+    pub wa_browser: Browser,
     /// Lifetime of each QR ref; 0 means the protocol's (60 s for the first, 20 s after).
     #[arg(long, env = "QR_REF_TIMEOUT_MS", default_value_t = 0)]
     pub qr_ref_timeout_ms: u64,
@@ -83,6 +88,127 @@ pub struct ConnectionArgs {
 
 /// The WhatsApp Web version whatsmeow sends (wa-protocol.md §0).
 pub const DEFAULT_WA_VERSION: &str = "2.3000.1045649367";
+
+/// The companion identity Baileys gives by default (`Browsers.macOS('Chrome')`): a desktop
+/// browser, like most linked devices, not an unusual name on platform UNKNOWN.
+pub const DEFAULT_BROWSER: &str = "Mac OS,Chrome,14.4.1";
+
+/// `DeviceProps.PlatformType` by name, as WhatsApp's protobuf names them (Baileys maps
+/// `browser[1]` through the same table, upper-cased).
+const PLATFORM_TYPES: [(&str, i32); 25] = [
+    ("UNKNOWN", 0),
+    ("CHROME", 1),
+    ("FIREFOX", 2),
+    ("IE", 3),
+    ("OPERA", 4),
+    ("SAFARI", 5),
+    ("EDGE", 6),
+    ("DESKTOP", 7),
+    ("IPAD", 8),
+    ("ANDROID_TABLET", 9),
+    ("OHANA", 10),
+    ("ALOHA", 11),
+    ("CATALINA", 12),
+    ("TCL_TV", 13),
+    ("IOS_PHONE", 14),
+    ("IOS_CATALYST", 15),
+    ("ANDROID_PHONE", 16),
+    ("ANDROID_AMBIGUOUS", 17),
+    ("WEAR_OS", 18),
+    ("AR_WRIST", 19),
+    ("AR_DEVICE", 20),
+    ("UWP", 21),
+    ("VR", 22),
+    ("CLOUD_API", 23),
+    ("SMARTGLASSES", 24),
+];
+
+/// Longest device name accepted (the phone shows it in one line).
+const MAX_BROWSER_NAME: usize = 64;
+
+/// How the companion describes itself when it registers (wa-protocol.md §4.6): the name the
+/// phone lists under Linked devices, the platform (its icon), and a version.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct Browser {
+    /// `DeviceProps.os`: the name shown on the phone.
+    pub name: String,
+    /// The platform's name as given (for display).
+    pub platform: String,
+    /// `DeviceProps.platformType`.
+    pub platform_type: i32,
+    /// `DeviceProps.version`.
+    pub version: [u32; 3],
+}
+
+impl Browser {
+    /// Parses `Name,Platform[,Version]`: the name is 1 to 64 printable characters, the platform
+    /// a `PlatformType` name in any case, the version up to three numbers (`14.4.1`; missing
+    /// parts are 0; default `0.1.0`).
+    ///
+    /// # Errors
+    /// A message naming what is wrong.
+    pub fn parse(s: &str) -> Result<Browser, String> {
+        let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+        let (name, platform, version) = match parts.as_slice() {
+            [name, platform] => (*name, *platform, None),
+            [name, platform, version] => (*name, *platform, Some(*version)),
+            _ => {
+                return Err(format!(
+                    "WA_BROWSER must be \"Name,Platform,Version\", like \"{DEFAULT_BROWSER}\", got {s:?}"
+                ))
+            }
+        };
+        if name.is_empty()
+            || name.chars().count() > MAX_BROWSER_NAME
+            || name.chars().any(char::is_control)
+        {
+            return Err(format!(
+                "WA_BROWSER's name must be 1 to {MAX_BROWSER_NAME} printable characters, got {name:?}"
+            ));
+        }
+        let upper = platform.to_ascii_uppercase().replace([' ', '-'], "_");
+        let Some(&(_, platform_type)) = PLATFORM_TYPES.iter().find(|(n, _)| *n == upper) else {
+            let known: Vec<&str> = PLATFORM_TYPES.iter().map(|(n, _)| *n).collect();
+            return Err(format!(
+                "WA_BROWSER's platform {platform:?} is not one of {}",
+                known.join(", ")
+            ));
+        };
+        let version = match version.filter(|v| !v.is_empty()) {
+            None => [0, 1, 0],
+            Some(v) => {
+                let numbers: Vec<u32> = v
+                    .split('.')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| {
+                        format!("WA_BROWSER's version must be numbers like 14.4.1, got {v:?}")
+                    })?;
+                if numbers.is_empty() || numbers.len() > 3 {
+                    return Err(format!(
+                        "WA_BROWSER's version must be numbers like 14.4.1, got {v:?}"
+                    ));
+                }
+                let mut version = [0; 3];
+                version[..numbers.len()].copy_from_slice(&numbers);
+                version
+            }
+        };
+        Ok(Browser {
+            name: name.to_owned(),
+            platform: platform.to_owned(),
+            platform_type,
+            version,
+        })
+    }
+}
+
+impl std::fmt::Display for Browser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [a, b, c] = self.version;
+        write!(f, "{},{},{a}.{b}.{c}", self.name, self.platform)
+    }
+}
 
 /// A 32-byte root public key given in hex.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
@@ -151,6 +277,7 @@ impl ConnectionArgs {
                 self.max_reconnect_attempts.to_string(),
             ),
             ("WA_VERSION", self.wa_version.to_string()),
+            ("WA_BROWSER", self.wa_browser.to_string()),
             ("QR_REF_TIMEOUT_MS", self.qr_ref_timeout_ms.to_string()),
             ("OUTBOX_LIMIT", self.outbox_limit.to_string()),
             (
@@ -212,6 +339,37 @@ mod tests {
             "2.3000.1045649367"
         );
         assert!(parse_version("2.3000").is_err());
+        let seed = Browser::parse("SuperParty, Chrome, 2.0.0").expect("the seed's browser");
+        assert_eq!(
+            (seed.name.as_str(), seed.platform_type, seed.version),
+            ("SuperParty", 1, [2, 0, 0])
+        );
+        assert_eq!(seed.to_string(), "SuperParty,Chrome,2.0.0");
+        let default = Browser::parse(DEFAULT_BROWSER).expect("default");
+        assert_eq!(
+            (default.name.as_str(), default.platform_type),
+            ("Mac OS", 1)
+        );
+        assert_eq!(
+            Browser::parse("Shop,desktop").expect("valid").platform_type,
+            7
+        );
+        assert_eq!(
+            Browser::parse("Shop,Android Phone,1")
+                .expect("valid")
+                .version,
+            [1, 0, 0]
+        );
+        for bad in [
+            "",
+            "Shop",
+            "Shop,Toaster,1.0",
+            ",Chrome,1.0",
+            "Shop,Chrome,1.x",
+            "a,b,c,d",
+        ] {
+            assert!(Browser::parse(bad).is_err(), "{bad:?} must be refused");
+        }
         assert!(parse_version("2.x.1").is_err());
     }
 }

@@ -38,7 +38,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
 pub use config::{
-    ConnectionArgs, TrustRoot, WaVersion, WorkerArgs, DEFAULT_WA_VERSION, DEFAULT_WS_URL,
+    Browser, ConnectionArgs, TrustRoot, WaVersion, WorkerArgs, DEFAULT_BROWSER, DEFAULT_WA_VERSION,
+    DEFAULT_WS_URL,
 };
 pub use logging::init_tracing;
 

@@ -75,6 +75,7 @@ impl ChildHandle {
 pub fn spawn(
     spec: &SpawnSpec,
     id: &AccountId,
+    account_env: &[(String, String)],
     fleet: mpsc::UnboundedSender<FleetMsg>,
 ) -> io::Result<ChildHandle> {
     let mut cmd = match &spec.worker_bin {
@@ -95,6 +96,7 @@ pub fn spawn(
         .arg("--parent-pid")
         .arg(std::process::id().to_string())
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .envs(account_env.iter().map(|(k, v)| (k, v)))
         .env_remove("ADMIN_TOKEN")
         .stdin(Stdio::null())
         .kill_on_drop(true);

@@ -416,22 +416,26 @@ impl Fleet {
 
     /// Carries out one effect; a spawn's outcome comes back as the next event.
     fn apply(&mut self, id: &AccountId, effect: Effect) -> Option<Event> {
+        let account_env = matches!(effect, Effect::Spawn).then(|| self.account_env(id));
         let entry = self.slots.get_mut(id)?;
         match effect {
-            Effect::Spawn => match child::spawn(&self.spec, id, self.tx.clone()) {
-                Ok(handle) => {
-                    let pid = handle.pid;
-                    info!(account = %id, pid, "worker spawned");
-                    entry.worker = Some(Worker::new(handle));
-                    Some(Event::Spawned { pid })
+            Effect::Spawn => {
+                let account_env = account_env.unwrap_or_default();
+                match child::spawn(&self.spec, id, &account_env, self.tx.clone()) {
+                    Ok(handle) => {
+                        let pid = handle.pid;
+                        info!(account = %id, pid, "worker spawned");
+                        entry.worker = Some(Worker::new(handle));
+                        Some(Event::Spawned { pid })
+                    }
+                    Err(e) => {
+                        error!(account = %id, error = %e, "cannot spawn worker; retrying with backoff");
+                        Some(Event::SpawnFailed {
+                            error: e.to_string(),
+                        })
+                    }
                 }
-                Err(e) => {
-                    error!(account = %id, error = %e, "cannot spawn worker; retrying with backoff");
-                    Some(Event::SpawnFailed {
-                        error: e.to_string(),
-                    })
-                }
-            },
+            }
             Effect::Signal { pid, signal } => {
                 if let Some(worker) = entry.worker.as_ref().filter(|w| w.handle.pid == pid) {
                     if signal == Signal::SIGKILL && !entry.slot.is_serving() {
@@ -465,6 +469,16 @@ impl Fleet {
                 None
             }
         }
+    }
+
+    /// What this account's worker gets besides the fleet-wide environment: its own companion
+    /// identity, if the account has one.
+    fn account_env(&self, id: &AccountId) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        if let Some(browser) = self.cache.get(id).and_then(|v| v.account.browser) {
+            env.push(("WA_BROWSER".to_owned(), browser));
+        }
+        env
     }
 
     /// Writes a slot's view change to the cache (this task is its one writer).

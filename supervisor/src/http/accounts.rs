@@ -10,6 +10,7 @@ use ipc_protocol::{AccountId, UnixMillis};
 use serde::Deserialize;
 use serde_json::json;
 use tracing::info;
+use worker::Browser;
 
 use super::content_type::RequireJson;
 use super::dashboard::masked_phone;
@@ -48,6 +49,39 @@ struct AddAccount {
     phone: Option<String>,
     #[serde(default, rename = "accountId")]
     account_id: Option<String>,
+    /// The companion identity for this account: `"Name,Platform,Version"` or the seed's
+    /// `["Name", "Platform", "Version"]`.
+    #[serde(default)]
+    browser: Option<BrowserField>,
+}
+
+/// `browser` as a string or as the seed's (Baileys') array.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum BrowserField {
+    Text(String),
+    Parts(Vec<String>),
+}
+
+impl BrowserField {
+    /// The validated identity, in its `Name,Platform,Version` form.
+    fn parse(self) -> Result<String, ApiError> {
+        let text = match self {
+            BrowserField::Text(text) => text,
+            BrowserField::Parts(parts) => {
+                if parts.iter().any(|p| p.contains(',')) {
+                    return Err(ApiError::bad_request(
+                        "invalid_browser",
+                        "browser parts must not contain commas",
+                    ));
+                }
+                parts.join(",")
+            }
+        };
+        Browser::parse(&text).map(|b| b.to_string()).map_err(|e| {
+            ApiError::bad_request("invalid_browser", e.replace("WA_BROWSER", "browser"))
+        })
+    }
 }
 
 /// `POST /api/whatsapp/add-account`: writes the account, then starts its worker so pairing can
@@ -96,6 +130,7 @@ pub async fn add(
         })?),
         None => None,
     };
+    let browser = req.browser.map(BrowserField::parse).transpose()?;
     let id = match req.account_id.as_deref() {
         Some(raw) => parse_id(raw)?,
         None => generate_id(),
@@ -107,6 +142,7 @@ pub async fn add(
         created_at: UnixMillis::now(),
         enabled: true,
         webhook_url: None,
+        browser,
     };
     let registry = state.registry.clone();
     let to_add = account.clone();

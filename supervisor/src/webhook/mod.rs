@@ -889,6 +889,7 @@ mod tests {
             created_at: UnixMillis(1),
             enabled: true,
             webhook_url: Some(WebhookUrl::parse(&url).expect("url")),
+            browser: None,
         };
         cache.insert(crate::cache::AccountView::idle(hooked.clone(), false));
         for n in 0..3 {

@@ -57,7 +57,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{WaVersion, WorkerArgs};
+use crate::config::{Browser, WaVersion, WorkerArgs};
 use crate::ipc::Link;
 use crate::store::creds::{Creds, CredsStore, Loaded};
 use crate::store::devices::DeviceCache;
@@ -182,6 +182,7 @@ pub(crate) struct Session {
     ws_url: String,
     root: [u8; 32],
     version: WaVersion,
+    browser: Browser,
     settings: Settings,
     dialer: Dialer,
     link: Link,
@@ -216,6 +217,7 @@ impl Session {
             ws_url: c.wa_ws_url.clone(),
             root: c.wa_trust_root.map_or(WA_ROOT_KEY, |r| r.0),
             version: c.wa_version,
+            browser: c.wa_browser.clone(),
             settings: Settings {
                 qr_lifetime: (c.qr_ref_timeout_ms > 0)
                     .then(|| Duration::from_millis(c.qr_ref_timeout_ms)),
@@ -855,7 +857,7 @@ impl Session {
             routing_info: creds.routing_info.as_ref().map(|b| b.0.clone()),
             root: self.root,
             noise_private: Secret::new(creds.noise_key.private.expose().0),
-            payload: payload::for_creds(&creds, self.version),
+            payload: payload::for_creds(&creds, self.version, &self.browser),
         };
         self.creds = Some(creds);
         if self.has_dialled {

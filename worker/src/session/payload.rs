@@ -4,20 +4,17 @@
 use md5::{Digest, Md5};
 use prost::Message;
 
-use crate::config::WaVersion;
+use crate::config::{Browser, WaVersion};
 use crate::store::creds::{Creds, DJB_KEY_TYPE};
 use crate::wa::binary::Jid;
 use crate::wa::proto::{
     AppVersion, ClientPayload, DevicePairingRegistrationData, DeviceProps, UserAgent, WebInfo,
-    CONNECT_REASON_USER_ACTIVATED, CONNECT_TYPE_WIFI_UNKNOWN, PLATFORM_TYPE_UNKNOWN, PLATFORM_WEB,
+    CONNECT_REASON_USER_ACTIVATED, CONNECT_TYPE_WIFI_UNKNOWN, PLATFORM_WEB,
     RELEASE_CHANNEL_RELEASE, WEB_SUB_PLATFORM_WEB_BROWSER,
 };
 
-/// How the companion shows on the phone's "Linked devices" list.
-const DEVICE_OS: &str = "wafleet";
-
 /// The payload for `creds`: login when paired (and the JID parses), registration otherwise.
-pub(crate) fn for_creds(creds: &Creds, version: WaVersion) -> Vec<u8> {
+pub(crate) fn for_creds(creds: &Creds, version: WaVersion, browser: &Browser) -> Vec<u8> {
     let login = creds
         .me
         .as_ref()
@@ -25,7 +22,7 @@ pub(crate) fn for_creds(creds: &Creds, version: WaVersion) -> Vec<u8> {
         .and_then(|jid| Some((jid.user.parse::<u64>().ok()?, jid.device)));
     match login {
         Some((username, device)) => login_payload(username, device, version),
-        None => registration_payload(creds, version),
+        None => registration_payload(creds, version, browser),
     }
 }
 
@@ -43,18 +40,19 @@ fn login_payload(username: u64, device: u16, version: WaVersion) -> Vec<u8> {
     .encode_to_vec()
 }
 
-/// §4.4: the keys of a new companion.
-fn registration_payload(creds: &Creds, version: WaVersion) -> Vec<u8> {
+/// §4.4: the keys of a new companion, and how it shows on the phone (§4.6).
+fn registration_payload(creds: &Creds, version: WaVersion, browser: &Browser) -> Vec<u8> {
     let [a, b, c] = version.0;
+    let [primary, secondary, tertiary] = browser.version;
     let props = DeviceProps {
-        os: Some(DEVICE_OS.into()),
+        os: Some(browser.name.clone()),
         version: Some(AppVersion {
-            primary: Some(0),
-            secondary: Some(1),
-            tertiary: Some(0),
+            primary: Some(primary),
+            secondary: Some(secondary),
+            tertiary: Some(tertiary),
             ..Default::default()
         }),
-        platform_type: Some(PLATFORM_TYPE_UNKNOWN),
+        platform_type: Some(browser.platform_type),
         require_full_sync: Some(false),
     };
     let spk = &creds.signed_prekey;
@@ -114,11 +112,15 @@ mod tests {
 
     const VERSION: WaVersion = WaVersion([2, 3000, 1_045_649_367]);
 
+    fn browser() -> Browser {
+        Browser::parse("SuperParty,Chrome,2.0.0").expect("valid")
+    }
+
     #[test]
     fn an_unpaired_device_registers_its_keys() {
         let creds = Creds::generate();
-        let payload =
-            ClientPayload::decode(for_creds(&creds, VERSION).as_slice()).expect("decodes");
+        let payload = ClientPayload::decode(for_creds(&creds, VERSION, &browser()).as_slice())
+            .expect("decodes");
         assert_eq!(payload.passive, Some(false));
         assert_eq!(payload.username, None);
         let reg = payload.device_pairing_data.expect("pairing data");
@@ -137,6 +139,16 @@ mod tests {
             hex::encode(reg.build_hash.expect("hash")),
             "9fa53af9421567b114e33c9bb1ef7db2"
         );
+        // §4.6: the phone lists the device as the operator named it, with the platform's icon.
+        let props =
+            DeviceProps::decode(reg.device_props.expect("props").as_slice()).expect("decodes");
+        assert_eq!(props.os.as_deref(), Some("SuperParty"));
+        assert_eq!(props.platform_type, Some(1));
+        let version = props.version.expect("version");
+        assert_eq!(
+            (version.primary, version.secondary, version.tertiary),
+            (Some(2), Some(0), Some(0))
+        );
     }
 
     #[test]
@@ -147,8 +159,8 @@ mod tests {
             lid: None,
             push_name: None,
         });
-        let payload =
-            ClientPayload::decode(for_creds(&creds, VERSION).as_slice()).expect("decodes");
+        let payload = ClientPayload::decode(for_creds(&creds, VERSION, &browser()).as_slice())
+            .expect("decodes");
         assert_eq!(
             (payload.username, payload.device),
             (Some(15_551_234_567), Some(2))
