@@ -41,4 +41,4 @@ pub use messaging::{
 };
 
 /// Version of this protocol; a worker whose Hello carries another one is refused.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;

@@ -79,6 +79,12 @@ pub enum ToWorker {
         /// The question.
         query: MessageQuery,
     },
+    /// The WhatsApp Web version to announce from the next dial on (`2.3000.1027934701`); an
+    /// account stopped as `client_outdated` dials again with it.
+    SetWaVersion {
+        /// The version.
+        version: String,
+    },
     /// These incoming messages are in the supervisor's hands (durable for the webhooks, or no
     /// webhook wants them): stop reporting them again at the next start.
     Confirm {

@@ -29,7 +29,11 @@ pub struct AccountView {
 impl AccountView {
     /// A view for an account with no worker: `needs_qr` without creds, `stopped` with them.
     pub fn idle(account: Account, has_creds: bool) -> Self {
-        let (status, reason) = if has_creds {
+        let mut last_error = None;
+        let (status, reason) = if let Some(since) = account.conflict_since {
+            last_error = Some(conflict_text(since));
+            (WorkerStatus::Conflict, Some(Reason::Replaced))
+        } else if has_creds {
             (WorkerStatus::Stopped, None)
         } else {
             (WorkerStatus::NeedsQr, Some(Reason::NotPaired))
@@ -39,6 +43,7 @@ impl AccountView {
             state: WorkerState {
                 status,
                 reason,
+                last_error,
                 ..WorkerState::default()
             },
             pid: None,
@@ -46,6 +51,15 @@ impl AccountView {
             restarts: 0,
         }
     }
+}
+
+/// What an account held after a conflict says: who to ask, since when.
+pub fn conflict_text(since: UnixMillis) -> String {
+    format!(
+        "another client took this account over (stream conflict: replaced) at {}; it stays \
+         stopped so the two do not take it from each other: restart it to take it back",
+        crate::http::iso(since)
+    )
 }
 
 /// Every account's view, sorted by id. Every change of an account's status, reason or QR is

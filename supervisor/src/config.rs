@@ -54,6 +54,10 @@ pub struct Config {
     /// How long workers get to flush and exit on shutdown before they are killed.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 8000)]
     pub shutdown_timeout_ms: u64,
+    /// Where WhatsApp Web publishes its current version, read at start and after a 405 (client
+    /// outdated) so that a version bump needs no redeploy; empty turns it off.
+    #[arg(long, env = "WA_VERSION_URL", default_value = crate::wa_version::DEFAULT_VERSION_URL)]
+    pub wa_version_url: String,
     /// Passed to every worker: the WhatsApp URL and the reconnect policy.
     #[command(flatten)]
     pub connection: worker::ConnectionArgs,
@@ -95,11 +99,26 @@ pub struct Config {
 pub const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 impl Config {
+    /// `WA_VERSION_URL`, parsed; `None` when empty (refreshes off).
+    ///
+    /// # Errors
+    /// A message naming the bad URL.
+    pub fn version_url(&self) -> Result<Option<crate::webhook::url::WebhookUrl>, String> {
+        let raw = self.wa_version_url.trim();
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        crate::webhook::url::WebhookUrl::parse(raw)
+            .map(Some)
+            .map_err(|e| format!("WA_VERSION_URL {raw:?} is not a usable http(s) URL: {e}"))
+    }
+
     /// Checks relations between keys that clap cannot.
     ///
     /// # Errors
     /// A message naming the keys at fault.
     pub fn validate(&self) -> Result<(), String> {
+        self.version_url()?;
         if self.boot_jitter_min_ms > self.boot_jitter_max_ms {
             return Err(format!(
                 "BOOT_JITTER_MIN_MS ({}) must not exceed BOOT_JITTER_MAX_MS ({})",

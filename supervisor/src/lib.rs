@@ -28,6 +28,7 @@ pub mod registry;
 pub mod seal;
 pub mod sessions_dir;
 pub mod signals;
+pub mod wa_version;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -46,10 +47,11 @@ pub use crate::error::{Error, Result};
 use crate::fleet::boot::{self, Jitter};
 use crate::fleet::child::SpawnSpec;
 use crate::fleet::policy::RestartPolicy;
-use crate::fleet::{Fleet, Timeouts};
+use crate::fleet::{Fleet, FleetMsg, Timeouts};
 use crate::http::{AppState, HealthProbe, HttpLimits, HttpServer, SessionStore};
 use crate::ipc::{IpcListener, RuntimeDir};
 use crate::registry::Registry;
+use crate::wa_version::WaVersions;
 
 /// File descriptors a thousand accounts need in the supervisor (a socket and a child handle
 /// each, plus the server's own).
@@ -111,7 +113,7 @@ pub async fn run(config: Config) -> Result<()> {
     let mut bootable = Vec::new();
     for account in accounts {
         let has_creds = registry.has_creds(&account.id);
-        if account.enabled && has_creds {
+        if account.enabled && has_creds && account.conflict_since.is_none() {
             bootable.push(account.id.clone());
         }
         cache.insert(AccountView::idle(account, has_creds));
@@ -127,6 +129,11 @@ pub async fn run(config: Config) -> Result<()> {
     let ipc = IpcListener::bind(&runtime_dir).map_err(Error::Ipc)?;
     let spec = SpawnSpec::new(&config, &sessions, ipc.path());
     let policy = RestartPolicy::with_base(Duration::from_millis(config.restart_backoff_base_ms));
+    let versions = Arc::new(WaVersions::load(
+        &sessions,
+        config.connection.wa_version,
+        config.version_url().map_err(Error::Config)?,
+    ));
     let (fleet, fleet_handle) = Fleet::new(
         spec,
         policy,
@@ -136,6 +143,7 @@ pub async fn run(config: Config) -> Result<()> {
         },
         cache.clone(),
         registry.clone(),
+        versions.clone(),
     );
 
     let addr = format!("{}:{}", config.bind_addr, config.port);
@@ -159,6 +167,14 @@ pub async fn run(config: Config) -> Result<()> {
     let webhook_token = CancellationToken::new();
     let webhook_sender = webhook_sender.with_confirmations(fleet_handle.sender());
     tracker.spawn(webhook_sender.run(webhook_token.clone()));
+    // The published version, once at start (a newer one reaches the workers already running).
+    let refresh = versions.clone();
+    let to_fleet = fleet_handle.sender();
+    tracker.spawn(async move {
+        if let Some(version) = refresh.refresh().await {
+            let _ = to_fleet.send(FleetMsg::WaVersion(version));
+        }
+    });
     let state = AppState {
         cache,
         fleet: fleet_handle,
@@ -168,6 +184,7 @@ pub async fn run(config: Config) -> Result<()> {
         started,
         webhooks,
         sessions: Arc::new(SessionStore::default()),
+        versions,
     };
     let limits = HttpLimits {
         header_timeout: Duration::from_millis(config.http_header_timeout_ms),

@@ -7,6 +7,7 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use ipc_protocol::{AccountId, UnixMillis};
 use rand::Rng;
@@ -43,6 +44,10 @@ pub struct Account {
     /// This account's companion identity (`Name,Platform,Version`), instead of `WA_BROWSER`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub browser: Option<String>,
+    /// Another client took the account over (`conflict type="replaced"`) at this time: it stays
+    /// stopped, across supervisor restarts, until an admin restarts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict_since: Option<UnixMillis>,
 }
 
 fn enabled_by_default() -> bool {
@@ -73,6 +78,8 @@ pub enum RegistryError {
 #[derive(Clone, Debug)]
 pub struct Registry {
     root: PathBuf,
+    /// Serialises the read-change-write of `account.json` (the API and the fleet both change it).
+    changes: Arc<Mutex<()>>,
 }
 
 impl Registry {
@@ -80,6 +87,7 @@ impl Registry {
     pub fn new(root: &Path) -> Self {
         Registry {
             root: root.to_owned(),
+            changes: Arc::default(),
         }
     }
 
@@ -162,7 +170,7 @@ impl Registry {
     }
 
     /// Sets or clears the account's own webhook URL in `account.json` (read, change, write
-    /// atomically); returns the account as now stored. Callers serialise these writes.
+    /// atomically); returns the account as now stored.
     ///
     /// # Errors
     /// [`RegistryError::NotFound`] when the account is not on the volume, or the I/O error.
@@ -171,6 +179,29 @@ impl Registry {
         id: &AccountId,
         url: Option<WebhookUrl>,
     ) -> Result<Account, RegistryError> {
+        self.change(id, |account| account.webhook_url = url)
+    }
+
+    /// Remembers (or forgets) that another client took the account over; returns the account
+    /// as now stored.
+    ///
+    /// # Errors
+    /// [`RegistryError::NotFound`] when the account is not on the volume, or the I/O error.
+    pub fn set_conflict_since(
+        &self,
+        id: &AccountId,
+        since: Option<UnixMillis>,
+    ) -> Result<Account, RegistryError> {
+        self.change(id, |account| account.conflict_since = since)
+    }
+
+    /// Reads `account.json`, changes it and writes it atomically, one change at a time.
+    fn change(
+        &self,
+        id: &AccountId,
+        change: impl FnOnce(&mut Account),
+    ) -> Result<Account, RegistryError> {
+        let _one_at_a_time = self.changes.lock().unwrap_or_else(|e| e.into_inner());
         let io_err = |source| RegistryError::Io {
             id: id.clone(),
             source,
@@ -182,7 +213,7 @@ impl Registry {
             }
             Err(e) => return Err(io_err(e)),
         };
-        account.webhook_url = url;
+        change(&mut account);
         self.save(&account).map_err(io_err)?;
         Ok(account)
     }
@@ -240,6 +271,7 @@ mod tests {
             created_at: UnixMillis(1),
             enabled: true,
             browser: None,
+            conflict_since: None,
             webhook_url: None,
         }
     }

@@ -34,6 +34,7 @@ function startSupervisor(info, sessions) {
     ...process.env,
     WA_WS_URL: info.ws_url,
     WA_TRUST_ROOT: info.root_public_key,
+    WA_VERSION_URL: '',
     ADMIN_TOKEN: TOKEN,
     SESSIONS_PATH: sessions,
     PORT: '0',

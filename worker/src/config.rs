@@ -250,6 +250,14 @@ fn parse_trust_root(s: &str) -> Result<TrustRoot, String> {
     Ok(TrustRoot(key))
 }
 
+impl std::str::FromStr for WaVersion {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_version(s)
+    }
+}
+
 fn parse_version(s: &str) -> Result<WaVersion, String> {
     let parts: Vec<u32> = s
         .trim()

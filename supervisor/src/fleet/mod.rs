@@ -31,6 +31,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::cache::{AccountView, Cache};
 use crate::registry::{Account, Registry};
+use crate::wa_version::WaVersions;
 use child::{ChildHandle, SpawnSpec};
 use policy::RestartPolicy;
 use slot::{Effect, Event, Slot, Timing, View};
@@ -106,6 +107,8 @@ pub enum FleetMsg {
         /// Why.
         reason: Reason,
     },
+    /// The WhatsApp Web version changed: tell every running worker.
+    WaVersion(worker::WaVersion),
     /// These incoming messages of the account are in the supervisor's hands: tell its worker.
     Confirmed {
         /// The account.
@@ -270,6 +273,7 @@ pub struct Fleet {
     timeouts: Timeouts,
     cache: Arc<Cache>,
     registry: Registry,
+    versions: Arc<WaVersions>,
     slots: HashMap<AccountId, Entry>,
     next_request: u64,
     tx: mpsc::UnboundedSender<FleetMsg>,
@@ -284,12 +288,20 @@ impl Fleet {
         timeouts: Timeouts,
         cache: Arc<Cache>,
         registry: Registry,
+        versions: Arc<WaVersions>,
     ) -> (Fleet, FleetHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
         let slots = cache
             .all()
             .into_iter()
-            .map(|v| (v.account.id, Entry::default()))
+            .map(|v| {
+                let slot = if v.account.conflict_since.is_some() {
+                    Slot::held()
+                } else {
+                    Slot::default()
+                };
+                (v.account.id, Entry { slot, worker: None })
+            })
             .collect();
         let handle = FleetHandle { tx: tx.clone() };
         let fleet = Fleet {
@@ -302,6 +314,7 @@ impl Fleet {
             timeouts,
             cache,
             registry,
+            versions,
             slots,
             next_request: 1,
             tx,
@@ -376,6 +389,17 @@ impl Fleet {
                 let _ = self.feed(&id, event);
             }
             FleetMsg::Ask { id, ask, reply } => self.on_ask(&id, ask, reply),
+            FleetMsg::WaVersion(version) => {
+                let version = version.to_string();
+                let mut told = 0usize;
+                for worker in self.slots.values_mut().filter_map(|e| e.worker.as_mut()) {
+                    worker.send(ToWorker::SetWaVersion {
+                        version: version.clone(),
+                    });
+                    told += 1;
+                }
+                info!(%version, workers = told, "workers told the new whatsapp web version");
+            }
             FleetMsg::Confirmed { id, ids } => {
                 // No worker: it reports them again when it starts, and they are confirmed then.
                 if let Some(worker) = self.slots.get_mut(&id).and_then(|e| e.worker.as_mut()) {
@@ -464,6 +488,10 @@ impl Fleet {
                 self.archive(id);
                 None
             }
+            Effect::Hold(held) => {
+                self.hold(id, held);
+                None
+            }
             Effect::View(view) => {
                 self.show(id, view);
                 None
@@ -471,10 +499,13 @@ impl Fleet {
         }
     }
 
-    /// What this account's worker gets besides the fleet-wide environment: its own companion
-    /// identity, if the account has one.
+    /// What this account's worker gets besides the fleet-wide environment: the WhatsApp Web
+    /// version of the moment, and its own companion identity if the account has one.
     fn account_env(&self, id: &AccountId) -> Vec<(String, String)> {
-        let mut env = Vec::new();
+        let mut env = vec![(
+            "WA_VERSION".to_owned(),
+            self.versions.current().version.to_string(),
+        )];
         if let Some(browser) = self.cache.get(id).and_then(|v| v.account.browser) {
             env.push(("WA_BROWSER".to_owned(), browser));
         }
@@ -513,6 +544,20 @@ impl Fleet {
                     if error.is_some() {
                         v.state.last_error = error;
                     }
+                });
+            }
+            View::Held => {
+                let since = self
+                    .cache
+                    .get(id)
+                    .and_then(|v| v.account.conflict_since)
+                    .unwrap_or(now);
+                self.cache.update(id, |v| {
+                    v.state.status = WorkerStatus::Conflict;
+                    v.state.reason = Some(Reason::Replaced);
+                    v.state.next_retry_at = None;
+                    v.state.last_event_at = Some(now);
+                    v.state.last_error = Some(crate::cache::conflict_text(since));
                 });
             }
             View::Stopped {
@@ -598,10 +643,19 @@ impl Fleet {
         match msg {
             ToSupervisor::State(state) => {
                 debug!(account = %id, status = %state.status, "state");
-                let logged_out = state.status == WorkerStatus::LoggedOut;
+                let status = state.status;
+                if state.reason == Some(Reason::ClientOutdated) {
+                    self.refresh_version();
+                }
                 self.cache.update(id, |v| v.state = state);
-                if logged_out {
-                    let _ = self.feed(id, Event::LoggedOut { pid });
+                match status {
+                    WorkerStatus::LoggedOut => {
+                        let _ = self.feed(id, Event::LoggedOut { pid });
+                    }
+                    WorkerStatus::Conflict => {
+                        let _ = self.feed(id, Event::Conflict { pid });
+                    }
+                    _ => {}
                 }
             }
             ToSupervisor::Flushed => worker.flushed = true,
@@ -621,6 +675,42 @@ impl Fleet {
             }
             ToSupervisor::Message(record) => self.cache.message(id, &record),
             ToSupervisor::Hello { .. } => warn!(account = %id, pid, "second hello ignored"),
+        }
+    }
+
+    /// WhatsApp refused our version (405): read the published one, at most every ten minutes;
+    /// a newer one goes to every worker, and those stopped as `client_outdated` dial again.
+    fn refresh_version(&self) {
+        if !self.versions.refresh_due(Instant::now()) {
+            return;
+        }
+        let versions = self.versions.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            if let Some(version) = versions.refresh().await {
+                let _ = tx.send(FleetMsg::WaVersion(version));
+            }
+        });
+    }
+
+    /// Remembers in `account.json` that another client took the account over (or forgets it),
+    /// so a supervisor restart does not take it back.
+    fn hold(&mut self, id: &AccountId, held: bool) {
+        let since = held.then(UnixMillis::now);
+        match self.registry.set_conflict_since(id, since) {
+            Ok(account) => {
+                if held {
+                    warn!(account = %id, "another client took the account over; held until an admin restarts it");
+                } else {
+                    info!(account = %id, "conflict released by the admin");
+                }
+                self.cache.update(id, |v| v.account = account);
+            }
+            Err(e) => error!(
+                account = %id,
+                error = %e,
+                "cannot write the conflict to account.json; a supervisor restart would reconnect this account"
+            ),
         }
     }
 

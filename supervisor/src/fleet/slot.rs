@@ -11,6 +11,9 @@
 //!   `protocol_mismatch`: the same binary would be refused again, so it is parked at once.
 //! - A spawn that fails (out of descriptors, say) is `spawn_failed`: retried with backoff,
 //!   never parked.
+//! - A worker that reports `conflict` (another client took the account over) is held: it is
+//!   never started again, after an exit or at the next boot, until an admin restarts it (or
+//!   asks for a QR); the fleet keeps the hold in `account.json`.
 //! - Delete first asks the worker to log out, waits for its `logged_out` (or a deadline), then
 //!   stops it, and archives once it has exited.
 
@@ -74,6 +77,11 @@ pub enum Event {
         /// Its pid.
         pid: u32,
     },
+    /// The worker reports `conflict`: another client took the account over.
+    Conflict {
+        /// Its pid.
+        pid: u32,
+    },
     /// The worker reports `logged_out`.
     LoggedOut {
         /// Its pid.
@@ -122,6 +130,8 @@ pub enum Effect {
         /// The event.
         event: Event,
     },
+    /// Remember (or forget) in `account.json` that another client took the account over.
+    Hold(bool),
     /// Move the account's directory to the archive and forget it.
     Archive,
     /// Change the account's view.
@@ -147,6 +157,8 @@ pub enum View {
         /// The error text to show, if any.
         error: Option<String>,
     },
+    /// Held after a conflict: shown as `conflict` until an admin restarts it.
+    Held,
     /// It stays stopped until an admin acts.
     Stopped {
         /// The status to show.
@@ -185,11 +197,22 @@ pub struct Slot {
     history: CrashHistory,
     generation: u64,
     parked: bool,
+    /// Another client took the account over: nothing starts it until an admin does, across
+    /// supervisor restarts (the fleet persists it).
+    held: bool,
     /// Consecutive failed spawns, or exits because the lock was held: their backoff.
     retries: u32,
 }
 
 impl Slot {
+    /// A slot for an account held after a conflict (read from `account.json` at boot).
+    pub fn held() -> Slot {
+        Slot {
+            held: true,
+            ..Slot::default()
+        }
+    }
+
     /// The running worker's pid.
     pub fn pid(&self) -> Option<u32> {
         self.run.as_ref().map(|r| r.pid)
@@ -218,7 +241,7 @@ impl Slot {
         let ours = |run: &Option<Run>, pid: u32| run.as_ref().is_some_and(|r| r.pid == pid);
         Ok(match event {
             Event::Start => {
-                if self.run.is_none() && !self.parked {
+                if self.run.is_none() && !self.parked && !self.held {
                     vec![Effect::Spawn]
                 } else {
                     vec![]
@@ -250,7 +273,8 @@ impl Slot {
                 effects
             }
             Event::RestartDue { generation } => {
-                if generation == self.generation && self.run.is_none() && !self.parked {
+                if generation == self.generation && self.run.is_none() && !self.parked && !self.held
+                {
                     vec![Effect::Spawn]
                 } else {
                     vec![]
@@ -276,6 +300,15 @@ impl Slot {
                 },
                 _ => vec![],
             },
+            Event::Conflict { pid } => {
+                // The worker stays up and idle; only a restart or an exit changes anything.
+                if ours(&self.run, pid) && !self.held {
+                    self.held = true;
+                    vec![Effect::Hold(true)]
+                } else {
+                    vec![]
+                }
+            }
             Event::Silent { pid } => match &mut self.run {
                 Some(run) if run.pid == pid && run.intent.is_none() => {
                     run.intent = Some(Intent::Hung);
@@ -297,28 +330,39 @@ impl Slot {
                 _ => vec![],
             },
             Event::Restart => {
+                if self
+                    .run
+                    .as_ref()
+                    .is_some_and(|run| matches!(run.intent, Some(Intent::Delete { .. })))
+                {
+                    return Err(CommandError::NotFound);
+                }
                 self.parked = false;
                 self.history.clear();
                 self.retries = 0;
                 self.generation += 1;
-                match &mut self.run {
-                    Some(run) if matches!(run.intent, Some(Intent::Delete { .. })) => {
-                        return Err(CommandError::NotFound)
-                    }
+                let mut effects = self.release();
+                effects.extend(match &mut self.run {
                     Some(run) => {
                         run.intent = Some(Intent::Restart);
                         stop(run.pid, timing)
                     }
                     None => vec![Effect::Spawn],
-                }
+                });
+                effects
             }
             Event::RequestQr => match &self.run {
+                // A held worker would log in and take the account back: a QR request is an
+                // admin taking it back on purpose, so it restarts the worker.
+                Some(_) if self.held => return self.on_event(now, timing, Event::Restart),
                 Some(_) => vec![Effect::Tell(ToWorker::RequestQr)],
                 None => {
                     self.parked = false;
                     self.retries = 0;
                     self.generation += 1;
-                    vec![Effect::Spawn]
+                    let mut effects = self.release();
+                    effects.push(Effect::Spawn);
+                    effects
                 }
             },
             Event::Logout => match &self.run {
@@ -342,6 +386,15 @@ impl Slot {
         })
     }
 
+    /// An admin takes the account back: forget the conflict.
+    fn release(&mut self) -> Vec<Effect> {
+        if std::mem::take(&mut self.held) {
+            vec![Effect::Hold(false)]
+        } else {
+            vec![]
+        }
+    }
+
     /// A worker we did not (only) ask to stop has exited.
     fn after_exit(
         &mut self,
@@ -354,6 +407,10 @@ impl Slot {
             Some(Intent::Restart) => return vec![Effect::Spawn],
             Some(Intent::Delete { .. }) => return vec![Effect::Archive],
             Some(Intent::Hung) | None => {}
+        }
+        if self.held {
+            // Whatever ended it, starting it again would take the account back.
+            return vec![Effect::View(View::Held)];
         }
         if let Some(reason) = run.refused {
             self.parked = true;
@@ -478,6 +535,65 @@ mod tests {
             Effect::Later { after, event } => Some((*after, event.clone())),
             _ => None,
         })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_conflict_holds_the_account_until_an_admin_restarts_it() {
+        let t = timing();
+        let now = Instant::now();
+        let mut slot = running(30, now);
+        assert_eq!(
+            slot.on_event(now, &t, Event::Conflict { pid: 30 }),
+            Ok(vec![Effect::Hold(true)])
+        );
+        // Said twice, or by a worker that is not ours: nothing more.
+        assert_eq!(
+            slot.on_event(now, &t, Event::Conflict { pid: 30 }),
+            Ok(vec![])
+        );
+        // The held worker crashes: it is not started again, the view says why.
+        tokio::time::advance(S).await;
+        assert_eq!(
+            slot.on_event(
+                Instant::now(),
+                &t,
+                Event::Exited {
+                    pid: 30,
+                    code: Some(1)
+                }
+            ),
+            Ok(vec![Effect::View(View::Gone), Effect::View(View::Held)])
+        );
+        assert_eq!(slot.on_event(Instant::now(), &t, Event::Start), Ok(vec![]));
+        assert_eq!(
+            slot.on_event(Instant::now(), &t, Event::RestartDue { generation: 0 }),
+            Ok(vec![])
+        );
+        // The admin restarts it: the hold is forgotten, then the worker starts.
+        assert_eq!(
+            slot.on_event(Instant::now(), &t, Event::Restart),
+            Ok(vec![Effect::Hold(false), Effect::Spawn])
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_account_from_account_json_does_not_boot_and_a_qr_request_releases_it() {
+        let t = timing();
+        let mut slot = Slot::held();
+        assert_eq!(slot.on_event(Instant::now(), &t, Event::Start), Ok(vec![]));
+        assert_eq!(
+            slot.on_event(Instant::now(), &t, Event::RequestQr),
+            Ok(vec![Effect::Hold(false), Effect::Spawn])
+        );
+        // A running held worker asked for a QR is restarted, not told: it would log in.
+        let mut slot = running(31, Instant::now());
+        slot.on_event(Instant::now(), &t, Event::Conflict { pid: 31 })
+            .expect("held");
+        let effects = slot
+            .on_event(Instant::now(), &t, Event::RequestQr)
+            .expect("restart");
+        assert_eq!(effects[0], Effect::Hold(false));
+        assert!(effects.contains(&Effect::Tell(ToWorker::Shutdown)));
     }
 
     #[tokio::test(start_paused = true)]

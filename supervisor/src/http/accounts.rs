@@ -143,6 +143,7 @@ pub async fn add(
         enabled: true,
         webhook_url: None,
         browser,
+        conflict_since: None,
     };
     let registry = state.registry.clone();
     let to_add = account.clone();

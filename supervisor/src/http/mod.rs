@@ -29,6 +29,7 @@ mod qr;
 mod security_headers;
 mod server;
 mod session;
+mod settings;
 mod webhook;
 mod write_stall;
 
@@ -76,6 +77,8 @@ pub struct AppState {
     pub webhooks: Arc<crate::webhook::Webhooks>,
     /// Browser sessions from `/login`.
     pub sessions: Arc<SessionStore>,
+    /// The WhatsApp Web version the workers announce.
+    pub versions: Arc<crate::wa_version::WaVersions>,
 }
 
 /// Who may call a route.
@@ -163,6 +166,8 @@ pub const ROUTES: &[Route] = &[
         "/api/whatsapp/accounts/{account_id}/webhook",
         Access::Admin,
     ),
+    route("GET", "/api/settings", Access::Admin),
+    route("PUT", "/api/settings", Access::Admin),
     route("GET", "/api/events", Access::Admin),
     route("GET", "/metrics", Access::Admin),
 ];
@@ -193,6 +198,8 @@ fn handler(route: &Route) -> MethodRouter<AppState> {
         ("GET", "/api/whatsapp/accounts/{account_id}/messages/{message_id}") => get(messages::get),
         ("GET", "/api/whatsapp/accounts/{account_id}/webhook") => get(webhook::show),
         ("PUT", "/api/whatsapp/accounts/{account_id}/webhook") => put(webhook::set),
+        ("GET", "/api/settings") => get(settings::show),
+        ("PUT", "/api/settings") => put(settings::set),
         ("GET", "/api/events") => get(events::stream),
         ("GET", "/metrics") => get(metrics::render),
         (method, path) => panic!("route {method} {path} has no handler"),
@@ -253,7 +260,7 @@ fn parse_id(raw: &str) -> Result<AccountId, ApiError> {
 }
 
 /// RFC 3339 with milliseconds, e.g. `2025-01-27T12:00:00.000Z`.
-fn iso(t: UnixMillis) -> String {
+pub(crate) fn iso(t: UnixMillis) -> String {
     humantime::format_rfc3339_millis(t.as_system_time()).to_string()
 }
 

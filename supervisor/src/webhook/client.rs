@@ -36,6 +36,9 @@ pub enum SendError {
     /// The HTTP exchange failed.
     #[error("http exchange with the webhook receiver failed")]
     Http(#[source] hyper::Error),
+    /// The answer's body could not be read, or was too long.
+    #[error("cannot read the answer's body: {0}")]
+    Body(String),
     /// No answer within the deadline.
     #[error("the webhook receiver did not answer within {0:?}")]
     Timeout(Duration),
@@ -133,6 +136,89 @@ impl Client {
             roundtrip(TokioIo::new(tcp), request).await
         }
     }
+}
+
+impl Client {
+    /// GETs `url` with `user_agent`; returns the status and at most `max` bytes of the body
+    /// (a longer body is an error).
+    ///
+    /// # Errors
+    /// [`SendError`] when no whole answer came back in time.
+    pub async fn get(
+        &self,
+        url: &WebhookUrl,
+        user_agent: &'static str,
+        max: usize,
+    ) -> Result<(StatusCode, Bytes), SendError> {
+        let fetch = async {
+            let uri = url.uri();
+            let https = uri.scheme_str() == Some("https");
+            let host = uri
+                .host()
+                .unwrap_or_default()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+            let request = Request::builder()
+                .method(Method::GET)
+                .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
+                .header(
+                    HOST,
+                    uri.authority().map(|a| a.as_str()).unwrap_or_default(),
+                )
+                .header(USER_AGENT, user_agent)
+                .body(Full::new(Bytes::new()))
+                .map_err(SendError::Request)?;
+            let tcp = TcpStream::connect((host.as_str(), port))
+                .await
+                .map_err(SendError::Connect)?;
+            if https {
+                let name = ServerName::try_from(host).map_err(|_| SendError::ServerName)?;
+                let tls = self.tls.connect(name, tcp).await.map_err(SendError::Tls)?;
+                roundtrip_body(TokioIo::new(tls), request, max).await
+            } else {
+                roundtrip_body(TokioIo::new(tcp), request, max).await
+            }
+        };
+        match tokio::time::timeout(self.timeout, fetch).await {
+            Ok(result) => result,
+            Err(_) => Err(SendError::Timeout(self.timeout)),
+        }
+    }
+}
+
+/// One request on a fresh connection, reading the answer's body up to `max` bytes.
+async fn roundtrip_body<T>(
+    io: T,
+    request: Request<Full<Bytes>>,
+    max: usize,
+) -> Result<(StatusCode, Bytes), SendError>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    use http_body_util::{BodyExt, Limited};
+    let (mut sender, conn) = http1::handshake(io).await.map_err(SendError::Http)?;
+    // The connection is driven on its own while the body is read; it ends with the body.
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let result = async {
+        let answer = sender
+            .send_request(request)
+            .await
+            .map_err(SendError::Http)?;
+        let status = answer.status();
+        let body = Limited::new(answer.into_body(), max)
+            .collect()
+            .await
+            .map_err(|e| SendError::Body(e.to_string()))?
+            .to_bytes();
+        Ok((status, body))
+    }
+    .await;
+    driver.abort();
+    result
 }
 
 /// One request on a fresh connection; the connection is dropped once the status is in.

@@ -890,6 +890,7 @@ mod tests {
             enabled: true,
             webhook_url: Some(WebhookUrl::parse(&url).expect("url")),
             browser: None,
+            conflict_since: None,
         };
         cache.insert(crate::cache::AccountView::idle(hooked.clone(), false));
         for n in 0..3 {

@@ -76,6 +76,8 @@ fn base_env(sessions: &Path) -> Vec<(String, String)> {
         ("LOG_FORMAT", "json".into()),
         ("RUST_LOG", "info".into()),
         ("WA_WS_URL", refused_ws_url()),
+        // Never the real WhatsApp Web: a test that wants a version refresh points it at wa-sim.
+        ("WA_VERSION_URL", String::new()),
         ("RECONNECT_BASE_MS", "100".into()),
         ("RECONNECT_MAX_MS", "400".into()),
         ("BOOT_JITTER_MIN_MS", "50".into()),

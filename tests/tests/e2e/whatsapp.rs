@@ -214,6 +214,40 @@ fn a_replaced_session_reports_conflict_and_never_reconnects() {
         std::thread::sleep(Duration::from_millis(250));
     }
     assert_eq!(status(&sup, "rival")["status"], "conflict");
+
+    // The conflict is remembered: a supervisor restart does not take the account back.
+    let account_json = volume.sessions().join("rival").join("account.json");
+    let stored: Value =
+        serde_json::from_slice(&std::fs::read(&account_json).expect("account.json")).expect("json");
+    assert!(stored["conflict_since"].is_u64(), "{stored}");
+    let mut sup = sup;
+    sup.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(sup.wait_exit(Duration::from_secs(15)).success());
+    let sup = start(&volume, &sim, &[("RECONNECT_BASE_MS", "100")]);
+    let loaded = sup.wait_event("accounts loaded", STATE_DEADLINE);
+    assert_eq!(
+        loaded["booting"], 0,
+        "a held account is not booted: {loaded}"
+    );
+    let a = status(&sup, "rival");
+    assert_eq!(a["status"], "conflict", "{a}");
+    assert_eq!(a["reason"], "replaced", "{a}");
+    assert!(a["pid"].is_null(), "no worker runs: {a}");
+    assert!(
+        a["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("restart it")),
+        "{a}"
+    );
+    assert_eq!(sim.stats()["logins"], logins, "no login after the reboot");
+
+    // Until an admin restarts it: then it logs in again and the hold is gone.
+    let r = sup.call("POST", "/api/whatsapp/accounts/rival/restart", None);
+    assert_eq!(r.status, 202, "{}", r.text());
+    wait_status(&sup, "rival", "connected", CONNECT_DEADLINE);
+    let stored: Value =
+        serde_json::from_slice(&std::fs::read(&account_json).expect("account.json")).expect("json");
+    assert!(stored.get("conflict_since").is_none(), "{stored}");
 }
 
 #[test]

@@ -498,6 +498,25 @@ impl Session {
                 }
                 Ok(phase)
             }
+            (ToWorker::SetWaVersion { version }, phase) => {
+                let version = match version.parse::<WaVersion>() {
+                    Ok(version) => version,
+                    Err(e) => {
+                        warn!(error = %e, "ignoring a malformed whatsapp web version");
+                        return Ok(phase);
+                    }
+                };
+                self.version = version;
+                let outdated = self.state.reason == Some(Reason::ClientOutdated);
+                match phase {
+                    Phase::Idle if outdated => {
+                        info!(%version, "whatsapp web version changed; dialling again");
+                        self.state.reconnect_attempts = 0;
+                        self.dial()
+                    }
+                    phase => Ok(phase),
+                }
+            }
             (ToWorker::Shutdown, phase) => Ok(phase),
         }
     }
