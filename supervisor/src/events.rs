@@ -38,6 +38,9 @@ pub enum EventKind {
     /// A message we sent moved on (sent, delivered, read, failed).
     #[serde(rename = "message.status")]
     MessageStatus,
+    /// A call rang (`offer`) or changed (`accept`, `reject`, `terminate`, …).
+    #[serde(rename = "call.received")]
+    CallReceived,
 }
 
 impl EventKind {
@@ -48,6 +51,7 @@ impl EventKind {
             EventKind::AccountQr => "account.qr",
             EventKind::MessageReceived => "message.received",
             EventKind::MessageStatus => "message.status",
+            EventKind::CallReceived => "call.received",
         }
     }
 }
@@ -174,6 +178,19 @@ pub fn status_data(state: &WorkerState) -> serde_json::Value {
         "error": state.last_error,
         "nextRetryAt": state.next_retry_at.map(|t| t.0),
         "phone": state.phone.as_deref().map(crate::http::mask_reported_phone),
+    })
+}
+
+/// The data of a `call.received` event: the caller as `message.received` names a sender (the
+/// JID without device), the call id, what happened, and when (RFC 3339).
+pub fn call_data(call: &ipc_protocol::CallEvent) -> serde_json::Value {
+    serde_json::json!({
+        "callId": call.call_id,
+        "from": call.from,
+        "kind": call.kind,
+        "video": call.video,
+        "offline": call.offline,
+        "timestamp": humantime::format_rfc3339_millis(call.at.as_system_time()).to_string(),
     })
 }
 

@@ -95,11 +95,16 @@ fn confirmed(message: &Node, routing: &Routing) -> Actions {
 }
 
 /// `<notification>`: a `devices` one drops the user's cached device list (under both its
-/// names), an `encrypt` one with `<identity/>` the user's sessions and identity too; every one
-/// is acknowledged.
-pub(crate) fn on_notification(_ctx: &mut Ctx<'_>, notification: &Node) -> Actions {
+/// names), an `encrypt` one with `<identity/>` the user's sessions and identity too, an
+/// `encrypt` one with `<count value=N/>` refills the server's prekeys when it runs low (as the
+/// count IQ does at login, [`super::login::prekeys_needed`]); every one is acknowledged, with
+/// its `type` (`server_sync`, `account_sync`, `picture`, `status`, … need nothing else).
+pub(crate) fn on_notification(ctx: &mut Ctx<'_>, notification: &Node) -> Actions {
     let mut actions = Actions::none();
     let kind = notification.attr_str("type");
+    if kind.as_deref() == Some("encrypt") && notification.child("count").is_some() {
+        actions = actions.merge(super::login::on_prekey_count(ctx, notification));
+    }
     if kind.as_deref() == Some("encrypt") && notification.child("identity").is_some() {
         // The contact reinstalled: its sessions and identity are dead (whatsmeow's reaction).
         for key in ["from", "lid"] {
@@ -126,9 +131,10 @@ pub(crate) fn on_notification(_ctx: &mut Ctx<'_>, notification: &Node) -> Action
     actions.merge(acked(notification))
 }
 
-/// `<call>`: acknowledged.
-pub(crate) fn on_call(_ctx: &mut Ctx<'_>, call: &Node) -> Actions {
-    acked(call)
+/// A top-level `<status>` stanza (some accounts receive them since late 2025,
+/// wa-messaging.md §8.4): acknowledged with `class="status"`, or the server redelivers it.
+pub(crate) fn on_status(_ctx: &mut Ctx<'_>, status: &Node) -> Actions {
+    acked(status)
 }
 
 /// Sends the ack of `stanza`, if it has one.
@@ -137,18 +143,20 @@ pub(crate) fn acked(stanza: &Node) -> Actions {
 }
 
 /// The stanzas the server keeps until we acknowledge them.
-const ACKED: [&str; 4] = ["message", "receipt", "notification", "call"];
+const ACKED: [&str; 5] = ["message", "receipt", "notification", "call", "status"];
 
 /// The `<ack>` for `stanza`, if it needs one: `class`, `id`, `to` = its `from`, `participant`
-/// and `recipient` copied, `type` copied except for messages.
+/// and `recipient` copied, `type` copied except for messages, each only when present
+/// (wa-protocol.md §9.1: whatsmeow's rules; Baileys also copies a message's `type`, and
+/// whatsapp-rust leaves out `recipient`; Baileys and whatsapp-rust add `from` to message acks).
 pub(crate) fn ack_for(stanza: &Node) -> Option<Node> {
     if !ACKED.contains(&stanza.tag.as_str()) {
         return None;
     }
-    let id = stanza.attr_str("id")?.into_owned();
-    let mut ack = Node::new("ack")
-        .attr("class", stanza.tag.clone())
-        .attr("id", id);
+    let id = stanza.get_attr("id")?.clone();
+    let mut ack = Node::new("ack").attr("class", stanza.tag.clone());
+    // Copied as it came, bytes that are not UTF-8 included: the server matches them exactly.
+    ack.set_attr("id".into(), id);
     if let Some(from) = stanza.get_attr("from") {
         ack.set_attr("to".into(), from.clone());
     }
