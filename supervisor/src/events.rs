@@ -261,4 +261,31 @@ mod tests {
             Err(broadcast::error::RecvError::Lagged(_))
         ));
     }
+
+    #[test]
+    fn a_call_event_names_the_caller_as_messages_name_a_sender() {
+        let call = ipc_protocol::CallEvent {
+            call_id: "CALL-1".into(),
+            from: "15550001234@s.whatsapp.net".into(),
+            kind: "offer".into(),
+            video: true,
+            at: UnixMillis(1_700_000_000_000),
+            offline: false,
+        };
+        let bus = EventBus::new();
+        let event = bus.publish(EventKind::CallReceived, &acct("a"), call_data(&call));
+        let json = serde_json::to_value(&*event).expect("serializes");
+        assert_eq!(json["type"], "call.received");
+        assert_eq!(
+            json["data"],
+            serde_json::json!({
+                "callId": "CALL-1",
+                "from": "15550001234@s.whatsapp.net",
+                "kind": "offer",
+                "video": true,
+                "offline": false,
+                "timestamp": "2023-11-14T22:13:20.000Z",
+            })
+        );
+    }
 }
