@@ -17,7 +17,8 @@ use super::actions::{Actions, Persist, Report};
 use super::decrypt::{self, Own, Routing};
 use super::retry::RetryReceipt;
 use super::stage::Ctx;
-use crate::wa::binary::Node;
+use crate::store::creds::Creds;
+use crate::wa::binary::{AttrValue, Jid, Node};
 
 /// `<message>`: steps 1 to 3.
 pub(crate) fn on_message(ctx: &mut Ctx<'_>, message: &Node) -> Actions {
@@ -25,11 +26,11 @@ pub(crate) fn on_message(ctx: &mut Ctx<'_>, message: &Node) -> Actions {
         return acked(message);
     };
     let (Some(own), Some(id)) = (Own::of(creds), message.attr_str("id")) else {
-        return acked(message);
+        return acked_message(creds, message);
     };
     let Some(routing) = decrypt::routing(&own, message) else {
         warn!(%id, "message without a usable sender; acked");
-        return acked(message);
+        return acked_message(creds, message);
     };
     let known = ctx
         .messages
@@ -37,7 +38,7 @@ pub(crate) fn on_message(ctx: &mut Ctx<'_>, message: &Node) -> Actions {
         .is_some();
     if known {
         debug!(%id, "message already recorded; confirming again");
-        return confirmed(message, &routing);
+        return confirmed(creds, message, &routing);
     }
     let decrypted = decrypt::decrypt(ctx.keys, creds, &own, message, &routing);
     let mut actions = Actions::none();
@@ -55,8 +56,8 @@ pub(crate) fn on_message(ctx: &mut Ctx<'_>, message: &Node) -> Actions {
         actions = actions.and_persist(change);
     }
     match decrypted.failure {
-        None => actions.merge(confirmed(message, &routing)),
-        Some(e) if e.is_duplicate() => actions.merge(confirmed(message, &routing)),
+        None => actions.merge(confirmed(creds, message, &routing)),
+        Some(e) if e.is_duplicate() => actions.merge(confirmed(creds, message, &routing)),
         Some(e) => {
             warn!(%id, device = routing.sender.device, reason = e.retry_reason(), error = %e, "message did not decrypt");
             actions = actions.and_report(Report::DecryptFailed);
@@ -67,13 +68,13 @@ pub(crate) fn on_message(ctx: &mut Ctx<'_>, message: &Node) -> Actions {
                 Some(retry) => actions = actions.and_send(retry.build(creds, None)),
                 None => debug!(%id, "retries spent; acking only"),
             }
-            actions.merge(acked(message))
+            actions.merge(acked_message(creds, message))
         }
     }
 }
 
 /// The delivery receipt (§8.4) and the ack of a message handled.
-fn confirmed(message: &Node, routing: &Routing) -> Actions {
+fn confirmed(creds: &Creds, message: &Node, routing: &Routing) -> Actions {
     let mut receipt = Node::new("receipt").attr(
         "id",
         message.attr_str("id").unwrap_or_default().into_owned(),
@@ -91,7 +92,7 @@ fn confirmed(message: &Node, routing: &Routing) -> Actions {
             receipt = receipt.attr("type", "sender");
         }
     }
-    Actions::send(receipt).merge(acked(message))
+    Actions::send(receipt).merge(acked_message(creds, message))
 }
 
 /// `<notification>`: a `devices` one drops the user's cached device list (under both its
@@ -135,6 +136,18 @@ pub(crate) fn on_notification(ctx: &mut Ctx<'_>, notification: &Node) -> Actions
 /// wa-messaging.md §8.4): acknowledged with `class="status"`, or the server redelivers it.
 pub(crate) fn on_status(_ctx: &mut Ctx<'_>, status: &Node) -> Actions {
     acked(status)
+}
+
+/// Sends the ack of a `<message>`, naming our own device in `from` as Baileys and
+/// whatsapp-rust do (whatsmeow leaves it out; wa-protocol.md §9.1).
+fn acked_message(creds: &Creds, message: &Node) -> Actions {
+    let Some(mut ack) = ack_for(message) else {
+        return Actions::none();
+    };
+    if let Some(own) = creds.me.as_ref().and_then(|me| me.jid.parse::<Jid>().ok()) {
+        ack.set_attr("from".into(), AttrValue::Jid(own));
+    }
+    Actions::send(ack)
 }
 
 /// Sends the ack of `stanza`, if it has one.

@@ -376,6 +376,12 @@ async fn acks_each_stanza_kind_and_reports_message_time() {
     assert_eq!(ack.attr_str("class").as_deref(), Some("message"));
     assert_eq!(ack.attr_str("id").as_deref(), Some("M1"));
     assert_eq!(ack.attr_jid("to"), Some(&from));
+    let own = h.creds().and_then(|c| c.me).expect("paired").jid;
+    assert_eq!(
+        ack.attr_jid("from").map(ToString::to_string),
+        Some(own),
+        "message acks name our device, as Baileys and whatsapp-rust do"
+    );
     h.state_where("message time", |s| s.last_message_at.is_some())
         .await;
     for (tag, kind) in [
