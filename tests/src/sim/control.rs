@@ -18,7 +18,7 @@
 //! GET  /stats    → {"registrations","logins","connections","pairings","login_failures",
 //!                   "messages_accepted","messages_relayed","receipts_relayed","usync_queries",
 //!                   "bundle_fetches","prekeys_consumed","client_acks","outbox_overflows",
-//!                   "companions_removed","live"}
+//!                   "companions_removed","live","pushes_unacked"}
 //! POST /flood    {"jid","count","per_second"} → server_sync notifications to the device, paced
 //! GET  /relayed?jid=<device> → [{"tag","id","from","type","participant","encs","pending"}]
 //! POST /send     {"from":<phone>,"to":<jid or phone>,"text"}   → {"ok":true,"id"}
@@ -411,6 +411,7 @@ async fn stats(State(shared): State<Arc<Shared>>) -> Json<Value> {
     let registry = shared.registry();
     let mut stats = json!(registry.stats);
     stats["live"] = json!(registry.sessions().len());
+    stats["pushes_unacked"] = json!(registry.pushes.unacked());
     Json(stats)
 }
 

@@ -287,6 +287,15 @@ impl Ledger {
         self.devices.entry(device.to_string()).or_default()
     }
 
+    /// Pushed stanzas that got no ack yet, on every device (`/stats`: `pushes_unacked`).
+    pub(crate) fn unacked(&self) -> usize {
+        self.devices
+            .values()
+            .flat_map(|d| &d.stanzas)
+            .filter(|p| p.acks.is_empty())
+            .count()
+    }
+
     /// `GET /pushes` for `device`; `None` when nothing was pushed to it or acked by it.
     pub(crate) fn view(&self, device: &Jid) -> Option<LedgerView> {
         let ledger = self.devices.get(&device.to_string())?;
@@ -434,6 +443,7 @@ mod tests {
             build(&mut registry, &device, "nope", &options).map(|_| ()),
             Err(UnknownKind("nope".into()))
         );
+        assert_eq!(registry.pushes.unacked(), 10);
         let view = registry.pushes.view(&device).expect("recorded");
         assert_eq!(view.pings.len(), 2);
         assert_eq!(

@@ -218,5 +218,6 @@ fn acks_stanzas_an_older_decoder_dropped() {
     }
     let view = pushes(&sim, &jid);
     assert_eq!(view["unacked"], json!([]), "{view}");
+    assert_eq!(sim.stats()["pushes_unacked"], 0);
     assert_eq!(sup.account("odd")["status"], "connected");
 }
