@@ -75,10 +75,10 @@ pub(crate) fn on_message(ctx: &mut Ctx<'_>, message: &Node) -> Actions {
 
 /// The delivery receipt (§8.4) and the ack of a message handled.
 fn confirmed(creds: &Creds, message: &Node, routing: &Routing) -> Actions {
-    let mut receipt = Node::new("receipt").attr(
-        "id",
-        message.attr_str("id").unwrap_or_default().into_owned(),
-    );
+    let mut receipt = Node::new("receipt");
+    if let Some(id) = message.get_attr("id") {
+        receipt.set_attr("id".into(), id.clone());
+    }
     for key in ["from", "participant"] {
         if let Some(v) = message.get_attr(key) {
             receipt.set_attr(if key == "from" { "to" } else { key }.into(), v.clone());
