@@ -13,6 +13,7 @@
 //!    │ ── QueryAnswer { request, answer } ────▶ │
 //!    │ ── Message(MessageRecord) ─────────────▶ │ a message arrived, or one of ours moved on
 //!    │                                          │ (already durable; becomes an event)
+//!    │ ── Call(CallEvent) ────────────────────▶ │ a call rang or changed (becomes an event)
 //!    │ ◀──────────────── Confirm { ids } ────── │ incoming ones now durable for the webhooks;
 //!    │                                          │ unconfirmed ones are reported again at start
 //!    │ ◀──────────────────────────── Shutdown   │ (or SIGTERM, or EOF on the link)
@@ -32,8 +33,8 @@ pub mod messaging;
 pub use codec::{encode, FrameDecoder, FrameReader, FrameWriter, MAX_FRAME_LEN};
 pub use error::FrameError;
 pub use message::{
-    AccountId, InvalidAccountId, Reason, ToSupervisor, ToWorker, UnixMillis, WorkerState,
-    WorkerStatus,
+    AccountId, CallEvent, InvalidAccountId, Reason, ToSupervisor, ToWorker, UnixMillis,
+    WorkerState, WorkerStatus,
 };
 pub use messaging::{
     Direction, MessageQuery, MessageRecord, MessageStatus, OutgoingText, QueryAnswer, SendOutcome,

@@ -51,6 +51,27 @@ pub enum ToSupervisor {
     },
     /// A message arrived (status `received`), or one of ours moved on; already durable.
     Message(MessageRecord),
+    /// A `<call>` stanza arrived: someone rings, or a call changed. Sent before the stanza is
+    /// acknowledged, so a crash in between reports it again at the next login.
+    Call(CallEvent),
+}
+
+/// What a `<call>` stanza says (wa-protocol.md §9.2): who, which call, what happened.
+#[derive(Clone, Debug, Deserialize, Eq, PartialEq, Serialize)]
+pub struct CallEvent {
+    /// The call's id (`call-id`), the same in every stanza of one call.
+    pub call_id: String,
+    /// The caller's JID without device (`call-creator`, else the stanza's `from`), as incoming
+    /// messages name their sender.
+    pub from: String,
+    /// What happened: `offer`, `offer_notice`, `preaccept`, `accept`, `reject` or `terminate`.
+    pub kind: String,
+    /// A video call (the offer carries `<video/>`).
+    pub video: bool,
+    /// When the server stamped it (`t`), or when it arrived.
+    pub at: UnixMillis,
+    /// Delivered from the offline queue (`offline` present): the call may be long over.
+    pub offline: bool,
 }
 
 /// A command from the supervisor to a worker.

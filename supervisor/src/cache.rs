@@ -108,6 +108,12 @@ impl Cache {
             .publish(kind, id, crate::http::message_json(record));
     }
 
+    /// A call rang or changed (`call.received`).
+    pub fn call(&self, id: &AccountId, call: &ipc_protocol::CallEvent) {
+        self.events
+            .publish(EventKind::CallReceived, id, events::call_data(call));
+    }
+
     /// Publishes `account.status` when the status or reason changed, `account.qr` when the QR
     /// did.
     fn publish_changes(&self, id: &AccountId, before: Option<&WorkerState>, after: &WorkerState) {

@@ -38,6 +38,9 @@ pub enum EventKind {
     /// A message we sent moved on (sent, delivered, read, failed).
     #[serde(rename = "message.status")]
     MessageStatus,
+    /// A call rang (`offer`) or changed (`accept`, `reject`, `terminate`, …).
+    #[serde(rename = "call.received")]
+    CallReceived,
 }
 
 impl EventKind {
@@ -48,6 +51,7 @@ impl EventKind {
             EventKind::AccountQr => "account.qr",
             EventKind::MessageReceived => "message.received",
             EventKind::MessageStatus => "message.status",
+            EventKind::CallReceived => "call.received",
         }
     }
 }
@@ -177,6 +181,19 @@ pub fn status_data(state: &WorkerState) -> serde_json::Value {
     })
 }
 
+/// The data of a `call.received` event: the caller as `message.received` names a sender (the
+/// JID without device), the call id, what happened, and when (RFC 3339).
+pub fn call_data(call: &ipc_protocol::CallEvent) -> serde_json::Value {
+    serde_json::json!({
+        "callId": call.call_id,
+        "from": call.from,
+        "kind": call.kind,
+        "video": call.video,
+        "offline": call.offline,
+        "timestamp": humantime::format_rfc3339_millis(call.at.as_system_time()).to_string(),
+    })
+}
+
 /// The data of an `account.qr` event; `qr` is null once the QR is gone.
 pub fn qr_data(state: &WorkerState) -> serde_json::Value {
     serde_json::json!({
@@ -243,5 +260,32 @@ mod tests {
             sub.live.recv().await,
             Err(broadcast::error::RecvError::Lagged(_))
         ));
+    }
+
+    #[test]
+    fn a_call_event_names_the_caller_as_messages_name_a_sender() {
+        let call = ipc_protocol::CallEvent {
+            call_id: "CALL-1".into(),
+            from: "15550001234@s.whatsapp.net".into(),
+            kind: "offer".into(),
+            video: true,
+            at: UnixMillis(1_700_000_000_000),
+            offline: false,
+        };
+        let bus = EventBus::new();
+        let event = bus.publish(EventKind::CallReceived, &acct("a"), call_data(&call));
+        let json = serde_json::to_value(&*event).expect("serializes");
+        assert_eq!(json["type"], "call.received");
+        assert_eq!(
+            json["data"],
+            serde_json::json!({
+                "callId": "CALL-1",
+                "from": "15550001234@s.whatsapp.net",
+                "kind": "offer",
+                "video": true,
+                "offline": false,
+                "timestamp": "2023-11-14T22:13:20.000Z",
+            })
+        );
     }
 }

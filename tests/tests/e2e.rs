@@ -13,6 +13,7 @@ mod e2e {
     mod ipc;
     mod leftovers;
     mod messages;
+    mod online;
     mod overload;
     mod phones;
     mod restart;

@@ -161,8 +161,11 @@ impl Connection {
                 },
                 None => payload,
             };
-            match binary::decode(&plaintext) {
-                Ok(node) => {
+            match binary::decode_frame(&plaintext) {
+                Ok(binary::Decoded { node, trailing }) => {
+                    if trailing > 0 {
+                        warn!(tag = %node.tag, trailing, "bytes after the node ignored");
+                    }
                     debug!(node = %node.redacted(), "recv");
                     return Ok(node);
                 }

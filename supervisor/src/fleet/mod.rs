@@ -674,6 +674,7 @@ impl Fleet {
                 }
             }
             ToSupervisor::Message(record) => self.cache.message(id, &record),
+            ToSupervisor::Call(call) => self.cache.call(id, &call),
             ToSupervisor::Hello { .. } => warn!(account = %id, pid, "second hello ignored"),
         }
     }

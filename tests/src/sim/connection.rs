@@ -48,6 +48,14 @@ pub enum Command {
         /// Told after the write.
         written: Option<oneshot::Sender<()>>,
     },
+    /// Write a frame plaintext as it is (flags byte first), for stanzas no encoder writes; tell
+    /// `written` once it is on the socket.
+    SendRaw {
+        /// The plaintext.
+        plaintext: Vec<u8>,
+        /// Told after the write.
+        written: Option<oneshot::Sender<()>>,
+    },
     /// End the connection as `fault` says; tell `done` once it is closed.
     Fault {
         /// How.
@@ -311,7 +319,15 @@ impl NodeIo {
     pub(crate) async fn write(&mut self, node: &Node) -> Result<()> {
         let plaintext = binary::encode(node);
         debug!(tag = %node.tag, id = ?node.attr_str("id"), len = plaintext.len(), "send");
-        let ciphertext = self.transport.encrypt(&plaintext);
+        self.write_plaintext(&plaintext).await
+    }
+
+    /// Encrypts and writes one frame plaintext as it is.
+    ///
+    /// # Errors
+    /// A socket error.
+    pub(crate) async fn write_plaintext(&mut self, plaintext: &[u8]) -> Result<()> {
+        let ciphertext = self.transport.encrypt(plaintext);
         let mut out = Vec::with_capacity(ciphertext.len() + 3);
         frame::encode(&ciphertext, &mut out)?;
         self.ws.send(out).await

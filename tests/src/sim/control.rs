@@ -18,7 +18,7 @@
 //! GET  /stats    → {"registrations","logins","connections","pairings","login_failures",
 //!                   "messages_accepted","messages_relayed","receipts_relayed","usync_queries",
 //!                   "bundle_fetches","prekeys_consumed","client_acks","outbox_overflows",
-//!                   "companions_removed","live"}
+//!                   "companions_removed","live","pushes_unacked"}
 //! POST /flood    {"jid","count","per_second"} → server_sync notifications to the device, paced
 //! GET  /relayed?jid=<device> → [{"tag","id","from","type","participant","encs","pending"}]
 //! POST /send     {"from":<phone>,"to":<jid or phone>,"text"}   → {"ok":true,"id"}
@@ -26,6 +26,9 @@
 //!                → {"messages":[{"id","from","chat","text","kind","t"[,"error"]}],
 //!                   "receipts":[{"id","from","type"}]}
 //! POST /read     {"phone","id"[,"from"]}           → {"ok":true}
+//! POST /push     {"jid","kind"[,"count","from","video"]} → {"ok":true,"id"}  (`pushes`: a ping,
+//!                dirty bit, notification, call or undecodable stanza to a logged-in device)
+//! GET  /pushes?jid=<device> → what the device answered to pushes, and every ack it sent
 //! ```
 //!
 //! 1. `/scan` returns once `pair-success` is on the socket (not after the 515 reconnect).
@@ -66,6 +69,7 @@ use super::faults::Fault;
 use super::groups::{self, GroupRefused};
 use super::peer::{self, SendRefused};
 use super::phone::{self, Qr, ScanError, DEFAULT_PLATFORM};
+use super::pushes;
 use super::registry::{masked, now, unix_now, LiveConfig};
 use super::Shared;
 
@@ -108,6 +112,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/inbox", get(inbox))
         .route("/read", post(read))
         .route("/flood", post(flood))
+        .route("/push", post(push))
+        .route("/pushes", get(pushes_view))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
@@ -405,6 +411,7 @@ async fn stats(State(shared): State<Arc<Shared>>) -> Json<Value> {
     let registry = shared.registry();
     let mut stats = json!(registry.stats);
     stats["live"] = json!(registry.sessions().len());
+    stats["pushes_unacked"] = json!(registry.pushes.unacked());
     Json(stats)
 }
 
@@ -551,4 +558,89 @@ async fn read(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
     let phone = phone_number(&body.phone.text())?;
     peer::read(&mut shared.registry(), &phone, &body.id, unix_now())?;
     Ok(Json(json!({ "ok": true })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushBody {
+    jid: String,
+    kind: String,
+    count: Option<u64>,
+    from: Option<String>,
+    video: Option<bool>,
+}
+
+/// `POST /push`: writes one server push to the device's live, logged-in connection and returns
+/// once it is on the socket (`pushes`).
+async fn push(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
+    let body: PushBody = parse(&body)?;
+    let jid = parse_jid(&body.jid)?;
+    let from = match body.from.as_deref() {
+        Some(text) if text.contains('@') => Some(parse_jid(text)?),
+        Some(text) => Some(Jid::new(
+            phone_number(text)?,
+            worker::wa::binary::jid::DEFAULT_USER_SERVER,
+        )),
+        None => None,
+    };
+    let options = pushes::PushOptions {
+        count: body.count,
+        from,
+        video: body.video.unwrap_or(false),
+    };
+    let (written, sent) = oneshot::channel();
+    let id = {
+        let mut registry = shared.registry();
+        let commands = registry
+            .logged_in(&jid)
+            .map(|(_, c)| c.commands.clone())
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "no live logged-in connection for this device",
+                )
+            })?;
+        let (id, push) = pushes::build(&mut registry, &jid, &body.kind, &options)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+        let written = Some(written);
+        let command = match push {
+            pushes::Push::Node(node) => Command::Send { node, written },
+            pushes::Push::Raw(plaintext) => Command::SendRaw { plaintext, written },
+        };
+        commands
+            .send(command)
+            .map_err(|_| ApiError::new(StatusCode::GONE, "the connection closed"))?;
+        id
+    };
+    match tokio::time::timeout(COMMAND_WAIT, sent).await {
+        Ok(Ok(())) => {
+            info!(kind = %body.kind, device = jid.device, "pushed");
+            Ok(Json(json!({ "ok": true, "id": id })))
+        }
+        _ => Err(ApiError::new(StatusCode::GONE, "the connection closed")),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct PushesQuery {
+    jid: Option<String>,
+}
+
+/// `GET /pushes?jid=<device>`: what the device answered to pushes, and every ack it sent.
+async fn pushes_view(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<PushesQuery>,
+) -> ApiResult {
+    let jid = query
+        .jid
+        .as_deref()
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "jid is required"))
+        .and_then(parse_jid)?;
+    let view = shared.registry().pushes.view(&jid).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "nothing pushed to or acked by this device",
+        )
+    })?;
+    Ok(Json(json!(view)))
 }

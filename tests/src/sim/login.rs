@@ -13,6 +13,8 @@
 //! 4. On `<active/>`: `<ib><offline_preview count message receipt notification …/></ib>`, the
 //!    device's outbox (each stanza `offline` marked), then `<ib><offline count=N/></ib>`
 //!    (wa-messaging.md §10). The client's `<ib><offline_batch/></ib>` needs no answer.
+//!    A device's answers to server pushes (ping results, the clean IQ, `offline_batch`, prekey
+//!    uploads, every ack) are recorded for `/pushes` (`pushes`).
 //! 5. `<ack>`/`<receipt>` confirm delivered stanzas (`delivery`); a client `<message>` or
 //!    `<receipt>` is relayed to its recipients and acked (`relay`); `<presence name>` records
 //!    the account's push name; other `<ib>`, `<presence>`, `<chatstate>` are ignored.
@@ -28,7 +30,7 @@ use super::iq;
 use super::pairing::verify_skey;
 use super::registry::{same_device, unix_now, ConnId, LoginGrant, Registry};
 use super::session::Step;
-use super::{directory, groups, relay};
+use super::{directory, groups, pushes, relay};
 
 /// `<ib><edge_routing><routing_info>…` (§8.7): what a real edge sends after login so the client
 /// names it in its next connection's `ED` pre-intro. The bytes are opaque to clients; the
@@ -63,7 +65,12 @@ pub(crate) fn on_node(registry: &mut Registry, conn: ConnId, node: &Node) -> Ste
     match node.tag.as_str() {
         "iq" => on_iq(registry, conn, node),
         "ack" => {
+            pushes::on_ack(registry, conn, node);
             delivery::on_confirmation(registry, conn, node);
+            Step::default()
+        }
+        "ib" => {
+            pushes::on_ib(registry, conn, node);
             Step::default()
         }
         "receipt" => {
@@ -82,7 +89,8 @@ pub(crate) fn on_node(registry: &mut Registry, conn: ConnId, node: &Node) -> Ste
 fn on_iq(registry: &mut Registry, conn: ConnId, node: &Node) -> Step {
     let kind = node.attr_str("type").unwrap_or_default().into_owned();
     if kind != "get" && kind != "set" {
-        debug!(conn_id = %conn, kind, "ignored iq answer");
+        debug!(conn_id = %conn, kind, "iq answer");
+        pushes::on_answer(registry, conn, node);
         return Step::default();
     }
     if let Some(answer) = iq::answer_common(node) {
@@ -94,7 +102,14 @@ fn on_iq(registry: &mut Registry, conn: ConnId, node: &Node) -> Step {
         ("encrypt", "get", Some("count")) => Step::send(prekey_count(registry, conn, node)),
         ("encrypt", "get", Some("digest")) => Step::send(key_digest(registry, conn, node)),
         ("encrypt", "set", _) if node.child("list").is_some() => {
-            Step::send(upload(registry, conn, node))
+            let answer = upload(registry, conn, node);
+            if answer.attr_str("type").as_deref() == Some("result") {
+                pushes::on_upload(registry, conn);
+            }
+            Step::send(answer)
+        }
+        (pushes::DIRTY_XMLNS, "set", Some("clean")) => {
+            Step::send(pushes::clean(registry, conn, node))
         }
         ("passive", "set", Some("active")) => go_active(registry, conn, node),
         ("usync", "get", _) => Step::send(directory::usync(registry, node)),

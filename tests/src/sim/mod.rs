@@ -9,7 +9,8 @@
 //!              ├─ control               http://127.0.0.1:Q: /scan (phone), /message (delivery),
 //!              │                          /conflict /logout /drop /restart /error /end (faults),
 //!              │                          /group, /config, /sessions, /stats, /relayed,
-//!              │                          /send /inbox /read (the phones as Signal peers)
+//!              │                          /send /inbox /read (the phones as Signal peers),
+//!              │                          /push /pushes (server pushes and their answers)
 //!              └─ registry (one mutex)  accounts (PN and LID), devices, groups, live
 //!                                         connections, counters
 //! ```
@@ -46,6 +47,7 @@ mod pairing;
 mod peer;
 pub mod phone;
 mod pki;
+mod pushes;
 pub mod registry;
 mod relay;
 mod server;

@@ -141,6 +141,8 @@ pub struct Registry {
     pub stats: Stats,
     /// The live settings.
     pub config: LiveConfig,
+    /// What devices answered to `/push` (`pushes`).
+    pub(crate) pushes: super::pushes::Ledger,
     next_conn: u64,
     next_id: u64,
     next_group: u64,

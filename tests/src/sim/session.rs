@@ -88,6 +88,11 @@ impl Session {
                         notify = written;
                         Step::send(node)
                     }
+                    Command::SendRaw { plaintext, written } => {
+                        notify = written;
+                        self.io.write_plaintext(&plaintext).await?;
+                        Step::default()
+                    }
                     Command::Fault { fault, done } => {
                         notify = done;
                         self.shared.registry().set_state(self.id, ConnState::Closing);

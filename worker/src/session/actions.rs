@@ -125,6 +125,8 @@ pub(crate) enum Report {
     MessageSeen,
     /// A message could not be decrypted.
     DecryptFailed,
+    /// A call rang or changed.
+    Call(ipc_protocol::CallEvent),
 }
 
 impl Actions {

@@ -8,7 +8,7 @@ use tracing::{debug, warn};
 use super::actions::Actions;
 use super::request::Purpose;
 use super::stage::{Ctx, Stage};
-use super::{events, keepalive, login, logout, pair, receipts, receive, send};
+use super::{events, keepalive, login, logout, pair, pushes, receipts, receive, send};
 use crate::wa::binary::Node;
 
 /// A stanza handler.
@@ -25,7 +25,8 @@ const HANDLERS: &[(&str, Handler)] = &[
     ("message", receive::on_message),
     ("receipt", receipts::on_receipt),
     ("notification", receive::on_notification),
-    ("call", receive::on_call),
+    ("call", pushes::on_call),
+    ("status", receive::on_status),
     ("ack", send::on_ack),
 ];
 
@@ -57,8 +58,12 @@ pub(crate) fn on_timer(ctx: &mut Ctx<'_>) -> Actions {
     }
 }
 
-/// `<iq>`: server requests by their child, answers to ours by the purpose we recorded.
+/// `<iq>`: server requests by their child (or, for its ping, namespace), answers to ours by the
+/// purpose we recorded.
 fn on_iq(ctx: &mut Ctx<'_>, iq: &Node) -> Actions {
+    if pushes::is_server_ping(iq) {
+        return pushes::on_server_ping(ctx, iq);
+    }
     let kind = iq.attr_str("type").unwrap_or_default();
     if kind == "set" {
         if let Some(pair_device) = iq.child("pair-device") {
@@ -82,7 +87,7 @@ fn on_iq(ctx: &mut Ctx<'_>, iq: &Node) -> Actions {
         Purpose::Bundles if ok => send::on_bundles(ctx, iq),
         Purpose::GroupInfo if ok => send::on_group_info(ctx, iq),
         Purpose::Devices | Purpose::Bundles | Purpose::GroupInfo => send::on_iq_error(ctx, iq),
-        Purpose::PrekeyCount | Purpose::PrekeyUpload | Purpose::Active => {
+        Purpose::PrekeyCount | Purpose::PrekeyUpload | Purpose::Active | Purpose::CleanDirty => {
             if !ok {
                 warn!(?purpose, %iq, "iq failed");
             }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use ipc_protocol::{Reason, WorkerStatus};
 
 use super::actions::{Actions, Persist};
+use super::pushes;
 use super::stage::Ctx;
 use crate::wa::binary::Node;
 
@@ -166,12 +167,28 @@ pub(crate) fn on_stream_end(_ctx: &mut Ctx<'_>, _node: &Node) -> Actions {
     })
 }
 
-/// `<ib>`: keep the edge routing info for the next connect (§8.7).
-pub(crate) fn on_ib(_ctx: &mut Ctx<'_>, ib: &Node) -> Actions {
-    match routing_info(ib) {
+/// `<ib>` (§8.7; no ack): keep the edge routing info for the next connect; the offline backlog's
+/// preview, its end and dirty bits go to [`super::pushes`]; other children (`thread_metadata`,
+/// `downgrade_webclient`, …) are ignored, as all three clients ignore them.
+pub(crate) fn on_ib(ctx: &mut Ctx<'_>, ib: &Node) -> Actions {
+    let mut actions = match routing_info(ib) {
         Some(info) => Actions::none().and_persist(Persist::RoutingInfo(info)),
         None => Actions::none(),
+    };
+    for child in ib.children_slice() {
+        let decided = match child.tag.as_str() {
+            "offline_preview" => pushes::on_offline_preview(ctx, child),
+            "offline" => pushes::on_offline_end(ctx, child),
+            "dirty" => pushes::on_dirty(ctx, child),
+            "edge_routing" => Actions::none(),
+            other => {
+                tracing::debug!(child = other, "ib ignored");
+                Actions::none()
+            }
+        };
+        actions = actions.merge(decided);
     }
+    actions
 }
 
 /// The routing info of an `<ib><edge_routing><routing_info>…` stanza (§8.7).

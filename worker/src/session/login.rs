@@ -103,8 +103,10 @@ pub(crate) fn on_success(ctx: &mut Ctx<'_>, node: &Node) -> Actions {
     actions
 }
 
-/// The answer to the prekey count: upload a batch when the server runs low. The new keys are
-/// durable before the upload goes out (the upload follows the persist step).
+/// The answer to the prekey count, or the server's `<notification type="encrypt"><count
+/// value=N/>`: upload a batch when the server runs low (fewer than 5: whatsmeow and Baileys;
+/// whatsapp-rust uploads on every such notification). The new keys are durable before the upload
+/// goes out (the upload follows the persist step).
 pub(crate) fn on_prekey_count(ctx: &mut Ctx<'_>, result: &Node) -> Actions {
     let stocked = match ctx.keys.has_prekeys() {
         Ok(stocked) => stocked,

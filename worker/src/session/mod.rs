@@ -34,6 +34,7 @@ mod logout;
 mod messages;
 mod pair;
 mod payload;
+mod pushes;
 mod receipts;
 mod receive;
 pub(crate) mod reconnect;
@@ -787,6 +788,7 @@ impl Session {
                 self.state.decrypt_failures = self.state.decrypt_failures.saturating_add(1);
                 self.touch();
             }
+            Report::Call(call) => self.link.send(ToSupervisor::Call(call)),
         }
     }
 

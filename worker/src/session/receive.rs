@@ -17,7 +17,8 @@ use super::actions::{Actions, Persist, Report};
 use super::decrypt::{self, Own, Routing};
 use super::retry::RetryReceipt;
 use super::stage::Ctx;
-use crate::wa::binary::Node;
+use crate::store::creds::Creds;
+use crate::wa::binary::{AttrValue, Jid, Node};
 
 /// `<message>`: steps 1 to 3.
 pub(crate) fn on_message(ctx: &mut Ctx<'_>, message: &Node) -> Actions {
@@ -25,11 +26,11 @@ pub(crate) fn on_message(ctx: &mut Ctx<'_>, message: &Node) -> Actions {
         return acked(message);
     };
     let (Some(own), Some(id)) = (Own::of(creds), message.attr_str("id")) else {
-        return acked(message);
+        return acked_message(creds, message);
     };
     let Some(routing) = decrypt::routing(&own, message) else {
         warn!(%id, "message without a usable sender; acked");
-        return acked(message);
+        return acked_message(creds, message);
     };
     let known = ctx
         .messages
@@ -37,7 +38,7 @@ pub(crate) fn on_message(ctx: &mut Ctx<'_>, message: &Node) -> Actions {
         .is_some();
     if known {
         debug!(%id, "message already recorded; confirming again");
-        return confirmed(message, &routing);
+        return confirmed(creds, message, &routing);
     }
     let decrypted = decrypt::decrypt(ctx.keys, creds, &own, message, &routing);
     let mut actions = Actions::none();
@@ -55,8 +56,8 @@ pub(crate) fn on_message(ctx: &mut Ctx<'_>, message: &Node) -> Actions {
         actions = actions.and_persist(change);
     }
     match decrypted.failure {
-        None => actions.merge(confirmed(message, &routing)),
-        Some(e) if e.is_duplicate() => actions.merge(confirmed(message, &routing)),
+        None => actions.merge(confirmed(creds, message, &routing)),
+        Some(e) if e.is_duplicate() => actions.merge(confirmed(creds, message, &routing)),
         Some(e) => {
             warn!(%id, device = routing.sender.device, reason = e.retry_reason(), error = %e, "message did not decrypt");
             actions = actions.and_report(Report::DecryptFailed);
@@ -67,17 +68,17 @@ pub(crate) fn on_message(ctx: &mut Ctx<'_>, message: &Node) -> Actions {
                 Some(retry) => actions = actions.and_send(retry.build(creds, None)),
                 None => debug!(%id, "retries spent; acking only"),
             }
-            actions.merge(acked(message))
+            actions.merge(acked_message(creds, message))
         }
     }
 }
 
 /// The delivery receipt (§8.4) and the ack of a message handled.
-fn confirmed(message: &Node, routing: &Routing) -> Actions {
-    let mut receipt = Node::new("receipt").attr(
-        "id",
-        message.attr_str("id").unwrap_or_default().into_owned(),
-    );
+fn confirmed(creds: &Creds, message: &Node, routing: &Routing) -> Actions {
+    let mut receipt = Node::new("receipt");
+    if let Some(id) = message.get_attr("id") {
+        receipt.set_attr("id".into(), id.clone());
+    }
     for key in ["from", "participant"] {
         if let Some(v) = message.get_attr(key) {
             receipt.set_attr(if key == "from" { "to" } else { key }.into(), v.clone());
@@ -91,15 +92,20 @@ fn confirmed(message: &Node, routing: &Routing) -> Actions {
             receipt = receipt.attr("type", "sender");
         }
     }
-    Actions::send(receipt).merge(acked(message))
+    Actions::send(receipt).merge(acked_message(creds, message))
 }
 
 /// `<notification>`: a `devices` one drops the user's cached device list (under both its
-/// names), an `encrypt` one with `<identity/>` the user's sessions and identity too; every one
-/// is acknowledged.
-pub(crate) fn on_notification(_ctx: &mut Ctx<'_>, notification: &Node) -> Actions {
+/// names), an `encrypt` one with `<identity/>` the user's sessions and identity too, an
+/// `encrypt` one with `<count value=N/>` refills the server's prekeys when it runs low (as the
+/// count IQ does at login, [`super::login::prekeys_needed`]); every one is acknowledged, with
+/// its `type` (`server_sync`, `account_sync`, `picture`, `status`, … need nothing else).
+pub(crate) fn on_notification(ctx: &mut Ctx<'_>, notification: &Node) -> Actions {
     let mut actions = Actions::none();
     let kind = notification.attr_str("type");
+    if kind.as_deref() == Some("encrypt") && notification.child("count").is_some() {
+        actions = actions.merge(super::login::on_prekey_count(ctx, notification));
+    }
     if kind.as_deref() == Some("encrypt") && notification.child("identity").is_some() {
         // The contact reinstalled: its sessions and identity are dead (whatsmeow's reaction).
         for key in ["from", "lid"] {
@@ -126,9 +132,22 @@ pub(crate) fn on_notification(_ctx: &mut Ctx<'_>, notification: &Node) -> Action
     actions.merge(acked(notification))
 }
 
-/// `<call>`: acknowledged.
-pub(crate) fn on_call(_ctx: &mut Ctx<'_>, call: &Node) -> Actions {
-    acked(call)
+/// A top-level `<status>` stanza (some accounts receive them since late 2025,
+/// wa-messaging.md §8.4): acknowledged with `class="status"`, or the server redelivers it.
+pub(crate) fn on_status(_ctx: &mut Ctx<'_>, status: &Node) -> Actions {
+    acked(status)
+}
+
+/// Sends the ack of a `<message>`, naming our own device in `from` as Baileys and
+/// whatsapp-rust do (whatsmeow leaves it out; wa-protocol.md §9.1).
+fn acked_message(creds: &Creds, message: &Node) -> Actions {
+    let Some(mut ack) = ack_for(message) else {
+        return Actions::none();
+    };
+    if let Some(own) = creds.me.as_ref().and_then(|me| me.jid.parse::<Jid>().ok()) {
+        ack.set_attr("from".into(), AttrValue::Jid(own));
+    }
+    Actions::send(ack)
 }
 
 /// Sends the ack of `stanza`, if it has one.
@@ -137,18 +156,20 @@ pub(crate) fn acked(stanza: &Node) -> Actions {
 }
 
 /// The stanzas the server keeps until we acknowledge them.
-const ACKED: [&str; 4] = ["message", "receipt", "notification", "call"];
+const ACKED: [&str; 5] = ["message", "receipt", "notification", "call", "status"];
 
 /// The `<ack>` for `stanza`, if it needs one: `class`, `id`, `to` = its `from`, `participant`
-/// and `recipient` copied, `type` copied except for messages.
+/// and `recipient` copied, `type` copied except for messages, each only when present
+/// (wa-protocol.md §9.1: whatsmeow's rules; Baileys also copies a message's `type`, and
+/// whatsapp-rust leaves out `recipient`; Baileys and whatsapp-rust add `from` to message acks).
 pub(crate) fn ack_for(stanza: &Node) -> Option<Node> {
     if !ACKED.contains(&stanza.tag.as_str()) {
         return None;
     }
-    let id = stanza.attr_str("id")?.into_owned();
-    let mut ack = Node::new("ack")
-        .attr("class", stanza.tag.clone())
-        .attr("id", id);
+    let id = stanza.get_attr("id")?.clone();
+    let mut ack = Node::new("ack").attr("class", stanza.tag.clone());
+    // Copied as it came, bytes that are not UTF-8 included: the server matches them exactly.
+    ack.set_attr("id".into(), id);
     if let Some(from) = stanza.get_attr("from") {
         ack.set_attr("to".into(), from.clone());
     }

@@ -24,6 +24,8 @@ pub(crate) enum Purpose {
     Bundles,
     /// The metadata of the group the message in flight goes to.
     GroupInfo,
+    /// The clean IQ that answers a dirty bit.
+    CleanDirty,
 }
 
 /// Ids and the IQs awaiting an answer, for one connection.

@@ -376,6 +376,12 @@ async fn acks_each_stanza_kind_and_reports_message_time() {
     assert_eq!(ack.attr_str("class").as_deref(), Some("message"));
     assert_eq!(ack.attr_str("id").as_deref(), Some("M1"));
     assert_eq!(ack.attr_jid("to"), Some(&from));
+    let own = h.creds().and_then(|c| c.me).expect("paired").jid;
+    assert_eq!(
+        ack.attr_jid("from").map(ToString::to_string),
+        Some(own),
+        "message acks name our device, as Baileys and whatsapp-rust do"
+    );
     h.state_where("message time", |s| s.last_message_at.is_some())
         .await;
     for (tag, kind) in [
@@ -997,5 +1003,230 @@ async fn sends_a_queued_text_end_to_end_and_follows_its_receipts() {
         .expect("send");
     let usync = sent(&mut server, "iq").await;
     assert_eq!(usync.attr_str("xmlns").as_deref(), Some("usync"));
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn answers_the_servers_pings_previews_and_dirty_bits() {
+    let mut h = Harness::start(Some(&paired_creds()));
+    let mut server = h.online().await;
+    // Both ping shapes (wa-protocol.md §8.4), answered to their `from`, with their id.
+    for ping in [
+        Node::new("iq")
+            .jid_attr("from", Jid::server_jid())
+            .attr("id", "srv-1")
+            .attr("type", "get")
+            .attr("xmlns", "urn:xmpp:ping"),
+        Node::new("iq")
+            .jid_attr("from", Jid::server_jid())
+            .attr("id", "srv-2")
+            .attr("type", "get")
+            .attr("xmlns", "w:p")
+            .children(vec![Node::new("ping")]),
+    ] {
+        server.push(ping.clone());
+        let pong = sent(&mut server, "iq").await;
+        assert_eq!(pong.attr_str("type").as_deref(), Some("result"));
+        assert_eq!(pong.attr_str("id"), ping.attr_str("id"));
+        assert_eq!(pong.attr_jid("to"), Some(&Jid::server_jid()));
+        assert!(pong.attr_str("xmlns").is_none(), "{pong}");
+    }
+    // The offline preview asks for a batch; the end marker asks nothing.
+    server.push(Node::new("ib").children(vec![Node::new("offline_preview")
+        .attr("count", "3")
+        .attr("message", "1")
+        .attr("notification", "1")
+        .attr("receipt", "1")]));
+    let batch = sent(&mut server, "ib").await;
+    let child = batch.child("offline_batch").expect("offline_batch");
+    assert_eq!(child.attr_str("count").as_deref(), Some("100"));
+    server.push(Node::new("ib").children(vec![Node::new("offline").attr("count", "3")]));
+    // A dirty bit gets the clean IQ, whatsapp-rust's shape.
+    server.push(Node::new("ib").children(vec![Node::new("dirty")
+        .attr("type", "account_sync")
+        .attr("timestamp", "1700000000")]));
+    let clean = sent(&mut server, "iq").await;
+    assert_eq!(
+        clean.attr_str("xmlns").as_deref(),
+        Some("urn:xmpp:whatsapp:dirty")
+    );
+    assert_eq!(clean.attr_str("type").as_deref(), Some("set"));
+    assert_eq!(clean.attr_jid("to"), Some(&Jid::server_jid()));
+    let c = clean.child("clean").expect("clean");
+    assert_eq!(c.attr_str("type").as_deref(), Some("account_sync"));
+    assert_eq!(c.attr_str("timestamp").as_deref(), Some("1700000000"));
+    server.push(result(&clean));
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn refills_prekeys_when_the_server_says_it_runs_low() {
+    let mut h = Harness::start(Some(&paired_creds()));
+    let mut server = h.online().await;
+    let notification = |id: &str, value: &str| {
+        Node::new("notification")
+            .jid_attr("from", Jid::server_jid())
+            .attr("id", id)
+            .attr("type", "encrypt")
+            .attr("t", "1700000000")
+            .children(vec![Node::new("count").attr("value", value)])
+    };
+    // Plenty left: acked, nothing uploaded.
+    server.push(notification("E1", "40"));
+    let ack = sent(&mut server, "ack").await;
+    assert_eq!(ack.attr_str("id").as_deref(), Some("E1"));
+    assert_eq!(ack.attr_str("type").as_deref(), Some("encrypt"));
+    // Low: acked, then a first batch (nothing was stocked before) goes up.
+    server.push(notification("E2", "2"));
+    let ack = sent(&mut server, "ack").await;
+    assert_eq!(ack.attr_str("id").as_deref(), Some("E2"));
+    let upload = sent(&mut server, "iq").await;
+    assert_eq!(upload.attr_str("xmlns").as_deref(), Some("encrypt"));
+    assert_eq!(upload.attr_str("type").as_deref(), Some("set"));
+    let keys = upload.child("list").expect("list").children_slice().len();
+    assert_eq!(keys, 812);
+    server.push(result(&upload));
+    // Low again: a later batch.
+    server.push(notification("E3", "0"));
+    sent(&mut server, "ack").await;
+    let upload = sent(&mut server, "iq").await;
+    let keys = upload.child("list").expect("list").children_slice().len();
+    assert_eq!(keys, 50);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn acks_calls_and_reports_each_offer_once() {
+    let mut h = Harness::start(Some(&paired_creds()));
+    let mut server = h.online().await;
+    let caller: Jid = "15550001234:5@s.whatsapp.net".parse().expect("jid");
+    let call = |id: &str, child: Node| {
+        Node::new("call")
+            .jid_attr("from", caller.clone())
+            .attr("id", id)
+            .attr("t", "1700000000")
+            .children(vec![child])
+    };
+    server.push(call(
+        "C1",
+        Node::new("offer")
+            .attr("call-id", "CALL-1")
+            .jid_attr("call-creator", caller.clone())
+            .children(vec![Node::new("audio")]),
+    ));
+    let ack = sent(&mut server, "ack").await;
+    assert_eq!(ack.attr_str("class").as_deref(), Some("call"));
+    assert_eq!(ack.attr_str("id").as_deref(), Some("C1"));
+    assert_eq!(ack.attr_jid("to"), Some(&caller));
+    assert!(ack.get_attr("type").is_none(), "no type to copy");
+    server.push(call("C2", Node::new("transport").attr("call-id", "CALL-1")));
+    let ack = sent(&mut server, "ack").await;
+    assert_eq!(ack.attr_str("id").as_deref(), Some("C2"));
+    server.push(call("C3", Node::new("terminate").attr("call-id", "CALL-1")));
+    sent(&mut server, "ack").await;
+    let calls: Vec<_> = h
+        .stop()
+        .await
+        .into_iter()
+        .filter_map(|m| match m {
+            ToSupervisor::Call(call) => Some((call.kind, call.call_id, call.from)),
+            _ => None,
+        })
+        .collect();
+    let caller_bare = "15550001234@s.whatsapp.net".to_owned();
+    assert_eq!(
+        calls,
+        vec![
+            ("offer".into(), "CALL-1".into(), caller_bare.clone()),
+            ("terminate".into(), "CALL-1".into(), caller_bare),
+        ],
+        "the offer and the end, not the signalling"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn acks_the_notifications_and_stanzas_a_real_server_pushes() {
+    let mut h = Harness::start(Some(&paired_creds()));
+    let mut server = h.online().await;
+    let user: Jid = "15550004321@s.whatsapp.net".parse().expect("jid");
+    let own: Jid = "15551234567@s.whatsapp.net".parse().expect("jid");
+    let notifications = [
+        (
+            "server_sync",
+            Jid::server_jid(),
+            Node::new("collection")
+                .attr("name", "regular_high")
+                .attr("version", "3"),
+        ),
+        (
+            "devices",
+            user.clone(),
+            Node::new("add").children(vec![Node::new("device")
+                .jid_attr("jid", Jid::device("15550004321", "s.whatsapp.net", 4))]),
+        ),
+        (
+            "account_sync",
+            own,
+            Node::new("devices").attr("dhash", "2:abc"),
+        ),
+        (
+            "picture",
+            user.clone(),
+            Node::new("set")
+                .jid_attr("jid", user.clone())
+                .attr("id", "1"),
+        ),
+        ("status", user.clone(), Node::new("set").text("hello")),
+    ];
+    for (n, (kind, from, child)) in notifications.into_iter().enumerate() {
+        let id = format!("N{n}");
+        server.push(
+            Node::new("notification")
+                .jid_attr("from", from.clone())
+                .attr("id", id.clone())
+                .attr("type", kind)
+                .attr("t", "1700000000")
+                .children(vec![child]),
+        );
+        let ack = sent(&mut server, "ack").await;
+        assert_eq!(ack.attr_str("class").as_deref(), Some("notification"));
+        assert_eq!(ack.attr_str("id").as_deref(), Some(id.as_str()));
+        assert_eq!(ack.attr_str("type").as_deref(), Some(kind));
+        assert_eq!(ack.attr_jid("to"), Some(&from));
+        assert!(ack.get_attr("participant").is_none());
+    }
+    // A group notification names its participant: copied.
+    let group: Jid = "120363000000000001@g.us".parse().expect("jid");
+    server.push(
+        Node::new("notification")
+            .jid_attr("from", group.clone())
+            .jid_attr("participant", user.clone())
+            .attr("id", "G1")
+            .attr("type", "w:gp2"),
+    );
+    let ack = sent(&mut server, "ack").await;
+    assert_eq!(ack.attr_jid("participant"), Some(&user));
+    // A top-level <status> stanza: class "status".
+    server.push(
+        Node::new("status")
+            .jid_attr("from", user.clone())
+            .attr("id", "S1"),
+    );
+    let ack = sent(&mut server, "ack").await;
+    assert_eq!(ack.attr_str("class").as_deref(), Some("status"));
+    // An id that is not UTF-8 is echoed byte for byte.
+    let mut odd = Node::new("notification")
+        .jid_attr("from", Jid::server_jid())
+        .attr("type", "server_sync");
+    odd.set_attr(
+        "id".into(),
+        crate::wa::binary::AttrValue::Bytes(vec![0xFF, 0x01]),
+    );
+    server.push(odd);
+    let ack = sent(&mut server, "ack").await;
+    assert_eq!(
+        ack.get_attr("id"),
+        Some(&crate::wa::binary::AttrValue::Bytes(vec![0xFF, 0x01]))
+    );
     h.stop().await;
 }

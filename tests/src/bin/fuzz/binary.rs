@@ -2,7 +2,8 @@
 //!
 //! Modes (first byte):
 //! - 0: a frame plaintext, flags byte first: `binary::decode` (inflates when the flags say so);
-//! - 1: node bytes without flags: `binary::decode_node`;
+//! - 1: node bytes without flags: `binary::decode_node` (bytes after the node are ignored, and
+//!   text that is not UTF-8 is kept as bytes, so the stanza can still be acknowledged);
 //! - 2: node bytes, compressed here, then decoded as a compressed frame, so the mutations
 //!   reach the node decoder through the zlib path (mode 0 breaks the zlib stream itself).
 //!
@@ -112,6 +113,8 @@ impl Target for Binary {
             seeds.push(with_mode(0, &with_mode(0, node)));
             seeds.push(with_mode(0, &binary.compressed_frame(node)));
             seeds.push(with_mode(1, node));
+            // Bytes after the node: read and ignored.
+            seeds.push(with_mode(1, &[node.as_slice(), &[1, 2, 3]].concat()));
             seeds.push(with_mode(2, node));
         }
         seeds
@@ -249,5 +252,10 @@ fn sample_nodes() -> Vec<Node> {
         Node::new("stream:error").children(vec![Node::new("conflict").attr("type", "replaced")]),
         Node::new("x").children(Vec::new()),
         Node::new("jid").text(jid("15551234567", "s.whatsapp.net", 0).to_string()),
+        {
+            let mut odd = Node::new("notification").attr("type", "server_sync");
+            odd.set_attr("id".into(), AttrValue::Bytes(vec![0xFF, 0xFE, b'1']));
+            odd
+        },
     ]
 }

@@ -1,6 +1,14 @@
 //! The decoder (wa-protocol.md §5.2–§5.8). It reads what any of the three clients writes, and
 //! treats its input as hostile: every length is checked against the bytes left before anything
 //! is allocated, nesting is capped, and no input panics.
+//!
+//! It is as lenient as whatsmeow where a stanza is still readable, so that the session can
+//! acknowledge it rather than drop it and have the server deliver it again at every login:
+//! - text that is not UTF-8 is kept: an attribute value as [`AttrValue::Bytes`], content as
+//!   bytes (it always is); a tag, key or JID part, which must be text, gets U+FFFD for each bad
+//!   sequence (whatsmeow keeps Go strings of any bytes; Baileys does the same replacement);
+//! - bytes after the top-level node are counted and left, as Baileys leaves them (whatsmeow and
+//!   whatsapp-rust drop such a frame).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -48,15 +56,9 @@ pub enum DecodeError {
     /// A packed string flagged odd that holds no byte.
     #[error("packed string is flagged odd but empty")]
     InvalidPackedLength,
-    /// A raw string is not UTF-8.
-    #[error("string is not valid utf-8")]
-    InvalidUtf8(#[source] std::string::FromUtf8Error),
     /// Nodes nest deeper than [`MAX_DEPTH`].
     #[error("nodes nest deeper than {MAX_DEPTH} levels")]
     TooDeep,
-    /// Bytes follow the top-level node.
-    #[error("{0} leftover bytes after the node")]
-    LeftoverBytes(usize),
     /// A compressed frame inflates beyond [`MAX_INFLATED_LEN`].
     #[error("compressed frame inflates beyond {MAX_INFLATED_LEN} bytes")]
     TooLarge,
@@ -65,14 +67,11 @@ pub enum DecodeError {
     Zlib(#[source] std::io::Error),
 }
 
-/// Decodes exactly one node from `bytes`.
-pub(super) fn read_node_exact(bytes: &[u8]) -> Result<Node, DecodeError> {
+/// Decodes the node at the start of `bytes`; also returns how many bytes follow it.
+pub(super) fn read_node_first(bytes: &[u8]) -> Result<(Node, usize), DecodeError> {
     let mut cursor = Cursor::new(bytes);
     let node = cursor.read_node(0)?;
-    match cursor.remaining() {
-        0 => Ok(node),
-        n => Err(DecodeError::LeftoverBytes(n)),
-    }
+    Ok((node, cursor.remaining()))
 }
 
 /// Inflates a compressed frame body, refusing to grow past [`MAX_INFLATED_LEN`].
@@ -215,17 +214,20 @@ impl<'a> Cursor<'a> {
         }
         Ok(match self.read_text(header)? {
             Text::Str(s) => AttrValue::Str(s),
-            Text::Bytes(bytes) => AttrValue::Str(utf8(bytes)?),
+            Text::Bytes(bytes) => match std::str::from_utf8(bytes) {
+                Ok(text) => AttrValue::Str(text.to_owned()),
+                Err(_) => AttrValue::Bytes(bytes.to_vec()),
+            },
         })
     }
 
-    /// A tag, key or JID part: any string form, `BINARY_*` as UTF-8, `00` as `""`. JIDs are
-    /// refused before anything nested is read, so JID parts cannot recurse.
+    /// A tag, key or JID part: any string form, `BINARY_*` as (lossy) UTF-8, `00` as `""`.
+    /// JIDs are refused before anything nested is read, so JID parts cannot recurse.
     fn read_string(&mut self) -> Result<String, DecodeError> {
         let header = self.u8()?;
         match self.read_text(header)? {
             Text::Str(s) => Ok(s),
-            Text::Bytes(bytes) => utf8(bytes),
+            Text::Bytes(bytes) => Ok(String::from_utf8_lossy(bytes).into_owned()),
         }
     }
 
@@ -352,10 +354,6 @@ fn unpack_hex(value: u8) -> char {
         0..=9 => char::from(b'0' + value),
         _ => char::from(b'A' + (value & 0x0F) - 10),
     }
-}
-
-fn utf8(bytes: &[u8]) -> Result<String, DecodeError> {
-    String::from_utf8(bytes.to_vec()).map_err(DecodeError::InvalidUtf8)
 }
 
 /// Repeated keys keep the position of the first and the value of the last, as a map would.

@@ -1,6 +1,15 @@
-//! The encoder: nodes (wa-protocol.md §5.4), strings (§5.5, §5.6) and JIDs (§5.8), choosing the
-//! forms whatsmeow chooses where the clients differ: `""` is `FF 00`, and only typed JIDs get
-//! JID tags.
+//! The encoder: nodes (wa-protocol.md §5.4), strings (§5.5, §5.6) and JIDs (§5.8). Where the
+//! reference clients differ it writes what two of the three write:
+//!
+//! - empty attribute values are written, and `""` is `FC 00` (Baileys, whatsapp-rust; whatsmeow
+//!   skips them and packs `""` as `FF 00`);
+//! - a JID without a device is a `JID_PAIR` on every server, `hosted`, `hosted.lid`, `msgr` and
+//!   `interop` included (Baileys, whatsapp-rust; whatsmeow writes `AD_JID` for hosted and
+//!   `FB_JID`/`INTEROP_JID` for the last two, which Baileys 7.0.0-rc.9 cannot read);
+//! - a device on `msgr` or `interop`, or an interop integrator, is kept in `FB_JID` or
+//!   `INTEROP_JID` (whatsmeow): the `AD_JID` Baileys and whatsapp-rust write there names no
+//!   server and reads back as `s.whatsapp.net`;
+//! - only typed JIDs get JID tags (whatsmeow; the other two also parse strings holding `@`).
 
 use super::jid::{
     Jid, DEFAULT_USER_SERVER, HIDDEN_USER_SERVER, HOSTED_LID_SERVER, HOSTED_SERVER, INTEROP_SERVER,
@@ -16,16 +25,16 @@ use super::token::{self, Token};
 /// If a list header overflows 16 bits (more than 65 535 children, or more than 32 766
 /// attributes) or a byte string exceeds 4 GiB; no stanza comes near either.
 pub(super) fn write_node(node: &Node, out: &mut Vec<u8>) {
-    let attrs = || node.attrs.iter().filter(|(_, v)| !is_empty_str(v));
     let has_content = !matches!(node.content, Content::None);
-    let size = 1 + 2 * attrs().count() + usize::from(has_content);
+    let size = 1 + 2 * node.attrs.len() + usize::from(has_content);
     write_list_start(size, out);
     write_string(&node.tag, out);
-    for (key, value) in attrs() {
+    for (key, value) in &node.attrs {
         write_string(key, out);
         match value {
             AttrValue::Str(s) => write_string(s, out),
             AttrValue::Jid(jid) => write_jid(jid, out),
+            AttrValue::Bytes(bytes) => write_bytes(bytes, out),
         }
     }
     match &node.content {
@@ -41,11 +50,6 @@ pub(super) fn write_node(node: &Node, out: &mut Vec<u8>) {
     }
 }
 
-/// Empty string values are left out (§5.1); an empty JID is still a value.
-fn is_empty_str(value: &AttrValue) -> bool {
-    matches!(value, AttrValue::Str(s) if s.is_empty())
-}
-
 fn write_list_start(size: usize, out: &mut Vec<u8>) {
     match size {
         0 => out.push(tag::LIST_EMPTY),
@@ -59,14 +63,15 @@ fn write_list_start(size: usize, out: &mut Vec<u8>) {
     }
 }
 
-/// The first applicable form of §5.5; `""` is an empty nibble string, as whatsmeow sends it.
+/// The first applicable form of §5.5; `""` is an empty `BINARY_8`, as Baileys and
+/// whatsapp-rust send it.
 fn write_string(s: &str, out: &mut Vec<u8>) {
     match token::index_of(s) {
         Some(Token::Single(index)) => out.push(index),
         Some(Token::Double(dict, index)) => {
             out.extend_from_slice(&[tag::DICTIONARY_0 + dict, index])
         }
-        None if s.is_empty() => out.extend_from_slice(&[tag::NIBBLE_8, 0]),
+        None if s.is_empty() => out.extend_from_slice(&[tag::BINARY_8, 0]),
         None if s.len() <= tag::PACKED_MAX && s.bytes().all(|c| nibble(c).is_some()) => {
             write_packed(tag::NIBBLE_8, s, nibble, out);
         }
@@ -128,9 +133,9 @@ fn write_bytes(bytes: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(bytes);
 }
 
-/// The JID form whatsmeow picks for the server (§5.8). An agent byte that names no known domain
-/// rides in an `AD_JID` so the decoder gives it back; devices above 255 do not fit `AD_JID` and
-/// are truncated, as whatsmeow does.
+/// The JID form (§5.8, the choices in this file's header). An agent byte that names no known
+/// domain rides in an `AD_JID` so the decoder gives it back; devices above 255 do not fit
+/// `AD_JID` and are truncated, as whatsmeow does.
 fn write_jid(jid: &Jid, out: &mut Vec<u8>) {
     let server = jid.server.as_str();
     let raw_agent = (!matches!(jid.agent, 0 | 1 | 128 | 129)).then_some(jid.agent);
@@ -139,19 +144,19 @@ fn write_jid(jid: &Jid, out: &mut Vec<u8>) {
             Some(raw_agent.unwrap_or(0))
         }
         HIDDEN_USER_SERVER if jid.device > 0 => Some(1),
-        HOSTED_SERVER => Some(128),
-        HOSTED_LID_SERVER => Some(129),
+        HOSTED_SERVER if jid.device > 0 => Some(128),
+        HOSTED_LID_SERVER if jid.device > 0 => Some(129),
         _ => None,
     };
     if let Some(domain) = ad_domain {
         out.extend_from_slice(&[tag::AD_JID, domain, (jid.device & 0xFF) as u8]);
         write_string(&jid.user, out);
-    } else if server == MESSENGER_SERVER {
+    } else if server == MESSENGER_SERVER && jid.device > 0 {
         out.push(tag::FB_JID);
         write_string(&jid.user, out);
         out.extend_from_slice(&jid.device.to_be_bytes());
         write_string(server, out);
-    } else if server == INTEROP_SERVER {
+    } else if server == INTEROP_SERVER && (jid.device > 0 || jid.integrator > 0) {
         out.push(tag::INTEROP_JID);
         write_string(&jid.user, out);
         out.extend_from_slice(&jid.device.to_be_bytes());

@@ -11,7 +11,8 @@
 //!
 //! Files: `node.rs` the model, `jid.rs` addresses, `token.rs` the dictionaries, `tag.rs` the tag
 //! bytes, `encode.rs` and `decode.rs` the two directions. Where the clients differ the encoder
-//! does what whatsmeow does (§5.5); the decoder accepts every form.
+//! does what two of the three do (§5.5, `encode.rs`); the decoder accepts every form, and is
+//! as lenient as whatsmeow with text that is not UTF-8 (`decode.rs`).
 
 mod decode;
 mod encode;
@@ -37,20 +38,42 @@ pub fn encode(node: &Node) -> Vec<u8> {
     out
 }
 
-/// Decodes a frame plaintext: the flags byte, then exactly one node, inflated first when the
-/// flags say so (§5.2; other flag bits are ignored).
+/// A decoded frame: its node, and how many bytes followed the node (ignored; see
+/// [`decode_frame`]).
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct Decoded {
+    /// The stanza.
+    pub node: Node,
+    /// Bytes after the node; 0 in a well-formed frame.
+    pub trailing: usize,
+}
+
+/// Decodes a frame plaintext: the flags byte, then one node, inflated first when the flags say
+/// so (§5.2; other flag bits are ignored). Bytes after the node do not reject it: they are
+/// counted in [`Decoded::trailing`] for the caller to log (Baileys ignores them; whatsmeow and
+/// whatsapp-rust drop the frame, which leaves the stanza unacknowledged, to be redelivered at
+/// every login).
 ///
 /// # Errors
 /// [`DecodeError::UnexpectedEnd`] on an empty input, [`DecodeError::Zlib`] or
 /// [`DecodeError::TooLarge`] for a bad or oversized compressed body, and anything
 /// [`decode_node`] returns.
-pub fn decode(plaintext: &[u8]) -> Result<Node, DecodeError> {
+pub fn decode_frame(plaintext: &[u8]) -> Result<Decoded, DecodeError> {
     let (&flags, data) = plaintext.split_first().ok_or(DecodeError::UnexpectedEnd)?;
-    if flags & FLAG_COMPRESSED != 0 {
-        decode_node(&decode::inflate(data)?)
+    let (node, trailing) = if flags & FLAG_COMPRESSED != 0 {
+        decode::read_node_first(&decode::inflate(data)?)?
     } else {
-        decode_node(data)
-    }
+        decode::read_node_first(data)?
+    };
+    Ok(Decoded { node, trailing })
+}
+
+/// [`decode_frame`]'s node alone.
+///
+/// # Errors
+/// As [`decode_frame`].
+pub fn decode(plaintext: &[u8]) -> Result<Node, DecodeError> {
+    decode_frame(plaintext).map(|d| d.node)
 }
 
 /// Appends the encoding of `node` to `out`, without a flags byte.
@@ -62,14 +85,14 @@ pub fn encode_node(node: &Node, out: &mut Vec<u8>) {
     encode::write_node(node, out);
 }
 
-/// Decodes exactly one node from `bytes`, which hold no flags byte.
+/// Decodes the node at the start of `bytes`, which hold no flags byte; bytes after it are
+/// ignored, as in [`decode_frame`].
 ///
 /// # Errors
-/// A [`DecodeError`] when the bytes are not one well-formed node, including
-/// [`DecodeError::LeftoverBytes`] when bytes follow it and [`DecodeError::TooDeep`] when it
-/// nests deeper than [`MAX_DEPTH`].
+/// A [`DecodeError`] when the bytes do not start with a well-formed node, including
+/// [`DecodeError::TooDeep`] when it nests deeper than [`MAX_DEPTH`].
 pub fn decode_node(bytes: &[u8]) -> Result<Node, DecodeError> {
-    decode::read_node_exact(bytes)
+    decode::read_node_first(bytes).map(|(node, _)| node)
 }
 
 #[cfg(test)]

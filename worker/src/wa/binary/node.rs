@@ -12,8 +12,8 @@ pub struct Node {
     /// The element name; never empty on the wire.
     pub tag: String,
     /// Attributes in the order the encoder writes them. Keys are unique: the builders replace an
-    /// existing key, and the decoder keeps the last of repeated keys. Empty string values are not
-    /// written (§5.1).
+    /// existing key, and the decoder keeps the last of repeated keys. Empty string values are
+    /// written too, as Baileys and whatsapp-rust write them (§5.1).
     pub attrs: Vec<(String, AttrValue)>,
     /// What the element holds.
     pub content: Content,
@@ -26,6 +26,9 @@ pub enum AttrValue {
     Str(String),
     /// A typed address (`JID_PAIR`, `AD_JID`, `FB_JID` or `INTEROP_JID`).
     Jid(Jid),
+    /// Raw bytes that are not UTF-8: whatsmeow keeps such a value as it came, and so does the
+    /// decoder, so that an ack copying it names the stanza exactly. Written back as `BINARY_*`.
+    Bytes(Vec<u8>),
 }
 
 /// What a node holds (§5.4).
@@ -147,6 +150,7 @@ impl fmt::Display for Node {
             match value {
                 AttrValue::Str(s) => write!(f, " {key}={s:?}")?,
                 AttrValue::Jid(jid) => write!(f, " {key}={jid}")?,
+                AttrValue::Bytes(bytes) => write!(f, " {key}=[{} bytes]", bytes.len())?,
             }
         }
         match &self.content {
@@ -185,6 +189,7 @@ impl fmt::Display for Redacted<'_> {
                     write!(f, " {key}={:?}", super::jid::mask_digits(s))?
                 }
                 AttrValue::Str(s) => write!(f, " {key}={s:?}")?,
+                AttrValue::Bytes(bytes) => write!(f, " {key}=[{} bytes]", bytes.len())?,
             }
         }
         match &node.content {
@@ -217,11 +222,13 @@ impl Node {
 }
 
 impl AttrValue {
-    /// The value as text; a JID gives its `Display` form.
+    /// The value as text; a JID gives its `Display` form, bytes that are not UTF-8 their lossy
+    /// text (U+FFFD for each bad sequence).
     pub fn as_str(&self) -> Cow<'_, str> {
         match self {
             AttrValue::Str(s) => Cow::Borrowed(s),
             AttrValue::Jid(jid) => Cow::Owned(jid.to_string()),
+            AttrValue::Bytes(bytes) => String::from_utf8_lossy(bytes),
         }
     }
 
@@ -229,7 +236,7 @@ impl AttrValue {
     pub fn as_jid(&self) -> Option<&Jid> {
         match self {
             AttrValue::Jid(jid) => Some(jid),
-            AttrValue::Str(_) => None,
+            AttrValue::Str(_) | AttrValue::Bytes(_) => None,
         }
     }
 }
@@ -239,6 +246,7 @@ impl fmt::Display for AttrValue {
         match self {
             AttrValue::Str(s) => f.write_str(s),
             AttrValue::Jid(jid) => write!(f, "{jid}"),
+            AttrValue::Bytes(bytes) => f.write_str(&String::from_utf8_lossy(bytes)),
         }
     }
 }
