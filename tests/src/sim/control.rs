@@ -107,6 +107,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/relayed", get(relayed))
         .route("/config", post(config))
         .route("/sessions", get(sessions))
+        .route("/linked-devices", get(linked_devices))
         .route("/stats", get(stats))
         .route("/send", post(send))
         .route("/inbox", get(inbox))
@@ -401,6 +402,25 @@ async fn relayed(
         .relayed(&jid)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such device"))?;
     Ok(Json(json!(views)))
+}
+
+#[derive(Deserialize)]
+struct PhoneQuery {
+    phone: String,
+}
+
+/// `GET /linked-devices?phone=…`: the companions the phone lists, with how each described
+/// itself (`os`, `platform_type`, `version`).
+async fn linked_devices(
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<PhoneQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let phone = phone_number(&q.phone)?;
+    shared
+        .registry()
+        .linked_devices(&phone)
+        .map(|d| Json(json!(d)))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such account"))
 }
 
 async fn sessions(State(shared): State<Arc<Shared>>) -> Json<Value> {

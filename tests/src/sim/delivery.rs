@@ -243,6 +243,7 @@ mod tests {
                     skey_id: [0; 3],
                     skey_value: [0; 32],
                     skey_signature: [0; 64],
+                    companion: Default::default(),
                 },
                 prekeys: Default::default(),
                 uploaded: false,

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use worker::wa::binary::jid::DEFAULT_USER_SERVER;
 use worker::wa::binary::{Jid, Node};
-use worker::wa::proto::DevicePairingRegistrationData;
+use worker::wa::proto::{DevicePairingRegistrationData, DeviceProps};
 use worker::wa::xeddsa;
 
 use super::faults::{Ending, Fault};
@@ -52,6 +52,45 @@ pub(crate) struct RegistrationKeys {
     pub(crate) skey_id: [u8; 3],
     pub(crate) skey_value: [u8; 32],
     pub(crate) skey_signature: [u8; 64],
+    /// How the companion described itself (`DeviceProps`, §4.6): what the phone lists.
+    pub(crate) companion: Companion,
+}
+
+/// A companion's `DeviceProps`, as the phone's Linked devices list shows it.
+#[derive(Clone, Debug, Default, Eq, PartialEq, serde::Serialize)]
+pub struct Companion {
+    /// `os`: the name shown.
+    pub os: String,
+    /// `platformType` (1 Chrome, 7 Desktop, 0 unknown, ...).
+    pub platform_type: i32,
+    /// `version`, `a.b.c`.
+    pub version: String,
+}
+
+impl Companion {
+    /// Reads `DeviceProps` bytes; what is missing or unreadable stays empty.
+    pub(crate) fn of(props: Option<&[u8]>) -> Self {
+        use prost::Message;
+        let Some(props) = props.and_then(|b| DeviceProps::decode(b).ok()) else {
+            return Companion::default();
+        };
+        let version = props
+            .version
+            .map(|v| {
+                format!(
+                    "{}.{}.{}",
+                    v.primary.unwrap_or(0),
+                    v.secondary.unwrap_or(0),
+                    v.tertiary.unwrap_or(0)
+                )
+            })
+            .unwrap_or_default();
+        Companion {
+            os: props.os.unwrap_or_default(),
+            platform_type: props.platform_type.unwrap_or(0),
+            version,
+        }
+    }
 }
 
 /// Why registration keys were refused.
@@ -86,6 +125,7 @@ impl RegistrationKeys {
             skey_id: fixed(&data.e_skey_id, "eSkeyID")?,
             skey_value: fixed(&data.e_skey_val, "eSkeyVal")?,
             skey_signature: fixed(&data.e_skey_sig, "eSkeySig")?,
+            companion: Companion::of(data.device_props.as_deref()),
         };
         if !verify_skey(&keys.identity, &keys.skey_value, &keys.skey_signature) {
             return Err(KeysRefused::SkeySignature);

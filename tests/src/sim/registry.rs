@@ -447,6 +447,25 @@ impl Registry {
             .collect()
     }
 
+    /// The companions linked to `phone`'s account, as its Linked devices list shows them.
+    pub fn linked_devices(&self, phone: &str) -> Option<Vec<serde_json::Value>> {
+        let account = self.accounts.get(phone)?;
+        Some(
+            account
+                .devices
+                .values()
+                .filter(|d| d.id != 0)
+                .map(|d| {
+                    serde_json::json!({
+                        "device": d.id,
+                        "state": format!("{:?}", d.state),
+                        "companion": d.keys.companion,
+                    })
+                })
+                .collect(),
+        )
+    }
+
     /// The account of `phone`, created with fresh keys if new.
     pub(crate) fn account_or_create(&mut self, phone: &str, now_unix: u64) -> &mut Account {
         if !self.accounts.contains_key(phone) {
