@@ -15,6 +15,9 @@
 //!    │                                          │ (already durable; becomes an event)
 //!    │ ◀──────────────── Confirm { ids } ────── │ incoming ones now durable for the webhooks;
 //!    │                                          │ unconfirmed ones are reported again at start
+//!    │ ── DialRequest { seq } ────────────────▶ │ before every dial: the fleet's handshake
+//!    │ ◀──────────── DialGranted { seq } ────── │ budget grants permits in request order
+//!    │ ── DialDone { seq, outcome } ──────────▶ │ handshake over (or withdrawn): permit back
 //!    │ ◀──────────────────────────── Shutdown   │ (or SIGTERM, or EOF on the link)
 //!    │ ── Flushed ────────────────────────────▶ │ creds proven durable
 //!    │ ── Goodbye { reason } ─────────────────▶ │ last words, then the worker exits
@@ -32,8 +35,8 @@ pub mod messaging;
 pub use codec::{encode, FrameDecoder, FrameReader, FrameWriter, MAX_FRAME_LEN};
 pub use error::FrameError;
 pub use message::{
-    AccountId, InvalidAccountId, Reason, ToSupervisor, ToWorker, UnixMillis, WorkerState,
-    WorkerStatus,
+    AccountId, DialOutcome, InvalidAccountId, Reason, ToSupervisor, ToWorker, UnixMillis,
+    WorkerState, WorkerStatus,
 };
 pub use messaging::{
     Direction, MessageQuery, MessageRecord, MessageStatus, OutgoingText, QueryAnswer, SendOutcome,
@@ -41,4 +44,4 @@ pub use messaging::{
 };
 
 /// Version of this protocol; a worker whose Hello carries another one is refused.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
