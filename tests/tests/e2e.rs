@@ -14,6 +14,7 @@ mod e2e {
     mod leftovers;
     mod messages;
     mod overload;
+    mod pacing;
     mod phones;
     mod restart;
     mod sealed;

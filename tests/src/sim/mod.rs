@@ -42,6 +42,7 @@ pub mod faults;
 mod groups;
 mod iq;
 mod login;
+pub mod pacing;
 mod pairing;
 mod peer;
 pub mod phone;
