@@ -5,6 +5,7 @@
 //! ```text
 //! GET  /dials        → [{"conn_id","accepted_at_ms","jid","logged_in_at_ms"}]  oldest first
 //! POST /after-login  {"fault": "end"|"drop"|"restart"|"error"|null[, "code"]}   → {"ok":true}
+//! POST /drop-all     {}  every logged-in connection's TCP dropped at once → {"ok":true,"dropped":N}
 //! ```
 //!
 //! `accepted_at_ms` and `logged_in_at_ms` are Unix milliseconds; `jid` and `logged_in_at_ms` are
@@ -12,14 +13,18 @@
 //! `/after-login` makes every later login end right after `<success>` (and the edge routing
 //! `<ib>`) with that fault: `end` writes `<xmlstreamend/>`, `drop` drops the TCP stream,
 //! `restart` is `<stream:error code="515"/>`, `error` is `<stream:error code=code/>`; `null`
-//! turns it off.
+//! turns it off. `/drop-all` is `/drop` for every logged-in device in one step (under one lock),
+//! as when a server drops all its sockets; it returns once every one is closed.
 
 use std::collections::VecDeque;
 
 use serde::Serialize;
 
+use tokio::sync::{mpsc, oneshot};
+
+use super::connection::Command;
 use super::faults::Fault;
-use super::registry::ConnId;
+use super::registry::{ConnId, ConnState, Registry};
 
 /// How many connections the timeline keeps.
 pub const KEPT: usize = 100_000;
@@ -77,6 +82,28 @@ impl Pacing {
     pub fn dials(&self) -> Vec<DialRecord> {
         self.dials.iter().cloned().collect()
     }
+}
+
+/// Sends [`Fault::Drop`] to every logged-in connection; returns one receiver per connection,
+/// told once it is closed.
+pub(crate) fn drop_all(registry: &mut Registry) -> Vec<oneshot::Receiver<()>> {
+    let live: Vec<mpsc::UnboundedSender<Command>> = registry
+        .conns_mut()
+        .filter(|(_, c)| c.state == ConnState::LoggedIn)
+        .map(|(_, c)| c.commands.clone())
+        .collect();
+    live.into_iter()
+        .filter_map(|commands| {
+            let (done, closed) = oneshot::channel();
+            commands
+                .send(Command::Fault {
+                    fault: Fault::Drop,
+                    done: Some(done),
+                })
+                .ok()
+                .map(|()| closed)
+        })
+        .collect()
 }
 
 /// The wall clock in Unix milliseconds.

