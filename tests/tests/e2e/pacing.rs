@@ -197,6 +197,13 @@ fn a_mass_drop_of_thirty_accounts_reconnects_at_the_budgets_rate() {
         println!("  second {second}: {n} dials");
     }
     println!("  busiest one-second window: {busiest} dials");
+    let mut granted_per_second: BTreeMap<u64, usize> = BTreeMap::new();
+    for t in &granted {
+        *granted_per_second
+            .entry((t - dropped_at) / 1000)
+            .or_default() += 1;
+    }
+    println!("  permits per second after the drop: {granted_per_second:?}");
     println!(
         "  all 30 connected again {} ms after the drop",
         all_back - dropped_at
