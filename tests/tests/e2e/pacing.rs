@@ -111,6 +111,20 @@ fn a_mass_drop_of_thirty_accounts_reconnects_at_the_budgets_rate() {
         .collect();
     println!("attempt counters before the drop: {attempts:?}");
 
+    // Every worker is done with its login's work (it writes 812 prekeys before it uploads
+    // them), so the timeline measures the budget, not a busy disk.
+    wait_until(
+        "every worker uploaded its prekeys",
+        Duration::from_secs(120),
+        || {
+            let n = sup.events("uploading prekeys").len();
+            if n >= 30 {
+                Ok(())
+            } else {
+                Err(format!("{n}/30"))
+            }
+        },
+    );
     // The server drops every socket at once.
     let dropped_at = unix_ms();
     let (status, body) = sim.post("/drop-all", &json!({}));
