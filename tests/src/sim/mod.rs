@@ -10,6 +10,7 @@
 //!              │                          /conflict /logout /drop /restart /error /end (faults),
 //!              │                          /group, /config, /sessions, /stats, /relayed,
 //!              │                          /send /inbox /read (the phones as Signal peers)
+//!              │                          /dials /after-login /drop-all (pacing)
 //!              └─ registry (one mutex)  accounts (PN and LID), devices, groups, live
 //!                                         connections, counters
 //! ```
