@@ -16,6 +16,9 @@
 //!    │ ── Call(CallEvent) ────────────────────▶ │ a call rang or changed (becomes an event)
 //!    │ ◀──────────────── Confirm { ids } ────── │ incoming ones now durable for the webhooks;
 //!    │                                          │ unconfirmed ones are reported again at start
+//!    │ ── DialRequest { seq } ────────────────▶ │ before every dial: the fleet's handshake
+//!    │ ◀──────────── DialGranted { seq } ────── │ budget grants permits in request order
+//!    │ ── DialDone { seq, outcome } ──────────▶ │ handshake over (or withdrawn): permit back
 //!    │ ◀──────────────────────────── Shutdown   │ (or SIGTERM, or EOF on the link)
 //!    │ ── Flushed ────────────────────────────▶ │ creds proven durable
 //!    │ ── Goodbye { reason } ─────────────────▶ │ last words, then the worker exits
@@ -33,8 +36,8 @@ pub mod messaging;
 pub use codec::{encode, FrameDecoder, FrameReader, FrameWriter, MAX_FRAME_LEN};
 pub use error::FrameError;
 pub use message::{
-    AccountId, CallEvent, InvalidAccountId, Reason, ToSupervisor, ToWorker, UnixMillis,
-    WorkerState, WorkerStatus,
+    AccountId, CallEvent, DialOutcome, InvalidAccountId, Reason, ToSupervisor, ToWorker,
+    UnixMillis, WorkerState, WorkerStatus,
 };
 pub use messaging::{
     Direction, MessageQuery, MessageRecord, MessageStatus, OutgoingText, QueryAnswer, SendOutcome,

@@ -54,6 +54,19 @@ pub enum ToSupervisor {
     /// A `<call>` stanza arrived: someone rings, or a call changed. Sent before the stanza is
     /// acknowledged, so a crash in between reports it again at the next login.
     Call(CallEvent),
+    /// The worker wants to dial WhatsApp: it waits for `DialGranted` with the same `seq`.
+    DialRequest {
+        /// Names this request; a newer one replaces an older one.
+        seq: u64,
+    },
+    /// The handshake of the dial `seq` has ended (or the request is withdrawn): the permit goes
+    /// back to the fleet's budget.
+    DialDone {
+        /// The `seq` of the `DialRequest`.
+        seq: u64,
+        /// How it ended.
+        outcome: DialOutcome,
+    },
 }
 
 /// What a `<call>` stanza says (wa-protocol.md §9.2): who, which call, what happened.
@@ -72,6 +85,21 @@ pub struct CallEvent {
     pub at: UnixMillis,
     /// Delivered from the offline queue (`offline` present): the call may be long over.
     pub offline: bool,
+}
+
+/// How a dial's handshake ended, as a worker reports it in `DialDone`.
+#[derive(Clone, Copy, Debug, Deserialize, Eq, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DialOutcome {
+    /// Logged in (`<success>`), or the registration handshake is done and pairing waits for a
+    /// scan.
+    Success,
+    /// WhatsApp refused or ended the connection before `<success>`.
+    Failure,
+    /// The dial or the Noise handshake failed (network, certificate).
+    Error,
+    /// The worker no longer wants to dial (a logout, a shutdown) before or after the grant.
+    Withdrawn,
 }
 
 /// A command from the supervisor to a worker.
@@ -112,6 +140,12 @@ pub enum ToWorker {
         /// Message ids, as reported in `Message`.
         ids: Vec<String>,
     },
+    /// The fleet's handshake budget has a permit for the worker's `DialRequest` `seq`: dial now,
+    /// and say `DialDone` when the handshake has ended.
+    DialGranted {
+        /// The `seq` of the `DialRequest`.
+        seq: u64,
+    },
 }
 
 /// A full snapshot of one worker's state.
@@ -134,7 +168,8 @@ pub struct WorkerState {
     pub last_event_at: Option<UnixMillis>,
     /// When the last message arrived.
     pub last_message_at: Option<UnixMillis>,
-    /// Consecutive failed connection attempts since the last successful one.
+    /// Consecutive failed connection attempts since the last stable connection (one that stayed
+    /// up for `BACKOFF_RESET_AFTER_MS`).
     pub reconnect_attempts: u32,
     /// Reconnections made since the worker started.
     pub reconnect_count: u32,
@@ -144,6 +179,10 @@ pub struct WorkerState {
     pub last_error: Option<String>,
     /// Incoming messages that could not be decrypted since the worker started.
     pub decrypt_failures: u32,
+    /// While the worker waits for a dial permit from the fleet's handshake budget (status
+    /// `connecting`): since when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dial_queued_since: Option<UnixMillis>,
 }
 
 /// The lifecycle of one account, exactly the strings of `architecture.md`.

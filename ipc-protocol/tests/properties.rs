@@ -1,9 +1,9 @@
 //! Properties of the frame codec: round-trips, any chunking, and no panic on any input.
 
 use ipc_protocol::{
-    encode, AccountId, Direction, FrameDecoder, FrameError, MessageQuery, MessageRecord,
-    MessageStatus, OutgoingText, QueryAnswer, Reason, SendOutcome, SendRefusal, ToSupervisor,
-    ToWorker, UnixMillis, WorkerState, WorkerStatus,
+    encode, AccountId, DialOutcome, Direction, FrameDecoder, FrameError, MessageQuery,
+    MessageRecord, MessageStatus, OutgoingText, QueryAnswer, Reason, SendOutcome, SendRefusal,
+    ToSupervisor, ToWorker, UnixMillis, WorkerState, WorkerStatus,
 };
 use proptest::prelude::*;
 
@@ -69,6 +69,7 @@ fn state() -> impl Strategy<Value = WorkerState> {
                 next_retry_at: times.4,
                 last_error,
                 decrypt_failures: times.2 / 2,
+                dial_queued_since: times.0,
             },
         )
 }
@@ -86,6 +87,9 @@ fn to_supervisor() -> impl Strategy<Value = ToSupervisor> {
         millis().prop_map(|last_frame_at| ToSupervisor::Heartbeat { last_frame_at }),
         Just(ToSupervisor::Flushed),
         ".{0,60}".prop_map(|reason| ToSupervisor::Goodbye { reason }),
+        any::<u64>().prop_map(|seq| ToSupervisor::DialRequest { seq }),
+        (any::<u64>(), dial_outcome())
+            .prop_map(|(seq, outcome)| ToSupervisor::DialDone { seq, outcome }),
         (".{0,200}", any::<u64>(), any::<bool>()).prop_map(|(text, cursor, inbound)| {
             ToSupervisor::Message(MessageRecord {
                 id: "3EB0AB".into(),
@@ -111,8 +115,18 @@ fn to_supervisor() -> impl Strategy<Value = ToSupervisor> {
     ]
 }
 
+fn dial_outcome() -> impl Strategy<Value = DialOutcome> {
+    proptest::sample::select(vec![
+        DialOutcome::Success,
+        DialOutcome::Failure,
+        DialOutcome::Error,
+        DialOutcome::Withdrawn,
+    ])
+}
+
 fn to_worker() -> impl Strategy<Value = ToWorker> {
     prop_oneof![
+        any::<u64>().prop_map(|seq| ToWorker::DialGranted { seq }),
         proptest::sample::select(vec![
             ToWorker::Shutdown,
             ToWorker::Logout,
@@ -240,6 +254,7 @@ fn messages_match_their_golden_json() {
                 next_retry_at: Some(UnixMillis(1_764_000_004_000)),
                 last_error: Some("connection refused".into()),
                 decrypt_failures: 0,
+                dial_queued_since: None,
             }))
             .expect("serializes"),
         ),
@@ -396,4 +411,43 @@ fn messaging_frames_match_their_golden_json_both_ways() {
         let expected: serde_json::Value = serde_json::from_str(&golden(file)).expect("json");
         assert_eq!(value, expected, "{file}");
     }
+}
+
+/// The dial permit frames (protocol 3): golden JSON both ways.
+#[test]
+fn dial_permit_frames_match_their_golden_json_both_ways() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let golden = |file: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(dir.join(file)).expect("golden file exists");
+        serde_json::from_str(&text).expect("golden is json")
+    };
+    let up = [
+        ("dial_request.json", ToSupervisor::DialRequest { seq: 7 }),
+        (
+            "dial_done.json",
+            ToSupervisor::DialDone {
+                seq: 7,
+                outcome: DialOutcome::Failure,
+            },
+        ),
+    ];
+    for (file, msg) in up {
+        assert_eq!(
+            serde_json::to_value(&msg).expect("serializes"),
+            golden(file),
+            "{file}"
+        );
+        let back: ToSupervisor = serde_json::from_value(golden(file)).expect("parses");
+        assert_eq!(back, msg, "{file}");
+    }
+    let down = ToWorker::DialGranted { seq: 7 };
+    assert_eq!(
+        serde_json::to_value(&down).expect("serializes"),
+        golden("dial_granted.json")
+    );
+    let back: ToWorker = serde_json::from_value(golden("dial_granted.json")).expect("parses");
+    assert_eq!(back, down);
+    // A state snapshot from a worker that is not queued carries no `dial_queued_since`.
+    let idle = serde_json::to_value(WorkerState::default()).expect("serializes");
+    assert!(idle.get("dial_queued_since").is_none(), "{idle}");
 }

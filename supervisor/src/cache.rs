@@ -69,6 +69,8 @@ pub struct Cache {
     accounts: RwLock<BTreeMap<AccountId, AccountView>>,
     /// The events these changes produce.
     pub events: EventBus,
+    /// The fleet's handshake budget: dials in flight, accounts waiting, dials per minute.
+    pub budget: crate::fleet::budget::Gauges,
 }
 
 impl Cache {

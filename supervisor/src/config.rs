@@ -51,6 +51,21 @@ pub struct Config {
     /// Gaps at boot stay below this.
     #[arg(long, env = "BOOT_JITTER_MAX_MS", default_value_t = 4000)]
     pub boot_jitter_max_ms: u64,
+    /// Most handshakes in flight at once across the fleet (dial, Noise, until `<success>`).
+    #[arg(long, env = "HANDSHAKE_CONCURRENCY", default_value_t = 8)]
+    pub handshake_concurrency: u32,
+    /// Most new dials a second across the fleet (a token bucket holding the rate rounded up).
+    #[arg(long, env = "HANDSHAKE_RATE", default_value_t = 5.0)]
+    pub handshake_rate: f64,
+    /// A dial permit a worker never gives back is reclaimed after this; above the worker's 20 s
+    /// handshake deadline.
+    #[arg(
+        long,
+        env = "HANDSHAKE_PERMIT_TIMEOUT_MS",
+        default_value_t = 30_000,
+        hide = true
+    )]
+    pub handshake_permit_timeout_ms: u64,
     /// How long workers get to flush and exit on shutdown before they are killed.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 8000)]
     pub shutdown_timeout_ms: u64,
@@ -98,6 +113,15 @@ pub struct Config {
 /// The longest restart delay of a crashed worker (the restart policy's cap).
 pub const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
+/// The most handshakes in flight `HANDSHAKE_CONCURRENCY` allows.
+pub const MAX_HANDSHAKE_CONCURRENCY: u32 = 1000;
+/// The slowest `HANDSHAKE_RATE`: one dial every 1000 s.
+pub const MIN_HANDSHAKE_RATE: f64 = 0.001;
+/// The fastest `HANDSHAKE_RATE`.
+pub const MAX_HANDSHAKE_RATE: f64 = 1000.0;
+/// The worker's deadline for a dial plus the Noise handshake.
+pub const HANDSHAKE_DEADLINE_MS: u64 = 20_000;
+
 impl Config {
     /// `WA_VERSION_URL`, parsed; `None` when empty (refreshes off).
     ///
@@ -111,6 +135,15 @@ impl Config {
         crate::webhook::url::WebhookUrl::parse(raw)
             .map(Some)
             .map_err(|e| format!("WA_VERSION_URL {raw:?} is not a usable http(s) URL: {e}"))
+    }
+
+    /// The fleet's handshake budget these settings describe.
+    pub fn budget(&self) -> crate::fleet::budget::BudgetConfig {
+        crate::fleet::budget::BudgetConfig {
+            concurrency: self.handshake_concurrency,
+            rate: self.handshake_rate,
+            hold: Duration::from_millis(self.handshake_permit_timeout_ms),
+        }
     }
 
     /// Checks relations between keys that clap cannot.
@@ -162,6 +195,34 @@ impl Config {
                 "SHUTDOWN_TIMEOUT_MS ({}) must be at least 100: workers need time to flush",
                 self.shutdown_timeout_ms
             ));
+        }
+        if self.handshake_concurrency == 0 || self.handshake_concurrency > MAX_HANDSHAKE_CONCURRENCY
+        {
+            return Err(format!(
+                "HANDSHAKE_CONCURRENCY ({}) must be between 1 and {MAX_HANDSHAKE_CONCURRENCY}",
+                self.handshake_concurrency
+            ));
+        }
+        let rate = self.handshake_rate;
+        if !(rate.is_finite() && (MIN_HANDSHAKE_RATE..=MAX_HANDSHAKE_RATE).contains(&rate)) {
+            return Err(format!(
+                "HANDSHAKE_RATE ({rate}) must be a number of dials a second between \
+                 {MIN_HANDSHAKE_RATE} and {MAX_HANDSHAKE_RATE}"
+            ));
+        }
+        if self.handshake_permit_timeout_ms <= HANDSHAKE_DEADLINE_MS {
+            return Err(format!(
+                "HANDSHAKE_PERMIT_TIMEOUT_MS ({}) must exceed the workers' {HANDSHAKE_DEADLINE_MS} ms \
+                 handshake deadline, or permits are reclaimed from handshakes still running",
+                self.handshake_permit_timeout_ms
+            ));
+        }
+        if c.backoff_reset_after_ms == 0 {
+            return Err(
+                "BACKOFF_RESET_AFTER_MS must be positive: a connection must stay up a while \
+                 before the reconnect backoff starts over"
+                    .into(),
+            );
         }
         if c.max_reconnect_attempts == 0 {
             return Err("MAX_RECONNECT_ATTEMPTS must be at least 1".into());
@@ -236,6 +297,29 @@ mod tests {
     }
 
     #[test]
+    fn the_handshake_budget_is_checked_with_the_numbers_in_the_message() {
+        let e = check(&["--handshake-concurrency", "0"]).expect_err("no dial could go");
+        assert!(e.contains("HANDSHAKE_CONCURRENCY (0)"), "{e}");
+        assert!(check(&["--handshake-concurrency", "1001"]).is_err());
+        for bad in ["0", "-1", "NaN", "inf", "1000.5"] {
+            let e = check(&[&format!("--handshake-rate={bad}")]).expect_err(bad);
+            assert!(e.contains("HANDSHAKE_RATE"), "{e}");
+        }
+        let e = check(&["--handshake-permit-timeout-ms", "20000"]).expect_err("not above 20 s");
+        assert!(e.contains("HANDSHAKE_PERMIT_TIMEOUT_MS (20000)"), "{e}");
+        check(&[
+            "--handshake-concurrency",
+            "1",
+            "--handshake-rate",
+            "0.5",
+            "--handshake-permit-timeout-ms",
+            "20001",
+        ])
+        .expect("small but valid");
+        check(&["--handshake-concurrency", "64", "--handshake-rate", "50"]).expect("large fleet");
+    }
+
+    #[test]
     fn every_other_timing_is_checked_against_what_it_depends_on() {
         for bad in [
             &[
@@ -255,6 +339,7 @@ mod tests {
             &["--restart-backoff-base-ms", "60001"],
             &["--shutdown-timeout-ms", "10"],
             &["--max-reconnect-attempts", "0"],
+            &["--backoff-reset-after-ms", "0"],
         ] {
             assert!(check(bad).is_err(), "{bad:?} must be refused");
         }

@@ -140,6 +140,7 @@ pub async fn run(config: Config) -> Result<()> {
         Timeouts {
             shutdown: config.shutdown_timeout(),
             heartbeat: Duration::from_millis(config.heartbeat_timeout_ms),
+            budget: config.budget(),
         },
         cache.clone(),
         registry.clone(),

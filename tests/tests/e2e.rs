@@ -16,6 +16,7 @@ mod e2e {
     mod messages;
     mod online;
     mod overload;
+    mod pacing;
     mod phones;
     mod restart;
     mod sealed;

@@ -51,6 +51,10 @@ pub struct ConnectionArgs {
     /// Failed attempts before the status becomes `disconnected` (then one try every 5 minutes).
     #[arg(long, env = "MAX_RECONNECT_ATTEMPTS", default_value_t = 10)]
     pub max_reconnect_attempts: u32,
+    /// A connection that stays logged in this long is stable: the reconnect backoff starts over
+    /// (and a 515 restart after it reconnects at once).
+    #[arg(long, env = "BACKOFF_RESET_AFTER_MS", default_value_t = 60_000)]
+    pub backoff_reset_after_ms: u64,
     /// Hex root public key the server certificate chain must verify under (default:
     /// WhatsApp's; the simulator prints its own).
     #[arg(long, env = "WA_TRUST_ROOT", value_parser = parse_trust_root)]
@@ -284,6 +288,10 @@ impl ConnectionArgs {
                 "MAX_RECONNECT_ATTEMPTS",
                 self.max_reconnect_attempts.to_string(),
             ),
+            (
+                "BACKOFF_RESET_AFTER_MS",
+                self.backoff_reset_after_ms.to_string(),
+            ),
             ("WA_VERSION", self.wa_version.to_string()),
             ("WA_BROWSER", self.wa_browser.to_string()),
             ("QR_REF_TIMEOUT_MS", self.qr_ref_timeout_ms.to_string()),
@@ -324,6 +332,7 @@ impl WorkerArgs {
             base: Duration::from_millis(c.reconnect_base_ms.max(1)),
             max: Duration::from_millis(c.reconnect_max_ms.max(c.reconnect_base_ms).max(1)),
             max_attempts: c.max_reconnect_attempts,
+            reset_after: Duration::from_millis(c.backoff_reset_after_ms.max(1)),
         }
     }
 }

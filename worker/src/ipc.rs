@@ -22,11 +22,19 @@ use tracing::{debug, info, warn};
 #[derive(Clone, Debug)]
 pub(crate) struct Link {
     tx: Option<mpsc::UnboundedSender<ToSupervisor>>,
+    /// Dials wait for a permit from the supervisor's handshake budget.
+    paced: bool,
     /// Keeps a detached worker's command channel open.
     _keep_commands_open: Option<mpsc::UnboundedSender<ToWorker>>,
 }
 
 impl Link {
+    /// Whether every dial must first get the supervisor's permit (`DialRequest`, then
+    /// `DialGranted`). A worker without a supervisor dials freely.
+    pub(crate) fn paced(&self) -> bool {
+        self.paced
+    }
+
     /// Queues `msg` for the supervisor; a detached worker logs it instead.
     pub(crate) fn send(&self, msg: ToSupervisor) {
         match &self.tx {
@@ -117,6 +125,7 @@ pub(crate) async fn connect(
     Ok((
         Link {
             tx: Some(tx),
+            paced: true,
             _keep_commands_open: None,
         },
         cmd_rx,
@@ -130,6 +139,7 @@ pub(crate) fn detached() -> LinkParts {
     (
         Link {
             tx: None,
+            paced: false,
             _keep_commands_open: Some(cmd_tx),
         },
         cmd_rx,
@@ -137,15 +147,24 @@ pub(crate) fn detached() -> LinkParts {
     )
 }
 
-/// A link whose messages a test reads.
+/// A link whose messages a test reads; its dials need no permit.
 #[cfg(test)]
 pub(crate) fn for_test() -> (Link, mpsc::UnboundedReceiver<ToSupervisor>) {
     let (tx, rx) = mpsc::unbounded_channel();
     (
         Link {
             tx: Some(tx),
+            paced: false,
             _keep_commands_open: None,
         },
         rx,
     )
+}
+
+/// A link whose messages a test reads, whose dials wait for the test's `DialGranted`.
+#[cfg(test)]
+pub(crate) fn for_test_paced() -> (Link, mpsc::UnboundedReceiver<ToSupervisor>) {
+    let (mut link, rx) = for_test();
+    link.paced = true;
+    (link, rx)
 }

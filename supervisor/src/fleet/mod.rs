@@ -7,8 +7,13 @@
 //! views in the [`Cache`] the API reads. It answers commands at once (the API never waits on a
 //! worker), and on cancellation stops every worker in parallel: SIGTERM to all, wait under one
 //! deadline, SIGKILL the rest, log the tally.
+//!
+//! Every dial of every worker waits for a permit from the fleet's handshake [`budget`]: the
+//! worker asks (`DialRequest`), this task grants in request order as the limits allow
+//! (`DialGranted`), and the permit comes back with `DialDone`, the worker's exit, or a deadline.
 
 pub mod boot;
+pub mod budget;
 pub mod child;
 pub mod policy;
 pub mod slot;
@@ -32,6 +37,7 @@ use tracing::{debug, error, info, warn};
 use crate::cache::{AccountView, Cache};
 use crate::registry::{Account, Registry};
 use crate::wa_version::WaVersions;
+use budget::{Budget, BudgetConfig, Decisions};
 use child::{ChildHandle, SpawnSpec};
 use policy::RestartPolicy;
 use slot::{Effect, Event, Slot, Timing, View};
@@ -263,6 +269,8 @@ pub struct Timeouts {
     pub shutdown: Duration,
     /// A worker silent this long (60 s by default) is hung: killed and restarted.
     pub heartbeat: Duration,
+    /// The handshake budget every dial waits on.
+    pub budget: BudgetConfig,
 }
 
 /// The fleet task's state.
@@ -275,6 +283,7 @@ pub struct Fleet {
     registry: Registry,
     versions: Arc<WaVersions>,
     slots: HashMap<AccountId, Entry>,
+    budget: Budget,
     next_request: u64,
     tx: mpsc::UnboundedSender<FleetMsg>,
     rx: mpsc::UnboundedReceiver<FleetMsg>,
@@ -316,6 +325,7 @@ impl Fleet {
             registry,
             versions,
             slots,
+            budget: Budget::new(timeouts.budget, Instant::now()),
             next_request: 1,
             tx,
             rx,
@@ -330,11 +340,19 @@ impl Fleet {
         let mut watchdog = tokio::time::interval(WATCHDOG_TICK.min(self.timeouts.heartbeat / 4));
         watchdog.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
+            let wake = self.budget.next_wake();
             tokio::select! {
                 biased;
                 _ = token.cancelled() => break,
                 Some(msg) = self.rx.recv() => self.handle(msg),
-                _ = watchdog.tick() => self.check_liveness(Instant::now()),
+                _ = watchdog.tick() => {
+                    self.check_liveness(Instant::now());
+                    self.publish_budget();
+                }
+                _ = sleep_until_some(wake) => {
+                    let decisions = self.budget.pump(Instant::now());
+                    self.carry_out(decisions);
+                }
             }
         }
         boot.abort();
@@ -367,6 +385,9 @@ impl Fleet {
             FleetMsg::LinkDown { id, pid } => {
                 if let Some(worker) = self.worker_mut(&id, pid) {
                     worker.link = None;
+                    // It can no longer hear a grant, nor say its handshake ended.
+                    let decisions = self.budget.gone(Instant::now(), &id, pid);
+                    self.carry_out(decisions);
                 }
             }
             FleetMsg::LinkRefused { id, pid, reason } => {
@@ -382,6 +403,8 @@ impl Fleet {
                 // Its unanswered questions are refused as the worker goes.
                 entry.worker = None;
                 log_exit(&id, pid, &status);
+                let decisions = self.budget.gone(Instant::now(), &id, pid);
+                self.carry_out(decisions);
                 let code = status.as_ref().ok().and_then(ExitStatus::code);
                 let _ = self.feed(&id, Event::Exited { pid, code });
             }
@@ -675,6 +698,16 @@ impl Fleet {
             }
             ToSupervisor::Message(record) => self.cache.message(id, &record),
             ToSupervisor::Call(call) => self.cache.call(id, &call),
+            ToSupervisor::DialRequest { seq } => {
+                debug!(account = %id, pid, seq, "dial permit asked for");
+                let decisions = self.budget.request(Instant::now(), id, pid, seq);
+                self.carry_out(decisions);
+            }
+            ToSupervisor::DialDone { seq, outcome } => {
+                debug!(account = %id, pid, seq, ?outcome, "dial permit given back");
+                let decisions = self.budget.done(Instant::now(), id, pid, seq);
+                self.carry_out(decisions);
+            }
             ToSupervisor::Hello { .. } => warn!(account = %id, pid, "second hello ignored"),
         }
     }
@@ -713,6 +746,32 @@ impl Fleet {
                 "cannot write the conflict to account.json; a supervisor restart would reconnect this account"
             ),
         }
+    }
+
+    /// Hands out the budget's permits and logs what it reclaimed.
+    fn carry_out(&mut self, decisions: Decisions) {
+        for (id, seq) in decisions.reclaimed {
+            warn!(account = %id, seq, "dial permit not given back in time; reclaimed");
+        }
+        for grant in decisions.grants {
+            match self.worker_mut(&grant.id, grant.pid) {
+                Some(worker) => {
+                    debug!(account = %grant.id, pid = grant.pid, seq = grant.seq, "dial permit granted");
+                    worker.send(ToWorker::DialGranted { seq: grant.seq });
+                }
+                None => {
+                    // Gone between its request and the grant: the permit goes back at once.
+                    let more = self.budget.gone(Instant::now(), &grant.id, grant.pid);
+                    self.carry_out(more);
+                }
+            }
+        }
+        self.publish_budget();
+    }
+
+    /// The budget's numbers for the API and `/metrics`.
+    fn publish_budget(&self) {
+        self.cache.budget.set(self.budget.stats(Instant::now()));
     }
 
     fn archive(&mut self, id: &AccountId) {
@@ -827,6 +886,13 @@ impl Fleet {
             }
         }
         remaining
+    }
+}
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -23,6 +23,7 @@ pub async fn json(State(state): State<AppState>) -> impl IntoResponse {
         summary.insert(status.as_str().to_owned(), json!(n));
     }
     summary.insert("total".into(), json!(views.len()));
+    let budget = state.cache.budget.get();
     Json(json!({
         "timestamp": iso_now(),
         "service": {
@@ -37,6 +38,13 @@ pub async fn json(State(state): State<AppState>) -> impl IntoResponse {
         },
         "accounts": views.iter().map(account_json).collect::<Vec<_>>(),
         "summary": Value::Object(summary),
+        "handshakes": {
+            "inFlight": budget.in_flight,
+            "waiting": budget.waiting,
+            "dialsPerMinute": budget.dials_last_minute,
+            "grantedTotal": budget.granted_total,
+            "reclaimedTotal": budget.reclaimed_total,
+        },
     }))
 }
 
@@ -56,6 +64,7 @@ pub fn account_json(v: &AccountView) -> Value {
         "reconnectCount": s.reconnect_count,
         "reconnectAttempts": s.reconnect_attempts,
         "nextRetryAt": s.next_retry_at.map(iso),
+        "dialQueuedSince": s.dial_queued_since.map(iso),
         "needsQR": s.status == WorkerStatus::NeedsQr || s.qr.is_some(),
         "lastError": s.last_error,
         "pid": v.pid,

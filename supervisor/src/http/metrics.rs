@@ -83,6 +83,32 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
         "# HELP wafleet_uptime_seconds Seconds since the supervisor started.\n# TYPE wafleet_uptime_seconds counter\nwafleet_uptime_seconds {}",
         state.started.elapsed().as_secs()
     );
+    let budget = state.cache.budget.get();
+    let _ = writeln!(
+        out,
+        "# HELP wafleet_dials_in_flight Handshakes holding a permit of the fleet's budget.\n# TYPE wafleet_dials_in_flight gauge\nwafleet_dials_in_flight {}",
+        budget.in_flight
+    );
+    let _ = writeln!(
+        out,
+        "# HELP wafleet_dials_waiting Accounts waiting for a dial permit.\n# TYPE wafleet_dials_waiting gauge\nwafleet_dials_waiting {}",
+        budget.waiting
+    );
+    let _ = writeln!(
+        out,
+        "# HELP wafleet_dials_per_minute Dial permits granted in the last 60 seconds.\n# TYPE wafleet_dials_per_minute gauge\nwafleet_dials_per_minute {}",
+        budget.dials_last_minute
+    );
+    let _ = writeln!(
+        out,
+        "# HELP wafleet_dials_granted_total Dial permits granted since the supervisor started.\n# TYPE wafleet_dials_granted_total counter\nwafleet_dials_granted_total {}",
+        budget.granted_total
+    );
+    let _ = writeln!(
+        out,
+        "# HELP wafleet_dial_permits_reclaimed_total Dial permits taken back after their deadline because the worker never gave them back.\n# TYPE wafleet_dial_permits_reclaimed_total counter\nwafleet_dial_permits_reclaimed_total {}",
+        budget.reclaimed_total
+    );
     state.webhooks.render_metrics(&mut out);
     (
         [(

@@ -191,6 +191,15 @@ impl Connection {
                     io.write(&login::success(&grant, super::registry::unix_now()))
                         .await?;
                     io.write(&login::edge_routing(self.id)).await?;
+                    let end = self.shared.registry().pacing.logged_in(
+                        self.id,
+                        grant.jid.to_string(),
+                        super::pacing::unix_ms(),
+                    );
+                    if let Some(fault) = end {
+                        io.end(fault.ending(), None).await;
+                        return Ok("ended after login (/after-login)");
+                    }
                     Kind::LoggedIn
                 }
                 Err(refused) => {

@@ -20,6 +20,9 @@
 //!                   "bundle_fetches","prekeys_consumed","client_acks","outbox_overflows",
 //!                   "companions_removed","live","pushes_unacked"}
 //! POST /flood    {"jid","count","per_second"} → server_sync notifications to the device, paced
+//! GET  /dials    → [{"conn_id","accepted_at_ms","jid","logged_in_at_ms"}]  (pacing.rs)
+//! POST /after-login {"fault":"end"|"drop"|"restart"|"error"|null[,"code"]} → {"ok":true}
+//! POST /drop-all {}  every logged-in connection dropped at once → {"ok":true,"dropped":N}
 //! GET  /relayed?jid=<device> → [{"tag","id","from","type","participant","encs","pending"}]
 //! POST /send     {"from":<phone>,"to":<jid or phone>,"text"}   → {"ok":true,"id"}
 //! GET  /inbox?jid=<phone or user jid>
@@ -115,6 +118,9 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/flood", post(flood))
         .route("/push", post(push))
         .route("/pushes", get(pushes_view))
+        .route("/dials", get(dials))
+        .route("/after-login", post(after_login))
+        .route("/drop-all", post(drop_all))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
@@ -540,6 +546,38 @@ async fn flood(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
         }
     });
     Ok(Json(json!({ "ok": true })))
+}
+
+async fn dials(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    Json(json!(shared.registry().pacing.dials()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AfterLoginBody {
+    fault: Option<String>,
+    code: Option<u16>,
+}
+
+/// `POST /after-login`: every later login ends right after `<success>` with this fault.
+async fn after_login(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
+    let body: AfterLoginBody = parse(&body)?;
+    let fault = super::pacing::parse_fault(body.fault.as_deref(), body.code)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    shared.registry().pacing.set_after_login(fault);
+    info!(?fault, "after-login fault set");
+    Ok(Json(json!({ "ok": true })))
+}
+
+/// `POST /drop-all`: `/drop` for every logged-in device at once.
+async fn drop_all(State(shared): State<Arc<Shared>>) -> ApiResult {
+    let closed = super::pacing::drop_all(&mut shared.registry());
+    let dropped = closed.len();
+    for done in closed {
+        let _ = tokio::time::timeout(COMMAND_WAIT, done).await;
+    }
+    info!(dropped, "every logged-in connection dropped");
+    Ok(Json(json!({ "ok": true, "dropped": dropped })))
 }
 
 #[derive(Debug, Deserialize)]

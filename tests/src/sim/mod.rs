@@ -11,6 +11,7 @@
 //!              │                          /group, /config, /sessions, /stats, /relayed,
 //!              │                          /send /inbox /read (the phones as Signal peers),
 //!              │                          /push /pushes (server pushes and their answers)
+//!              │                          /dials /after-login /drop-all (pacing)
 //!              └─ registry (one mutex)  accounts (PN and LID), devices, groups, live
 //!                                         connections, counters
 //! ```
@@ -43,6 +44,7 @@ pub mod faults;
 mod groups;
 mod iq;
 mod login;
+pub mod pacing;
 mod pairing;
 mod peer;
 pub mod phone;

@@ -143,6 +143,8 @@ pub struct Registry {
     pub config: LiveConfig,
     /// What devices answered to `/push` (`pushes`).
     pub(crate) pushes: super::pushes::Ledger,
+    /// The timeline of connections and the after-login knob (`/dials`, `/after-login`).
+    pub pacing: super::pacing::Pacing,
     next_conn: u64,
     next_id: u64,
     next_group: u64,
@@ -363,6 +365,7 @@ impl Registry {
         self.next_conn += 1;
         self.stats.connections += 1;
         let id = ConnId(self.next_conn);
+        self.pacing.accepted(id, super::pacing::unix_ms());
         self.conns.insert(
             id,
             ConnEntry {

@@ -69,7 +69,9 @@ fn banned(reason: Reason, text: String, what: &str) -> Disconnect {
     }
 }
 
-/// Classifies `<stream:error>` (§8.5).
+/// Classifies `<stream:error>` (§8.5). 515 asks for a restart (at once only after the pairing or
+/// a stable connection: [`super::reconnect::Backoff::on_restart`]); 409, 429, 5xx and other codes
+/// retry with the growing backoff, a 429 with extra steps ([`super::reconnect::steps_for`]).
 pub(crate) fn stream_error(node: &Node) -> Disconnect {
     let code = node.attr_str("code").and_then(|c| c.parse::<u16>().ok());
     let conflict = node
@@ -241,6 +243,42 @@ mod tests {
             stream_error(&e503),
             Disconnect::Retry {
                 reason: Reason::ServerError(503),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn conflict_rate_limit_and_server_errors_reconnect_with_backoff() {
+        // 409 without a `conflict` child, 429 (the backoff adds its extra steps for it: see
+        // reconnect.rs), 5xx and unknown codes: growing delays, never a stop, never at once.
+        for code in [409u16, 429, 500, 502, 503, 599, 403, 418] {
+            let e = Node::new("stream:error").attr("code", code.to_string());
+            assert_eq!(
+                stream_error(&e),
+                Disconnect::Retry {
+                    reason: Reason::ServerError(code),
+                    error: format!("stream error {code}"),
+                },
+                "{code}"
+            );
+        }
+        // No code at all: a stream error of unknown kind, retried as a network failure.
+        assert!(matches!(
+            stream_error(&Node::new("stream:error")),
+            Disconnect::Retry {
+                reason: Reason::Network,
+                ..
+            }
+        ));
+        // A 409 with a `replaced` conflict is still a takeover.
+        let replaced = Node::new("stream:error")
+            .attr("code", "409")
+            .children(vec![Node::new("conflict").attr("type", "replaced")]);
+        assert!(matches!(
+            stream_error(&replaced),
+            Disconnect::Stop {
+                status: WorkerStatus::Conflict,
                 ..
             }
         ));

@@ -4,9 +4,12 @@
 //! 1. Load `creds.json`. Missing: generate the keys and persist them before the first
 //!    connection (a worker restarted mid-pairing reuses them). Corrupt: keep it aside, report
 //!    `needs_qr` (`creds_corrupt`) and wait for `RequestQr`.
-//! 2. Dial and run the Noise handshake ([`connect`], through a [`socket::Dialer`]) with the
-//!    registration or login payload ([`payload`]); the certificate chain must verify under the
-//!    trusted root.
+//! 2. Ask the supervisor for a dial permit (its fleet-wide handshake budget; a worker without a
+//!    supervisor dials at once), dial and run the Noise handshake ([`connect`], through a
+//!    [`socket::Dialer`]) with the registration or login payload ([`payload`]); the certificate
+//!    chain must verify under the trusted root. The permit goes back (`DialDone`) once the
+//!    handshake has ended: at `<success>`, at the end of the Noise handshake of a registration
+//!    (the pairing then waits for a person), or when the attempt failed.
 //! 3. Each stanza goes to its handler ([`dispatch`]), which only decides: it returns
 //!    [`Actions`] (persist, report, send, end) that [`Session::apply`] carries out in that
 //!    order. The connection's [`Stage`] names what it waits for: the QR scan ([`pair`]),
@@ -15,7 +18,8 @@
 //!    the outbox ([`messages`] queues it) after every decision while online; [`receipts`] and
 //!    [`resend`] follow what we sent.
 //! 4. Stream errors and failures decide between reconnecting, backing off and stopping
-//!    ([`events`]); backoff per [`reconnect::Backoff`].
+//!    ([`events`]); backoff per [`reconnect::Backoff`], whose counter starts over only once a
+//!    connection has stayed up for `BACKOFF_RESET_AFTER_MS`.
 //! 5. Every change goes to the supervisor as a full snapshot; a heartbeat goes every 15 s.
 //! 6. On cancel (SIGTERM, `Shutdown`, EOF on the link): stop, prove the creds durable, close the
 //!    socket, send `Flushed`, return.
@@ -52,7 +56,9 @@ mod usync;
 use std::io;
 use std::time::Duration;
 
-use ipc_protocol::{Reason, ToSupervisor, ToWorker, UnixMillis, WorkerState, WorkerStatus};
+use ipc_protocol::{
+    DialOutcome, Reason, ToSupervisor, ToWorker, UnixMillis, WorkerState, WorkerStatus,
+};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -73,7 +79,7 @@ use crate::wa::noise::cert::WA_ROOT_KEY;
 use actions::{Actions, Persist, Report};
 use connect::{ConnectError, Dial};
 use events::Disconnect;
-use reconnect::{Backoff, Retry};
+use reconnect::{Backoff, RestartPlan, Retry};
 use socket::{DialFuture, Dialer, Socket};
 use stage::{Ctx, Live, Settings};
 
@@ -127,6 +133,8 @@ enum Phase {
     Idle,
     /// Waiting for the next attempt.
     Waiting(Instant),
+    /// Waiting for the supervisor's permit to dial, asked for as `seq`.
+    Queued(u64),
     /// Dialling and handshaking.
     Dialing(DialFuture),
     /// Connected (pairing, logging in, or online).
@@ -149,7 +157,7 @@ impl Phase {
     /// its own buffer.
     async fn next_event(&mut self) -> Event {
         match self {
-            Phase::Idle => std::future::pending().await,
+            Phase::Idle | Phase::Queued(_) => std::future::pending().await,
             Phase::Waiting(at) => {
                 tokio::time::sleep_until(*at).await;
                 Event::RetryDue
@@ -200,6 +208,16 @@ pub(crate) struct Session {
     storage: Option<StorageTrouble>,
     /// How often a heartbeat goes to the supervisor (its watchdog fires after 60 s of silence).
     heartbeat_every: Duration,
+    /// The `seq` of the last `DialRequest`.
+    dial_seq: u64,
+    /// The dial request outstanding, or the permit held: its `seq`.
+    permit: Option<u64>,
+    /// The current connection is a registration (its 515 is the one after pairing).
+    registration: bool,
+    /// When the current connection logged in.
+    logged_in_at: Option<Instant>,
+    /// When the current connection becomes stable (the backoff then starts over).
+    stable_at: Option<Instant>,
 }
 
 impl Session {
@@ -238,6 +256,11 @@ impl Session {
             has_dialled: false,
             storage: None,
             heartbeat_every: Duration::from_millis(c.heartbeat_interval_ms.max(100)),
+            dial_seq: 0,
+            permit: None,
+            registration: false,
+            logged_in_at: None,
+            stable_at: None,
         }
     }
 
@@ -264,6 +287,7 @@ impl Session {
                 _ = sleep_until_some(self.storage.as_ref().map(|t| t.next_probe)) => {
                     phase = self.on_storage_probe(phase).await?;
                 }
+                _ = sleep_until_some(self.stable_at) => self.on_stable(),
                 event = phase.next_event() => phase = self.on_event(event, phase).await?,
             }
         }
@@ -432,7 +456,8 @@ impl Session {
         match phase {
             Phase::Open(live) if trouble.dropped => {
                 info!("reconnecting so the server delivers again what was not acknowledged");
-                self.after_disconnect(Some(live), Disconnect::Restart).await
+                self.end_connection(Some(live), DialOutcome::Failure).await;
+                self.dial()
             }
             Phase::Idle if trouble.redial => self.dial(),
             phase => {
@@ -448,11 +473,25 @@ impl Session {
             ToWorker::Send { request, .. } => debug!(request, "command: send"),
             ToWorker::Query { request, .. } => debug!(request, "command: query"),
             ToWorker::Confirm { ids } => debug!(count = ids.len(), "command: confirm"),
+            ToWorker::DialGranted { .. } => {}
             other => info!(?other, "command"),
         }
         match (cmd, phase) {
             (ToWorker::Ping, phase) => {
                 self.send_heartbeat();
+                Ok(phase)
+            }
+            (ToWorker::DialGranted { seq }, Phase::Queued(queued)) if seq == queued => {
+                debug!(seq, "dial permit granted");
+                self.dial_now()
+            }
+            (ToWorker::DialGranted { seq }, phase) => {
+                // A permit for a request this worker no longer has: give it back.
+                debug!(seq, "stale dial permit; given back");
+                self.link.send(ToSupervisor::DialDone {
+                    seq,
+                    outcome: DialOutcome::Withdrawn,
+                });
                 Ok(phase)
             }
             (ToWorker::RequestQr, Phase::Idle | Phase::Waiting(_)) => {
@@ -526,11 +565,18 @@ impl Session {
         match (event, phase) {
             (Event::RetryDue, _) => self.dial(),
             (Event::Dialed(Ok(socket)), _) => {
-                info!(paired = self.is_paired(), "handshake done");
+                let paired = self.is_paired();
+                info!(paired, "handshake done");
+                self.registration = !paired;
+                if !paired {
+                    // The pairing now waits for a person: the permit goes back at once.
+                    self.release(DialOutcome::Success);
+                }
                 self.touch();
-                Ok(Phase::Open(Box::new(Live::new(socket, self.is_paired()))))
+                Ok(Phase::Open(Box::new(Live::new(socket, paired))))
             }
             (Event::Dialed(Err(e)), _) => {
+                self.release(DialOutcome::Error);
                 let reason = if e.is_certificate() {
                     Reason::CertificateRejected
                 } else {
@@ -775,7 +821,11 @@ impl Session {
                 self.state.qr_expires_at = None;
             }
             Report::Connected => {
-                self.state.reconnect_attempts = 0;
+                // The attempt counter starts over only once this connection proves stable.
+                self.release(DialOutcome::Success);
+                let now = Instant::now();
+                self.logged_in_at = Some(now);
+                self.stable_at = Some(now + self.backoff.reset_after);
                 self.state.next_retry_at = None;
                 self.state.last_error = None;
                 self.set(WorkerStatus::Connected, None);
@@ -798,16 +848,27 @@ impl Session {
         live: Option<Box<Live>>,
         disconnect: Disconnect,
     ) -> Result<Phase, SessionError> {
-        if let Some(mut live) = live {
-            live.socket.close().await;
-        }
-        self.state.qr = None;
-        self.state.qr_expires_at = None;
+        let outcome = match &disconnect {
+            Disconnect::Retry {
+                reason: Reason::Network,
+                ..
+            } => DialOutcome::Error,
+            _ => DialOutcome::Failure,
+        };
+        let (registration, up) = self.end_connection(live, outcome).await;
         match disconnect {
-            Disconnect::Restart => {
-                info!("server asked for a restart; reconnecting now");
-                self.dial()
-            }
+            Disconnect::Restart => match self.backoff.on_restart(registration, up) {
+                RestartPlan::Now => {
+                    info!("server asked for a restart; reconnecting now");
+                    self.dial()
+                }
+                RestartPlan::Backoff => Ok(self.retry_later(
+                    Reason::ServerError(515),
+                    "stream error 515 (restart required) on a connection that was not yet \
+                     stable"
+                        .into(),
+                )),
+            },
             Disconnect::Retry { reason, error } => Ok(self.retry_later(reason, error)),
             Disconnect::RetryAfter {
                 reason,
@@ -853,7 +914,54 @@ impl Session {
         }
     }
 
-    /// Step 2: start dialling (creating and persisting creds first if there are none).
+    /// Closes the connection (if any) and forgets it: the permit goes back with `outcome` if
+    /// still held, and a connection that stayed up long enough resets the attempt counter.
+    /// Returns whether it was a registration, and how long it was logged in.
+    async fn end_connection(
+        &mut self,
+        live: Option<Box<Live>>,
+        outcome: DialOutcome,
+    ) -> (bool, Option<Duration>) {
+        if let Some(mut live) = live {
+            live.socket.close().await;
+        }
+        self.release(outcome);
+        self.state.qr = None;
+        self.state.qr_expires_at = None;
+        self.state.dial_queued_since = None;
+        self.stable_at = None;
+        let registration = std::mem::take(&mut self.registration);
+        let up = self.logged_in_at.take().map(|at| at.elapsed());
+        if up.is_some_and(|up| self.backoff.is_stable(up)) {
+            self.state.reconnect_attempts = 0;
+        }
+        (registration, up)
+    }
+
+    /// The current connection has stayed up for `BACKOFF_RESET_AFTER_MS`: the reconnect
+    /// backoff starts over.
+    fn on_stable(&mut self) {
+        self.stable_at = None;
+        if self.state.reconnect_attempts > 0 {
+            info!(
+                attempts = self.state.reconnect_attempts,
+                "connection stable; reconnect backoff starts over"
+            );
+            self.state.reconnect_attempts = 0;
+            self.touch();
+        }
+    }
+
+    /// Gives the dial permit back (or withdraws the request), if one is outstanding.
+    fn release(&mut self, outcome: DialOutcome) {
+        if let Some(seq) = self.permit.take() {
+            debug!(seq, ?outcome, "dial permit given back");
+            self.link.send(ToSupervisor::DialDone { seq, outcome });
+        }
+    }
+
+    /// Step 2: start dialling (creating and persisting creds first if there are none): at once
+    /// without a supervisor, else once its handshake budget grants a permit.
     fn dial(&mut self) -> Result<Phase, SessionError> {
         if self.storage.as_ref().is_some_and(|t| t.redial) {
             debug!("the volume refuses writes; dialling once it takes them");
@@ -873,19 +981,42 @@ impl Session {
                 Err(e) => return self.storage_failed(SessionError::Store(e), true),
             },
         };
+        self.creds = Some(creds);
+        if !self.link.paced() {
+            return self.dial_now();
+        }
+        // A request still outstanding is replaced by this one.
+        self.release(DialOutcome::Withdrawn);
+        self.dial_seq += 1;
+        let seq = self.dial_seq;
+        self.permit = Some(seq);
+        self.link.send(ToSupervisor::DialRequest { seq });
+        debug!(seq, "waiting for a dial permit");
+        self.state.next_retry_at = None;
+        self.state.dial_queued_since = Some(UnixMillis::now());
+        self.set(WorkerStatus::Connecting, self.state.reason.clone());
+        Ok(Phase::Queued(seq))
+    }
+
+    /// Dials now (the permit, if one is needed, is held).
+    fn dial_now(&mut self) -> Result<Phase, SessionError> {
+        let Some(creds) = self.creds.as_ref() else {
+            // `dial` always leaves creds in place; never dial without them.
+            return self.dial();
+        };
         let dial = Dial {
             url: self.ws_url.clone(),
             routing_info: creds.routing_info.as_ref().map(|b| b.0.clone()),
             root: self.root,
             noise_private: Secret::new(creds.noise_key.private.expose().0),
-            payload: payload::for_creds(&creds, self.version, &self.browser),
+            payload: payload::for_creds(creds, self.version, &self.browser),
         };
-        self.creds = Some(creds);
         if self.has_dialled {
             self.state.reconnect_count = self.state.reconnect_count.saturating_add(1);
         }
         self.has_dialled = true;
         self.state.next_retry_at = None;
+        self.state.dial_queued_since = None;
         self.set(WorkerStatus::Connecting, self.state.reason.clone());
         Ok(Phase::Dialing(self.dialer.dial(dial)))
     }
@@ -905,10 +1036,11 @@ impl Session {
     /// Step 4: count the failure and wait.
     fn retry_later(&mut self, reason: Reason, error: String) -> Phase {
         self.state.reconnect_attempts = self.state.reconnect_attempts.saturating_add(1);
-        let (status, delay) = match self
-            .backoff
-            .after_failure(self.state.reconnect_attempts, rand::random::<f64>())
-        {
+        let (status, delay) = match self.backoff.after_failure(
+            self.state.reconnect_attempts,
+            reconnect::steps_for(&reason),
+            rand::random::<f64>(),
+        ) {
             Retry::Soon(d) => (WorkerStatus::Reconnecting, d),
             Retry::Slow(d) => (WorkerStatus::Disconnected, d),
         };
@@ -930,6 +1062,7 @@ impl Session {
         if let Phase::Open(mut live) = phase {
             live.socket.close().await;
         }
+        self.release(DialOutcome::Withdrawn);
         // Every change was saved when it happened: prove it durable, do not rewrite it.
         let saved = match &self.creds {
             Some(creds) => self.store.prove_durable().or_else(|e| {

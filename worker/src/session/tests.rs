@@ -44,6 +44,15 @@ struct Harness {
 impl Harness {
     /// Starts a session on an account directory holding `creds` (none: never registered).
     fn start(creds: Option<&Creds>) -> Self {
+        Self::start_with(creds, false)
+    }
+
+    /// Starts a session whose dials wait for the test's `DialGranted`.
+    fn start_paced(creds: Option<&Creds>) -> Self {
+        Self::start_with(creds, true)
+    }
+
+    fn start_with(creds: Option<&Creds>, paced: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let cli = Cli::try_parse_from([
             "worker",
@@ -58,7 +67,11 @@ impl Harness {
         if let Some(creds) = creds {
             CredsStore::new(&account_dir).save(creds).expect("save");
         }
-        let (link, reports) = crate::ipc::for_test();
+        let (link, reports) = if paced {
+            crate::ipc::for_test_paced()
+        } else {
+            crate::ipc::for_test()
+        };
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (dialer, dials) = memory::dials();
         let mut session = Session::new(&cli.args, link, command_rx);
@@ -111,6 +124,23 @@ impl Harness {
                 if want(&state) {
                     return state;
                 }
+            }
+        }
+    }
+
+    /// Waits for the first report that is not a state snapshot nor a heartbeat, keeping the
+    /// snapshots seen on the way.
+    async fn next_report(&mut self) -> ToSupervisor {
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            let report = tokio::time::timeout_at(deadline, self.reports.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no report; last state {:?}", self.last))
+                .expect("link open");
+            match report {
+                ToSupervisor::State(state) => self.last = state,
+                ToSupervisor::Heartbeat { .. } => {}
+                other => return other,
             }
         }
     }
@@ -1227,6 +1257,148 @@ async fn acks_the_notifications_and_stanzas_a_real_server_pushes() {
     assert_eq!(
         ack.get_attr("id"),
         Some(&crate::wa::binary::AttrValue::Bytes(vec![0xFF, 0x01]))
+    );
+    h.stop().await;
+}
+
+/// Plays a well-behaved server for `d`: answers every IQ the session sends (the prekey count
+/// well stocked), so keepalive holds.
+async fn serve_for(server: &mut ServerEnd, d: Duration) {
+    let until = tokio::time::Instant::now() + d;
+    while let Ok(Some(node)) = tokio::time::timeout_at(until, server.next()).await {
+        if node.tag == "iq" {
+            let reply = if node.attr_str("xmlns").as_deref() == Some("encrypt") {
+                result(&node).children(vec![Node::new("count").attr("value", "100")])
+            } else {
+                result(&node)
+            };
+            server.push(reply);
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn dials_only_with_a_permit_and_gives_it_back_at_success_or_failure() {
+    use ipc_protocol::DialOutcome;
+    let mut h = Harness::start_paced(Some(&paired_creds()));
+    let ToSupervisor::DialRequest { seq } = h.next_report().await else {
+        panic!("a dial request first")
+    };
+    let queued = h
+        .state_where("queued", |s| s.dial_queued_since.is_some())
+        .await;
+    assert_eq!(queued.status, WorkerStatus::Connecting);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(60), h.dials.recv())
+            .await
+            .is_err(),
+        "no dial without a permit"
+    );
+    // A grant for another request is given back untouched.
+    h.commands
+        .send(ToWorker::DialGranted { seq: seq + 40 })
+        .expect("send");
+    assert_eq!(
+        h.next_report().await,
+        ToSupervisor::DialDone {
+            seq: seq + 40,
+            outcome: DialOutcome::Withdrawn
+        }
+    );
+    h.commands
+        .send(ToWorker::DialGranted { seq })
+        .expect("send");
+    let server = h.next_dial().await.accept();
+    let dialing = h
+        .state_where("dialling", |s| s.dial_queued_since.is_none())
+        .await;
+    assert_eq!(dialing.status, WorkerStatus::Connecting);
+    server.push(Node::new("success").attr("t", "1700000000"));
+    assert_eq!(
+        h.next_report().await,
+        ToSupervisor::DialDone {
+            seq,
+            outcome: DialOutcome::Success
+        }
+    );
+
+    // The server ends the stream: the next dial asks again, and a refused one gives its permit
+    // back as an error.
+    server.push(Node::new("xmlstreamend"));
+    let ToSupervisor::DialRequest { seq: again } = h.next_report().await else {
+        panic!("a new request after the backoff")
+    };
+    assert_eq!(again, seq + 1);
+    h.commands
+        .send(ToWorker::DialGranted { seq: again })
+        .expect("send");
+    h.next_dial().await.refuse();
+    assert_eq!(
+        h.next_report().await,
+        ToSupervisor::DialDone {
+            seq: again,
+            outcome: DialOutcome::Error
+        }
+    );
+    // A shutdown while waiting withdraws the request.
+    let ToSupervisor::DialRequest { seq: third } = h.next_report().await else {
+        panic!("a third request")
+    };
+    let tail = h.stop().await;
+    assert!(
+        tail.contains(&ToSupervisor::DialDone {
+            seq: third,
+            outcome: DialOutcome::Withdrawn
+        }),
+        "{tail:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_attempt_counter_survives_short_logins_and_resets_after_a_stable_minute() {
+    let mut h = Harness::start(Some(&paired_creds()));
+    let mut server = h.online().await;
+    // Ended right after the login, three times: the counter climbs.
+    for attempt in 1..=3 {
+        server.push(Node::new("xmlstreamend"));
+        let state = h.status(WorkerStatus::Reconnecting).await;
+        assert_eq!(state.reconnect_attempts, attempt, "{state:?}");
+        server = h.next_dial().await.accept();
+        server.push(Node::new("success").attr("t", "1700000000"));
+        let online = h.status(WorkerStatus::Connected).await;
+        assert_eq!(online.reconnect_attempts, attempt, "not reset by <success>");
+    }
+    // Up 59 s is not stable yet.
+    serve_for(&mut server, Duration::from_secs(59)).await;
+    server.push(Node::new("xmlstreamend"));
+    let state = h.status(WorkerStatus::Reconnecting).await;
+    assert_eq!(state.reconnect_attempts, 4);
+    // A 515 on a connection that is not stable backs off too.
+    server = h.next_dial().await.accept();
+    server.push(Node::new("success").attr("t", "1700000000"));
+    h.status(WorkerStatus::Connected).await;
+    server.push(Node::new("stream:error").attr("code", "515"));
+    let state = h.status(WorkerStatus::Reconnecting).await;
+    assert_eq!(state.reconnect_attempts, 5);
+    assert_eq!(state.reason, Some(Reason::ServerError(515)));
+    // Up a minute: the counter starts over, and says so while still connected.
+    server = h.next_dial().await.accept();
+    server.push(Node::new("success").attr("t", "1700000000"));
+    let online = h.status(WorkerStatus::Connected).await;
+    assert_eq!(online.reconnect_attempts, 5);
+    serve_for(&mut server, Duration::from_secs(61)).await;
+    let reset = h
+        .state_where("counter reset", |s| s.reconnect_attempts == 0)
+        .await;
+    assert_eq!(reset.status, WorkerStatus::Connected);
+    // A 515 now reconnects at once, the counter untouched.
+    server.push(Node::new("stream:error").attr("code", "515"));
+    let before = tokio::time::Instant::now();
+    let _again = h.next_dial().await;
+    assert_eq!(
+        before.elapsed(),
+        Duration::ZERO,
+        "no backoff after a stable connection"
     );
     h.stop().await;
 }
