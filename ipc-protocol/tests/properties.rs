@@ -90,6 +90,18 @@ fn to_supervisor() -> impl Strategy<Value = ToSupervisor> {
         any::<u64>().prop_map(|seq| ToSupervisor::DialRequest { seq }),
         (any::<u64>(), dial_outcome())
             .prop_map(|(seq, outcome)| ToSupervisor::DialDone { seq, outcome }),
+        (".{0,40}", ".{0,40}", any::<bool>(), millis(), any::<bool>()).prop_map(
+            |(call_id, from, video, at, offline)| {
+                ToSupervisor::Call(ipc_protocol::CallEvent {
+                    call_id,
+                    from,
+                    kind: "offer".into(),
+                    video,
+                    at: at.unwrap_or(UnixMillis(0)),
+                    offline,
+                })
+            }
+        ),
         (".{0,200}", any::<u64>(), any::<bool>()).prop_map(|(text, cursor, inbound)| {
             ToSupervisor::Message(MessageRecord {
                 id: "3EB0AB".into(),
@@ -127,6 +139,7 @@ fn dial_outcome() -> impl Strategy<Value = DialOutcome> {
 fn to_worker() -> impl Strategy<Value = ToWorker> {
     prop_oneof![
         any::<u64>().prop_map(|seq| ToWorker::DialGranted { seq }),
+        ".{0,30}".prop_map(|version| ToWorker::SetWaVersion { version }),
         proptest::sample::select(vec![
             ToWorker::Shutdown,
             ToWorker::Logout,
