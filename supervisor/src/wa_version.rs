@@ -305,8 +305,8 @@ mod tests {
         let new = WaVersion([2, 3000, 2]);
         let versions = WaVersions::load(dir.path(), old, None);
         assert_eq!(versions.current().source, Source::Config);
-        assert_eq!(versions.set(new, Source::Api).expect("stored"), true);
-        assert_eq!(versions.set(new, Source::Api).expect("same"), false);
+        assert!(versions.set(new, Source::Api).expect("stored"));
+        assert!(!versions.set(new, Source::Api).expect("same"));
         // The next run keeps the stored version over an older configured one...
         let again = WaVersions::load(dir.path(), old, None);
         assert_eq!(again.current().version, new);

@@ -152,3 +152,118 @@ fn the_version_setting_is_validated_stored_and_kept_across_restarts() {
     assert_eq!(shown["waVersion"], newer, "{shown}");
     assert_eq!(shown["waVersionSource"], "api", "{shown}");
 }
+
+/// Ends the account's connection so its next login meets whatever the sim now plays.
+fn relogin(sim: &Sim, jid: &str) {
+    let (code, body) = sim.post("/drop", &json!({ "jid": jid }));
+    assert_eq!(code, 200, "{body}");
+}
+
+#[test]
+fn a_lock_or_a_ban_shows_as_banned_and_an_unlink_stays_logged_out() {
+    let sim = Sim::start(&[]);
+    let volume = Volume::new();
+    let sup = start(&volume, &sim, &[("RECONNECT_BASE_MS", "100")]);
+    let locked = pair_with(&sup, &sim, "locked", "15550002011", json!({}));
+    let banned = pair_with(&sup, &sim, "banned", "15550002012", json!({}));
+    let unlinked = pair_with(&sup, &sim, "unlinked", "15550002013", json!({}));
+    for (phone, reason) in [("15550002011", 403), ("15550002012", 406)] {
+        let (code, body) = sim.post("/failure", &json!({ "reason": reason, "phone": phone }));
+        assert_eq!(code, 200, "{body}");
+    }
+    relogin(&sim, &locked);
+    relogin(&sim, &banned);
+    let (code, body) = sim.post("/logout", &json!({ "jid": unlinked }));
+    assert_eq!(code, 200, "{body}");
+
+    let a = wait_status(&sup, "locked", "banned");
+    assert_eq!(a["reason"], "account_locked", "{a}");
+    assert!(
+        a["lastError"].as_str().is_some_and(|e| e.contains("403")),
+        "{a}"
+    );
+    let b = wait_status(&sup, "banned", "banned");
+    assert_eq!(b["reason"], "banned", "{b}");
+    assert!(
+        b["lastError"].as_str().is_some_and(|e| e.contains("406")),
+        "{b}"
+    );
+    let u = wait_status(&sup, "unlinked", "logged_out");
+    assert_eq!(u["reason"], "logged_out", "{u}");
+
+    // A ban wave is visible in the counts and the metrics, apart from unlinks.
+    let summary = sup.dashboard()["summary"].clone();
+    assert_eq!(summary["banned"], 2, "{summary}");
+    assert_eq!(summary["logged_out"], 1, "{summary}");
+    let metrics = sup.call("GET", "/metrics", None).text();
+    assert!(
+        metrics.contains("wafleet_accounts{status=\"banned\"} 2"),
+        "{metrics}"
+    );
+    // No reconnect on its own: the dead creds were archived, as for an unlink.
+    assert!(!volume.sessions().join("locked").join("creds.json").exists());
+    assert!(!volume.sessions().join("banned").join("creds.json").exists());
+}
+
+#[test]
+fn a_version_bump_is_survived_without_a_redeploy() {
+    let sim = Sim::start(&[]);
+    let volume = Volume::new();
+    let sw_js = format!("{}/sw.js", sim.control_url());
+    let sup = start(
+        &volume,
+        &sim,
+        &[("RECONNECT_BASE_MS", "100"), ("WA_VERSION_URL", &sw_js)],
+    );
+    let jid = pair_with(&sup, &sim, "bumped", "15550002021", json!({}));
+    // WhatsApp moves on: the published version rises, and older clients get a 405.
+    let newer = "2.3000.2045649367";
+    let (code, body) = sim.post("/version", &json!({ "current": newer, "min": newer }));
+    assert_eq!(code, 200, "{body}");
+    relogin(&sim, &jid);
+    // The 405 makes the supervisor read the published version; the account dials again with
+    // it, and no one redeployed anything.
+    wait_until("the refreshed version", STATE_DEADLINE, || {
+        let s = sup.call("GET", "/api/settings", None).json();
+        if s["waVersion"] == newer && s["waVersionSource"] == "refresh" {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    });
+    wait_status(&sup, "bumped", "connected");
+    assert!(
+        sup.events("whatsapp web version changed").len() == 1,
+        "one change, stored: {:?}",
+        sup.events("whatsapp web version changed")
+    );
+    assert!(volume.sessions().join(".wa-version.json").exists());
+}
+
+#[test]
+fn a_client_outdated_account_dials_again_when_the_admin_sets_the_version() {
+    let sim = Sim::start(&[]);
+    let volume = Volume::new();
+    // No refresh URL: only the admin can help.
+    let sup = start(&volume, &sim, &[("RECONNECT_BASE_MS", "100")]);
+    let jid = pair_with(&sup, &sim, "outdated", "15550002031", json!({}));
+    let newer = "2.3000.2045649368";
+    let (code, body) = sim.post("/version", &json!({ "current": newer, "min": newer }));
+    assert_eq!(code, 200, "{body}");
+    relogin(&sim, &jid);
+    let a = wait_status(&sup, "outdated", "failed");
+    assert_eq!(a["reason"], "client_outdated", "{a}");
+    assert!(
+        a["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("/api/settings")),
+        "{a}"
+    );
+    let r = sup.call(
+        "PUT",
+        "/api/settings",
+        Some(&json!({ "waVersion": newer }).to_string()),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_status(&sup, "outdated", "connected");
+}
