@@ -95,17 +95,7 @@ pub async fn add(
     _json: RequireJson,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("request body exceeds {} bytes", super::MAX_BODY_LEN),
-            )
-        } else {
-            ApiError::bad_request("bad_body", e.body_text())
-        }
-    })?;
+    let body = super::error::body_or_error(body, super::MAX_BODY_LEN)?;
     let req: AddAccount = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))?;
     let name = req.name.trim().to_owned();

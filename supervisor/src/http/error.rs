@@ -96,3 +96,25 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// A JSON route's body, or the answer for a body that could not be read: 413 over `limit`
+/// bytes, 400 otherwise.
+///
+/// # Errors
+/// The [`ApiError`] to answer.
+pub fn body_or_error(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+    limit: usize,
+) -> Result<axum::body::Bytes, ApiError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body exceeds {limit} bytes"),
+            )
+        } else {
+            ApiError::bad_request("bad_body", e.body_text())
+        }
+    })
+}

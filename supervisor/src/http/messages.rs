@@ -63,17 +63,7 @@ pub async fn send(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = known_account(&state, &account)?;
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("request body exceeds {MAX_SEND_BODY_LEN} bytes"),
-            )
-        } else {
-            ApiError::bad_request("bad_body", e.body_text())
-        }
-    })?;
+    let body = super::error::body_or_error(body, MAX_SEND_BODY_LEN)?;
     let req: SendBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))?;
     let to = parse_recipient(&req.to)

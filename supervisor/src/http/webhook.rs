@@ -7,7 +7,6 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 use tracing::info;
@@ -48,17 +47,7 @@ pub async fn set(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&raw)?;
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("request body exceeds {} bytes", super::MAX_BODY_LEN),
-            )
-        } else {
-            ApiError::bad_request("bad_body", e.body_text())
-        }
-    })?;
+    let body = super::error::body_or_error(body, super::MAX_BODY_LEN)?;
     let url = parse_body(&body)?;
     if !state.cache.contains(&id) {
         return Err(ApiError::account_not_found(id.as_str()));

@@ -102,17 +102,13 @@ impl Client {
         headers: &[(HeaderName, HeaderValue)],
         body: Bytes,
     ) -> Result<StatusCode, SendError> {
-        let uri = url.uri();
-        let https = uri.scheme_str() == Some("https");
-        let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
-        let host = uri
-            .host()
-            .unwrap_or_default()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let Target {
+            https,
+            authority,
+            host,
+            port,
+            path,
+        } = Target::of(url);
         let mut request = Request::builder()
             .method(Method::POST)
             .uri(path)
@@ -151,22 +147,17 @@ impl Client {
         max: usize,
     ) -> Result<(StatusCode, Bytes), SendError> {
         let fetch = async {
-            let uri = url.uri();
-            let https = uri.scheme_str() == Some("https");
-            let host = uri
-                .host()
-                .unwrap_or_default()
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned();
-            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+            let Target {
+                https,
+                authority,
+                host,
+                port,
+                path,
+            } = Target::of(url);
             let request = Request::builder()
                 .method(Method::GET)
-                .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
-                .header(
-                    HOST,
-                    uri.authority().map(|a| a.as_str()).unwrap_or_default(),
-                )
+                .uri(path)
+                .header(HOST, authority)
                 .header(USER_AGENT, user_agent)
                 .body(Full::new(Bytes::new()))
                 .map_err(SendError::Request)?;
@@ -184,6 +175,38 @@ impl Client {
         match tokio::time::timeout(self.timeout, fetch).await {
             Ok(result) => result,
             Err(_) => Err(SendError::Timeout(self.timeout)),
+        }
+    }
+}
+
+/// Where a URL's request goes.
+struct Target {
+    https: bool,
+    authority: String,
+    host: String,
+    port: u16,
+    path: String,
+}
+
+impl Target {
+    fn of(url: &WebhookUrl) -> Target {
+        let uri = url.uri();
+        let https = uri.scheme_str() == Some("https");
+        Target {
+            https,
+            authority: uri
+                .authority()
+                .map(|a| a.as_str())
+                .unwrap_or_default()
+                .to_owned(),
+            host: uri
+                .host()
+                .unwrap_or_default()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port: uri.port_u16().unwrap_or(if https { 443 } else { 80 }),
+            path: uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
         }
     }
 }
@@ -278,6 +301,57 @@ mod tests {
         let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
         sock.write_all(answer.as_bytes()).await.expect("write");
         String::from_utf8_lossy(&seen).to_string()
+    }
+
+    /// Answers one request with `body`, after reading its head.
+    async fn answer_once(listener: TcpListener, body: &'static str) -> String {
+        let (mut sock, _) = listener.accept().await.expect("accept");
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
+            let n = sock.read(&mut buf).await.expect("read");
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        sock.write_all(answer.as_bytes()).await.expect("write");
+        String::from_utf8_lossy(&seen).to_string()
+    }
+
+    #[tokio::test]
+    async fn gets_a_page_as_a_browser_and_refuses_one_over_the_limit() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(answer_once(listener, "\"client_revision\":42"));
+        let url = WebhookUrl::parse(&format!("http://{addr}/sw.js")).expect("url");
+        let client = Client::new(Duration::from_secs(5));
+        let (status, body) = client
+            .get(&url, "Mozilla/5.0 test", 1024)
+            .await
+            .expect("get");
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(&body[..], b"\"client_revision\":42");
+        let seen = server.await.expect("server");
+        assert!(seen.starts_with("GET /sw.js HTTP/1.1\r\n"), "{seen}");
+        assert!(
+            seen.to_ascii_lowercase()
+                .contains("user-agent: mozilla/5.0 test"),
+            "{seen}"
+        );
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(answer_once(listener, "0123456789"));
+        let url = WebhookUrl::parse(&format!("http://{addr}/")).expect("url");
+        assert!(matches!(
+            client.get(&url, "x", 4).await,
+            Err(SendError::Body(_))
+        ));
     }
 
     #[tokio::test]
