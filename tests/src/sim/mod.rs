@@ -3,11 +3,14 @@
 //!
 //! ```text
 //!  Sim::start ─┬─ server::Listener      ws://127.0.0.1:P/ws/chat, one task per connection:
-//!              │    connection            intro, Noise XX (pki's certificate chain), ClientPayload
+//!              │    connection            intro, Noise XX, IK or XXfallback (pki's certificate
+//!              │                          chain, `handshake`), ClientPayload, `policy` (version
+//!              │                          minimum, failures played, silence)
 //!              │    session               node loop: pairing (refs, pair-success, 515) or
 //!              │                          login (success, IQs, acks); commands from other tasks
 //!              ├─ control               http://127.0.0.1:Q: /scan (phone), /message (delivery),
 //!              │                          /conflict /logout /drop /restart /error /end (faults),
+//!              │                          /silence /failure /version /sw.js (policy),
 //!              │                          /group, /config, /sessions, /stats, /relayed,
 //!              │                          /send /inbox /read (the phones as Signal peers)
 //!              └─ registry (one mutex)  accounts (PN and LID), devices, groups, live
@@ -40,12 +43,14 @@ mod directory;
 pub mod error;
 pub mod faults;
 mod groups;
+mod handshake;
 mod iq;
 mod login;
 mod pairing;
 mod peer;
 pub mod phone;
 mod pki;
+pub mod policy;
 pub mod registry;
 mod relay;
 mod server;

@@ -96,6 +96,12 @@ pub struct Stats {
     pub flood_sent: u64,
     /// Acks of `/flood` stanzas.
     pub flood_acked: u64,
+    /// Noise IK handshakes accepted (a paired device resuming, wa-protocol.md §2.6).
+    pub ik_logins: u64,
+    /// Noise IK attempts refused and answered with XXfallback.
+    pub ik_fallbacks: u64,
+    /// Connections silenced (`/silence`, or `/config` `silent`).
+    pub silenced: u64,
 }
 
 /// Settings the control API can change while the simulator runs.
@@ -141,6 +147,8 @@ pub struct Registry {
     pub stats: Stats,
     /// The live settings.
     pub config: LiveConfig,
+    /// Versions, failures played at login, silence (`policy`).
+    pub policy: super::policy::Policy,
     next_conn: u64,
     next_id: u64,
     next_group: u64,
@@ -599,7 +607,8 @@ impl Registry {
         Ok(grant)
     }
 
-    fn check_login(
+    /// Whether `device` of `phone` may log in with `noise_public`, without logging it in.
+    pub(crate) fn check_login(
         &self,
         phone: &str,
         device: u32,
