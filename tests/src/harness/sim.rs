@@ -82,6 +82,11 @@ impl Sim {
         }
     }
 
+    /// `http://127.0.0.1:PORT`: the control API (its `/sw.js` is a version URL for tests).
+    pub fn control_url(&self) -> String {
+        format!("http://{}", self.control)
+    }
+
     /// `POST path` with a JSON body; returns the status and the JSON answer.
     ///
     /// # Panics

@@ -28,7 +28,7 @@
 //!                   "messages_accepted","messages_relayed","receipts_relayed","usync_queries",
 //!                   "bundle_fetches","prekeys_consumed","client_acks","outbox_overflows",
 //!                   "companions_removed","flood_sent","flood_acked","ik_logins","ik_fallbacks",
-//!                   "silenced","live"}
+//!                   "silenced","client_pings","sw_js_served","live"}
 //! POST /flood    {"jid","count","per_second"} → server_sync notifications to the device, paced
 //! GET  /relayed?jid=<device> → [{"tag","id","from","type","participant","encs","pending"}]
 //! POST /send     {"from":<phone>,"to":<jid or phone>,"text"}   → {"ok":true,"id"}
@@ -539,7 +539,11 @@ async fn set_version(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResul
 
 /// `GET /sw.js`: WhatsApp Web's service worker stand-in carrying `client_revision`.
 async fn sw_js(State(shared): State<Arc<Shared>>) -> Response {
-    let body = policy::sw_js(shared.registry().policy.current);
+    let body = {
+        let mut registry = shared.registry();
+        registry.stats.sw_js_served += 1;
+        policy::sw_js(registry.policy.current)
+    };
     (
         [(
             axum::http::header::CONTENT_TYPE,

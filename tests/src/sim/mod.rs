@@ -35,6 +35,7 @@
 //! 4. The client logs in with `username` + `device`; the noise key must be the one that paired;
 //!    it gets `<success>` (`login`), and from then on pings, prekeys, delivery and faults.
 
+mod account;
 mod connection;
 mod control;
 mod delivery;
@@ -90,6 +91,10 @@ pub struct SimConfig {
     /// round trip to a real edge. Baileys needs it: it switches to transport keys only after its
     /// ClientFinish write completes, so a stanza that arrives sooner is lost to it.
     pub edge_latency: Duration,
+    /// The WhatsApp Web version `/sw.js` publishes (default: the worker's default `WA_VERSION`).
+    pub version: policy::Version,
+    /// Logins and registrations below this get `<failure reason="405"/>`.
+    pub min_version: Option<policy::Version>,
 }
 
 impl Default for SimConfig {
@@ -101,6 +106,8 @@ impl Default for SimConfig {
             ref_timeout: None,
             handshake_delay: Duration::ZERO,
             edge_latency: Duration::ZERO,
+            version: policy::DEFAULT_VERSION,
+            min_version: None,
         }
     }
 }
@@ -158,13 +165,16 @@ impl Sim {
         let control_listener = bind("control", config.control).await?;
         let ws_addr = ws_listener.local_addr()?;
         let control_addr = control_listener.local_addr()?;
+        let mut registry = Registry::new(LiveConfig {
+            handshake_delay: config.handshake_delay,
+            edge_latency: config.edge_latency,
+            refuse: false,
+            ref_timeout: config.ref_timeout,
+        });
+        registry.policy.current = config.version;
+        registry.policy.min = config.min_version;
         let shared = Arc::new(Shared {
-            registry: Mutex::new(Registry::new(LiveConfig {
-                handshake_delay: config.handshake_delay,
-                edge_latency: config.edge_latency,
-                refuse: false,
-                ref_timeout: config.ref_timeout,
-            })),
+            registry: Mutex::new(registry),
             pki: Pki::generate(),
             token,
             tracker: TaskTracker::new(),

@@ -102,6 +102,10 @@ pub struct Stats {
     pub ik_fallbacks: u64,
     /// Connections silenced (`/silence`, or `/config` `silent`).
     pub silenced: u64,
+    /// Client keepalive pings (`w:p`) answered on logged-in connections.
+    pub client_pings: u64,
+    /// `GET /sw.js` served (clients reading the current version).
+    pub sw_js_served: u64,
 }
 
 /// Settings the control API can change while the simulator runs.
