@@ -8,8 +8,9 @@
 //! 3. Read the ClientFinish; the Noise static key it proves is the client's identity at login.
 //!    Each client message must come within [`HANDSHAKE_STEP_DEADLINE`] (§2.7). A ClientHello
 //!    carrying `static` is Noise IK (§2.6, `handshake`): a login of a paired device with its own
-//!    noise key is accepted at once (no ClientFinish); anything else gets an XXfallback
-//!    ServerHello and then a ClientFinish as in XX.
+//!    noise key is accepted at once (no ClientFinish); anything else (or every attempt, while
+//!    `/config` `refuse_ik` is on) gets an XXfallback ServerHello and then a ClientFinish as in
+//!    XX.
 //! 4. Decode the ClientPayload. A failure the control API set for the account or for all
 //!    (403, 405, 406), or an app version below the minimum (405, also for a registration), ends
 //!    the connection with that `<failure>` (`policy`). Otherwise: `devicePairingData` →
@@ -140,9 +141,10 @@ impl Connection {
             }
             Hello::Ik(ik) => ik,
         };
+        let refuse = shared.registry().policy.refuse_ik;
         if let Some(opened) = ik
             .open(pki.static_private())
-            .filter(|o| self.resumable(&o.client_static, &o.payload))
+            .filter(|o| !refuse && self.resumable(&o.client_static, &o.payload))
         {
             let (server_hello, done) = opened.accept(xeddsa::generate_private(), pki.chain());
             self.write_frame(&server_hello).await?;

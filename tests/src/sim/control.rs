@@ -21,8 +21,8 @@
 //! POST /group    {"subject","participants":[phone…][,"addressing_mode":"lid"|"pn"]}
 //!                                                  → {"ok":true,"jid":"<id>@g.us"}
 //! POST /config   {["handshake_delay_ms"],["edge_latency_ms"],["refuse"],["ref_timeout_ms"],
-//!                 ["silent"]} → {"ok":true}; "silent": every later login gets <success>, then
-//!                 silence
+//!                 ["silent"],["refuse_ik"]} → {"ok":true}; "silent": every later login gets
+//!                 <success>, then silence; "refuse_ik": every Noise IK attempt gets XXfallback
 //! GET  /sessions → [{"conn_id","jid","state","connected_at"}]
 //! GET  /stats    → {"registrations","logins","connections","pairings","login_failures",
 //!                   "messages_accepted","messages_relayed","receipts_relayed","usync_queries",
@@ -346,6 +346,7 @@ struct ConfigBody {
     refuse: Option<bool>,
     ref_timeout_ms: Option<u64>,
     silent: Option<bool>,
+    refuse_ik: Option<bool>,
 }
 
 async fn config(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
@@ -368,6 +369,10 @@ async fn config(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
     if let Some(silent) = body.silent {
         registry.policy.silent = silent;
         info!(silent, "silent server");
+    }
+    if let Some(refuse_ik) = body.refuse_ik {
+        registry.policy.refuse_ik = refuse_ik;
+        info!(refuse_ik, "noise IK refused with XXfallback");
     }
     Ok(Json(json!({ "ok": true })))
 }

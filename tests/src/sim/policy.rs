@@ -7,7 +7,9 @@
 //!    gets `<failure reason="405"/>` (client outdated).
 //! 2. Failures: `<failure reason="403"|"405"|"406"/>` at every login of one account, or of all
 //!    accounts, until cleared (403 locked, 405 outdated, 406 banned).
-//! 3. Silence: a silenced connection stays open but the server writes nothing more and answers
+//! 3. Noise IK: accepted for a paired device unless `refuse_ik` is set, which answers every
+//!    attempt with XXfallback.
+//! 4. Silence: a silenced connection stays open but the server writes nothing more and answers
 //!    nothing, so only the client's keepalive can tell it is dead.
 
 use std::collections::BTreeMap;
@@ -78,6 +80,9 @@ pub struct Policy {
     pub fail_account: BTreeMap<String, u16>,
     /// Every connection goes silent right after its `<success>`.
     pub silent: bool,
+    /// Answer every Noise IK attempt with XXfallback, as a server that lost its session
+    /// state would (wa-protocol.md §2.6).
+    pub refuse_ik: bool,
 }
 
 impl Default for Policy {
@@ -88,6 +93,7 @@ impl Default for Policy {
             fail_all: None,
             fail_account: BTreeMap::new(),
             silent: false,
+            refuse_ik: false,
         }
     }
 }
