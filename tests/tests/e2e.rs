@@ -22,6 +22,7 @@ mod e2e {
     mod sealed;
     mod secrets;
     mod shutdown;
+    mod sim_policy;
     mod storage;
     mod webhook;
     mod whatsapp;

@@ -16,6 +16,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
+use wa_sim::sim::policy::{self, Version};
 use wa_sim::sim::{Sim, SimConfig};
 
 /// How long shutdown may take before the process exits anyway.
@@ -41,6 +42,16 @@ struct Args {
     /// trip to a real edge (the Baileys interop check needs it).
     #[arg(long, default_value_t = 0)]
     edge_latency_ms: u64,
+    /// The WhatsApp Web version `GET /sw.js` publishes (`POST /version` changes it).
+    #[arg(long, default_value_t = policy::DEFAULT_VERSION, value_parser = parse_version)]
+    wa_version: Version,
+    /// Logins and registrations below this version get `<failure reason="405"/>`.
+    #[arg(long, value_parser = parse_version)]
+    min_wa_version: Option<Version>,
+}
+
+fn parse_version(s: &str) -> Result<Version, String> {
+    s.parse()
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -66,6 +77,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .map(Duration::from_millis),
         handshake_delay: Duration::from_millis(args.handshake_delay_ms),
         edge_latency: Duration::from_millis(args.edge_latency_ms),
+        version: args.wa_version,
+        min_version: args.min_wa_version,
     };
     let sim = Sim::start(config, token.clone())
         .await

@@ -6,10 +6,18 @@
 //! 2. Read the ClientHello frame (3-byte length framing, §1.3), wait `handshake_delay`, answer
 //!    with the ServerHello carrying the simulator's certificate chain (§2.3, §3).
 //! 3. Read the ClientFinish; the Noise static key it proves is the client's identity at login.
-//!    Each client message must come within [`HANDSHAKE_STEP_DEADLINE`] (§2.7).
-//! 4. Decode the ClientPayload: `devicePairingData` → registration session (`pairing`);
-//!    `username` + `device` → login session (`login`); neither → `<failure reason="400"/>`.
-//! 5. Hand the encrypted node stream to the session loop (`session`).
+//!    Each client message must come within [`HANDSHAKE_STEP_DEADLINE`] (§2.7). A ClientHello
+//!    carrying `static` is Noise IK (§2.6, `handshake`): a login of a paired device with its own
+//!    noise key is accepted at once (no ClientFinish); anything else (or every attempt, while
+//!    `/config` `refuse_ik` is on) gets an XXfallback ServerHello and then a ClientFinish as in
+//!    XX.
+//! 4. Decode the ClientPayload. A failure the control API set for the account or for all
+//!    (403, 405, 406), or an app version below the minimum (405, also for a registration), ends
+//!    the connection with that `<failure>` (`policy`). Otherwise: `devicePairingData` →
+//!    registration session (`pairing`); `username` + `device` → login session (`login`);
+//!    neither → `<failure reason="400"/>`.
+//! 5. Hand the encrypted node stream to the session loop (`session`), silent from the start
+//!    when the control API asked for a silent server.
 //!
 //! Everything written to the socket is written by this connection's own task; other tasks reach
 //! it through its [`Command`] channel.
@@ -28,10 +36,11 @@ use worker::wa::xeddsa;
 
 use super::error::{Error, Result};
 use super::faults::{Ending, Fault};
+use super::handshake::{self, Finished, Hello};
 use super::registry::{masked, now, ConnId, ConnState};
 use super::session::{Kind, Session};
 use super::ws::WsConnection;
-use super::{login, pairing, Shared};
+use super::{login, pairing, policy, Shared};
 
 /// How long the client has for each handshake message (§2.7: clients wait 20 s for ours).
 pub const HANDSHAKE_STEP_DEADLINE: Duration = Duration::from_secs(20);
@@ -55,6 +64,12 @@ pub enum Command {
         plaintext: Vec<u8>,
         /// Told after the write.
         written: Option<oneshot::Sender<()>>,
+    },
+    /// Go silent: write nothing more, answer nothing (keepalive-death tests); tell `done` once
+    /// the session has switched.
+    Silence {
+        /// Told once silent.
+        done: Option<oneshot::Sender<()>>,
     },
     /// End the connection as `fault` says; tell `done` once it is closed.
     Fault {
@@ -103,6 +118,103 @@ impl Connection {
         }
     }
 
+    /// Steps 2 and 3: answers the ClientHello with XX, IK, or (an IK attempt refused)
+    /// XXfallback, and reads the ClientFinish unless IK already finished. `None` at shutdown.
+    async fn handshake(
+        &mut self,
+        hello: &[u8],
+        decoder: &mut FrameDecoder,
+    ) -> Result<Option<(Finished, Pattern)>> {
+        let shared = self.shared.clone();
+        let pki = &shared.pki;
+        let ik = match handshake::classify(hello)? {
+            Hello::Xx => {
+                let (responder, server_hello) = ServerHandshake::respond(
+                    hello,
+                    xeddsa::generate_private(),
+                    pki.static_private(),
+                    pki.chain(),
+                )?;
+                self.write_frame(&server_hello).await?;
+                let Some(finish) = self.read_finish(decoder).await? else {
+                    return Ok(None);
+                };
+                let done = responder.finish(&finish)?;
+                let done = Finished {
+                    transport: done.transport,
+                    client_static: done.client_static,
+                    payload: done.payload,
+                };
+                return Ok(Some((done, Pattern::Xx)));
+            }
+            Hello::Ik(ik) => ik,
+        };
+        let refuse = shared.registry().policy.refuse_ik;
+        if let Some(opened) = ik
+            .open(pki.static_private())
+            .filter(|o| !refuse && self.resumable(&o.client_static, &o.payload))
+        {
+            let (server_hello, done) = opened.accept(xeddsa::generate_private(), pki.chain());
+            self.write_frame(&server_hello).await?;
+            shared.registry().stats.ik_logins += 1;
+            debug!(conn_id = %self.id, "noise IK accepted");
+            return Ok(Some((done, Pattern::Ik)));
+        }
+        shared.registry().stats.ik_fallbacks += 1;
+        debug!(conn_id = %self.id, "noise IK refused: XXfallback");
+        let (responder, server_hello) = handshake::respond_fallback(
+            &ik.ephemeral,
+            xeddsa::generate_private(),
+            pki.static_private(),
+            pki.chain(),
+        );
+        self.write_frame(&server_hello).await?;
+        let Some(finish) = self.read_finish(decoder).await? else {
+            return Ok(None);
+        };
+        Ok(Some((responder.finish(&finish)?, Pattern::XxFallback)))
+    }
+
+    /// Whether an IK ClientHello may resume: its payload is a login of a paired device whose
+    /// noise key is `client_static`. Anything else (a registration, an unknown or removed
+    /// device, another key) falls back to XX.
+    fn resumable(&self, client_static: &[u8; 32], payload: &[u8]) -> bool {
+        let Ok(payload) = ClientPayload::decode(payload) else {
+            return false;
+        };
+        match (
+            payload.username,
+            payload.device,
+            &payload.device_pairing_data,
+        ) {
+            (Some(username), Some(device), None) => self
+                .shared
+                .registry()
+                .check_login(&username.to_string(), device, client_static)
+                .is_ok(),
+            _ => false,
+        }
+    }
+
+    /// One handshake frame.
+    async fn write_frame(&mut self, payload: &[u8]) -> Result<()> {
+        let mut out = Vec::with_capacity(payload.len() + 3);
+        frame::encode(payload, &mut out)?;
+        self.ws.send(out).await
+    }
+
+    /// The ClientFinish, within [`HANDSHAKE_STEP_DEADLINE`]; `None` at shutdown.
+    async fn read_finish(&mut self, decoder: &mut FrameDecoder) -> Result<Option<Vec<u8>>> {
+        let token = self.shared.token.clone();
+        tokio::select! {
+            biased;
+            _ = token.cancelled() => Ok(None),
+            read = tokio::time::timeout(HANDSHAKE_STEP_DEADLINE, read_frame(&mut self.ws, decoder, "client finish")) => {
+                read.map_err(|_| Error::Timeout("client finish"))?.map(Some)
+            }
+        }
+    }
+
     async fn serve(mut self) -> Result<&'static str> {
         let token = self.shared.token.clone();
         let mut decoder = FrameDecoder::new();
@@ -127,25 +239,10 @@ impl Connection {
                 _ = tokio::time::sleep(delay) => {}
             }
         }
-        let (handshake, server_hello) = ServerHandshake::respond(
-            &hello,
-            xeddsa::generate_private(),
-            self.shared.pki.static_private(),
-            self.shared.pki.chain(),
-        )?;
-        let mut out = Vec::with_capacity(server_hello.len() + 3);
-        frame::encode(&server_hello, &mut out)?;
-        self.ws.send(out).await?;
-
         // Step 3.
-        let finish = tokio::select! {
-            biased;
-            _ = token.cancelled() => return Ok("shutdown"),
-            read = tokio::time::timeout(HANDSHAKE_STEP_DEADLINE, read_frame(&mut self.ws, &mut decoder, "client finish")) => {
-                read.map_err(|_| Error::Timeout("client finish"))??
-            }
+        let Some((done, pattern)) = self.handshake(&hello, &mut decoder).await? else {
+            return Ok("shutdown");
         };
-        let done = handshake.finish(&finish)?;
         let payload = ClientPayload::decode(done.payload.as_slice()).map_err(Error::Payload)?;
         let latency = self.shared.registry().config.edge_latency;
         if !latency.is_zero() {
@@ -158,6 +255,28 @@ impl Connection {
         let mut io = NodeIo::new(self.ws, decoder, done.transport);
 
         // Step 4.
+        let played = {
+            let mut registry = self.shared.registry();
+            let failure = match (&payload.device_pairing_data, payload.username) {
+                (None, Some(username)) => registry
+                    .policy
+                    .login_failure(&username.to_string(), &payload),
+                _ => registry.policy.outdated(&payload).then_some(405),
+            };
+            if failure.is_some() {
+                registry.stats.login_failures += 1;
+                registry.set_state(self.id, ConnState::Closing);
+            }
+            failure
+        };
+        if let Some(reason) = played {
+            let version = policy::Version::of_payload(&payload).map(|v| v.to_string());
+            warn!(conn_id = %self.id, reason, ?version, "failure played before login");
+            let ending = Ending::with(login::failure(&reason.to_string()), "failure played");
+            io.end(ending, None).await;
+            return Ok("failure played");
+        }
+        let mut silent = false;
         let kind = if let Some(data) = payload.device_pairing_data.as_ref() {
             let started = {
                 let mut registry = self.shared.registry();
@@ -187,10 +306,14 @@ impl Connection {
                     .login(self.id, username, device, &done.client_static);
             match login {
                 Ok(grant) => {
-                    info!(conn_id = %self.id, phone = %masked(&phone), device, "logged in");
+                    let noise = pattern.as_str();
+                    info!(conn_id = %self.id, phone = %masked(&phone), device, noise, "logged in");
                     io.write(&login::success(&grant, super::registry::unix_now()))
                         .await?;
-                    io.write(&login::edge_routing(self.id)).await?;
+                    silent = self.shared.registry().policy.silent;
+                    if !silent {
+                        io.write(&login::edge_routing(self.id)).await?;
+                    }
                     let end = self.shared.registry().pacing.logged_in(
                         self.id,
                         grant.jid.to_string(),
@@ -229,9 +352,31 @@ impl Connection {
             io,
             shared: self.shared,
             commands: self.commands,
+            silent,
         }
         .run()
         .await
+    }
+}
+
+/// Which Noise pattern a connection's handshake ran (wa-protocol.md §2.3, §2.6).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub(crate) enum Pattern {
+    /// Plain XX.
+    Xx,
+    /// IK: a paired device resumed with the server key it already knew.
+    Ik,
+    /// An IK attempt refused, then XX under the XXfallback name.
+    XxFallback,
+}
+
+impl Pattern {
+    fn as_str(self) -> &'static str {
+        match self {
+            Pattern::Xx => "xx",
+            Pattern::Ik => "ik",
+            Pattern::XxFallback => "xxfallback",
+        }
     }
 }
 

@@ -11,14 +11,24 @@
 //! POST /restart  {"jid"}  stream:error 515 + close                         → {"ok":true}
 //! POST /error    {"jid","code"}  stream:error code + close                 → {"ok":true}
 //! POST /end      {"jid"}  <xmlstreamend/> + close                          → {"ok":true}
+//! POST /silence  {"jid"}  the connection stays open; nothing written or answered → {"ok":true}
+//! POST /failure  {"reason":403|405|406|null[,"phone"]}  <failure reason/> at every later login
+//!                of that account (or of all without "phone"); null clears   → {"ok":true}
+//! GET  /version  → {"current":"2.3000.N","min":"2.3000.M"|null}
+//! POST /version  {["current":"2.3000.N"],["min":"2.3000.M"|null]} → {"current","min"}; a
+//!                login or registration below "min" gets <failure reason="405"/>
+//! GET  /sw.js    → JavaScript carrying \"client_revision\":N of "current", as web.whatsapp.com/sw.js
 //! POST /group    {"subject","participants":[phone…][,"addressing_mode":"lid"|"pn"]}
 //!                                                  → {"ok":true,"jid":"<id>@g.us"}
-//! POST /config   {["handshake_delay_ms"],["edge_latency_ms"],["refuse"],["ref_timeout_ms"]} → {"ok":true}
+//! POST /config   {["handshake_delay_ms"],["edge_latency_ms"],["refuse"],["ref_timeout_ms"],
+//!                 ["silent"],["refuse_ik"]} → {"ok":true}; "silent": every later login gets
+//!                 <success>, then silence; "refuse_ik": every Noise IK attempt gets XXfallback
 //! GET  /sessions → [{"conn_id","jid","state","connected_at"}]
 //! GET  /stats    → {"registrations","logins","connections","pairings","login_failures",
 //!                   "messages_accepted","messages_relayed","receipts_relayed","usync_queries",
 //!                   "bundle_fetches","prekeys_consumed","client_acks","outbox_overflows",
-//!                   "companions_removed","live","pushes_unacked"}
+//!                   "companions_removed","flood_sent","flood_acked","ik_logins","ik_fallbacks",
+//!                   "silenced","client_pings","sw_js_served","live","pushes_unacked"}
 //! POST /flood    {"jid","count","per_second"} → server_sync notifications to the device, paced
 //! GET  /dials    → [{"conn_id","accepted_at_ms","jid","logged_in_at_ms"}]  (pacing.rs)
 //! POST /after-login {"fault":"end"|"drop"|"restart"|"error"|null[,"code"]} → {"ok":true}
@@ -72,6 +82,7 @@ use super::faults::Fault;
 use super::groups::{self, GroupRefused};
 use super::peer::{self, SendRefused};
 use super::phone::{self, Qr, ScanError, DEFAULT_PLATFORM};
+use super::policy;
 use super::pushes;
 use super::registry::{masked, now, unix_now, LiveConfig};
 use super::Shared;
@@ -106,6 +117,10 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/restart", post(|s, b| hook(s, b, Hook::Restart)))
         .route("/error", post(|s, b| hook(s, b, Hook::Error)))
         .route("/end", post(|s, b| hook(s, b, Hook::End)))
+        .route("/silence", post(|s, b| hook(s, b, Hook::Silence)))
+        .route("/failure", post(failure))
+        .route("/version", get(version).post(set_version))
+        .route("/sw.js", get(sw_js))
         .route("/group", post(group))
         .route("/relayed", get(relayed))
         .route("/config", post(config))
@@ -273,6 +288,7 @@ enum Hook {
     Restart,
     Error,
     End,
+    Silence,
 }
 
 #[derive(Debug, Deserialize)]
@@ -285,12 +301,13 @@ struct HookBody {
 async fn hook(State(shared): State<Arc<Shared>>, body: Bytes, hook: Hook) -> ApiResult {
     let body: HookBody = parse(&body)?;
     let jid = parse_jid(&body.jid)?;
-    let fault = match hook {
-        Hook::Conflict => Fault::Conflict,
-        Hook::Logout => Fault::Logout,
-        Hook::Drop => Fault::Drop,
-        Hook::Restart => Fault::Restart,
-        Hook::End => Fault::End,
+    let fault: Option<Fault> = match hook {
+        Hook::Silence => None,
+        Hook::Conflict => Fault::Conflict.into(),
+        Hook::Logout => Fault::Logout.into(),
+        Hook::Drop => Fault::Drop.into(),
+        Hook::Restart => Fault::Restart.into(),
+        Hook::End => Fault::End.into(),
         Hook::Error => {
             let code = body
                 .code
@@ -299,7 +316,7 @@ async fn hook(State(shared): State<Arc<Shared>>, body: Bytes, hook: Hook) -> Api
                 .ok_or_else(|| {
                     ApiError::new(StatusCode::BAD_REQUEST, "code must be a number up to 65535")
                 })?;
-            Fault::Error(code)
+            Fault::Error(code).into()
         }
     };
     let (done, closed) = oneshot::channel();
@@ -309,9 +326,12 @@ async fn hook(State(shared): State<Arc<Shared>>, body: Bytes, hook: Hook) -> Api
         let live = registry.logged_in(&jid).map(|(_, c)| c.commands.clone());
         match live {
             Some(commands) => {
-                let _ = commands.send(Command::Fault {
-                    fault,
-                    done: Some(done),
+                let _ = commands.send(match fault {
+                    Some(fault) => Command::Fault {
+                        fault,
+                        done: Some(done),
+                    },
+                    None => Command::Silence { done: Some(done) },
                 });
             }
             None if removed => {
@@ -327,7 +347,7 @@ async fn hook(State(shared): State<Arc<Shared>>, body: Bytes, hook: Hook) -> Api
         }
     }
     let _ = tokio::time::timeout(COMMAND_WAIT, closed).await;
-    info!(?fault, device = jid.device, "fault injected");
+    info!(?hook, device = jid.device, "hook applied");
     Ok(Json(json!({ "ok": true })))
 }
 
@@ -338,6 +358,8 @@ struct ConfigBody {
     edge_latency_ms: Option<u64>,
     refuse: Option<bool>,
     ref_timeout_ms: Option<u64>,
+    silent: Option<bool>,
+    refuse_ik: Option<bool>,
 }
 
 async fn config(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
@@ -357,6 +379,14 @@ async fn config(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
         config.ref_timeout = (ms > 0).then(|| Duration::from_millis(ms));
     }
     info!(?config, "config changed");
+    if let Some(silent) = body.silent {
+        registry.policy.silent = silent;
+        info!(silent, "silent server");
+    }
+    if let Some(refuse_ik) = body.refuse_ik {
+        registry.policy.refuse_ik = refuse_ik;
+        info!(refuse_ik, "noise IK refused with XXfallback");
+    }
     Ok(Json(json!({ "ok": true })))
 }
 
@@ -439,6 +469,127 @@ async fn stats(State(shared): State<Arc<Shared>>) -> Json<Value> {
     stats["live"] = json!(registry.sessions().len());
     stats["pushes_unacked"] = json!(registry.pushes.unacked());
     Json(stats)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailureBody {
+    reason: Option<Number>,
+    phone: Option<Number>,
+}
+
+/// `POST /failure {"reason":403|405|406|null[,"phone"]}`: every later login of `phone` (or of
+/// every account) gets `<failure reason=…/>`; `null` clears it.
+async fn failure(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
+    let body: FailureBody = parse(&body)?;
+    let reason = match &body.reason {
+        None => None,
+        Some(reason) => Some(
+            reason
+                .text()
+                .parse::<u16>()
+                .ok()
+                .filter(|r| policy::PLAYABLE_FAILURES.contains(r))
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "reason must be 403, 405, 406 or null",
+                    )
+                })?,
+        ),
+    };
+    let phone = body
+        .phone
+        .as_ref()
+        .map(|p| phone_number(&p.text()))
+        .transpose()?;
+    let mut registry = shared.registry();
+    let policy = &mut registry.policy;
+    match (&phone, reason) {
+        (Some(phone), Some(reason)) => {
+            policy.fail_account.insert(phone.clone(), reason);
+        }
+        (Some(phone), None) => {
+            policy.fail_account.remove(phone);
+        }
+        (None, reason) => policy.fail_all = reason,
+    }
+    info!(
+        ?reason,
+        phone = phone.as_deref().map(masked),
+        "login failure set"
+    );
+    Ok(Json(json!({ "ok": true })))
+}
+
+/// `{"current","min"}` as `GET /version` and `POST /version` answer.
+fn version_json(policy: &policy::Policy) -> Value {
+    json!({
+        "current": policy.current.to_string(),
+        "min": policy.min.map(|m| m.to_string()),
+    })
+}
+
+async fn version(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    Json(version_json(&shared.registry().policy))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionBody {
+    current: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    min: Option<Option<String>>,
+}
+
+/// A field that may be `null`: `Some(None)` when present as `null`, `None` when absent.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// `POST /version {["current"],["min"]}`: sets the published version and the minimum (`null`
+/// removes it); answers the new `{"current","min"}`.
+async fn set_version(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
+    let body: VersionBody = parse(&body)?;
+    let bad = |e: String| ApiError::new(StatusCode::BAD_REQUEST, e);
+    let current = body
+        .current
+        .as_deref()
+        .map(str::parse::<policy::Version>)
+        .transpose()
+        .map_err(bad)?;
+    let min = body
+        .min
+        .map(|m| m.as_deref().map(str::parse::<policy::Version>).transpose())
+        .transpose()
+        .map_err(bad)?;
+    let mut registry = shared.registry();
+    if let Some(current) = current {
+        registry.policy.current = current;
+    }
+    if let Some(min) = min {
+        registry.policy.min = min;
+    }
+    let answer = version_json(&registry.policy);
+    info!(%answer, "version policy changed");
+    Ok(Json(answer))
+}
+
+/// `GET /sw.js`: WhatsApp Web's service worker stand-in carrying `client_revision`.
+async fn sw_js(State(shared): State<Arc<Shared>>) -> Response {
+    let body = {
+        let mut registry = shared.registry();
+        registry.stats.sw_js_served += 1;
+        policy::sw_js(registry.policy.current)
+    };
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/javascript; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// A phone number as `/scan` takes it (400 otherwise).

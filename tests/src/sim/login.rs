@@ -9,7 +9,9 @@
 //!    set (upload) → store, result; `encrypt` `<digest/>` → the key bundle digest;
 //!    `passive` `<active/>`/`<passive/>` → result; `md` `<remove-companion-device/>` → device
 //!    removed, result; `usync` get → device lists and LIDs, `encrypt` get `<key>` → prekey
-//!    bundles (`directory`); `w:g2` get → group metadata (`groups`); anything else → error 501.
+//!    bundles (`directory`); `w:g2` get → group metadata (`groups`); app-state sync, props,
+//!    A/B props, blocklist, privacy, dirty clean → a fresh account's answers (`account`);
+//!    anything else → error 501.
 //! 4. On `<active/>`: `<ib><offline_preview count message receipt notification …/></ib>`, the
 //!    device's outbox (each stanza `offline` marked), then `<ib><offline count=N/></ib>`
 //!    (wa-messaging.md §10). The client's `<ib><offline_batch/></ib>` needs no answer.
@@ -22,6 +24,7 @@
 use tracing::{debug, info, warn};
 use worker::wa::binary::{Jid, Node};
 
+use super::account;
 use super::connection::Command;
 use super::delivery;
 use super::digest;
@@ -94,6 +97,7 @@ fn on_iq(registry: &mut Registry, conn: ConnId, node: &Node) -> Step {
         return Step::default();
     }
     if let Some(answer) = iq::answer_common(node) {
+        registry.stats.client_pings += 1;
         return Step::send(answer);
     }
     let xmlns = node.attr_str("xmlns").unwrap_or_default().into_owned();
@@ -124,10 +128,13 @@ fn on_iq(registry: &mut Registry, conn: ConnId, node: &Node) -> Step {
         ("md", "set", Some("remove-companion-device")) => {
             Step::send(remove_companion(registry, conn, node))
         }
-        _ => {
-            debug!(conn_id = %conn, xmlns, kind, "unimplemented iq");
-            Step::send(iq::not_implemented(node))
-        }
+        _ => match account::answer(node) {
+            Some(answer) => Step::send(answer),
+            None => {
+                debug!(conn_id = %conn, xmlns, kind, "unimplemented iq");
+                Step::send(iq::not_implemented(node))
+            }
+        },
     }
 }
 

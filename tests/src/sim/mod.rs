@@ -3,11 +3,14 @@
 //!
 //! ```text
 //!  Sim::start ─┬─ server::Listener      ws://127.0.0.1:P/ws/chat, one task per connection:
-//!              │    connection            intro, Noise XX (pki's certificate chain), ClientPayload
+//!              │    connection            intro, Noise XX, IK or XXfallback (pki's certificate
+//!              │                          chain, `handshake`), ClientPayload, `policy` (version
+//!              │                          minimum, failures played, silence)
 //!              │    session               node loop: pairing (refs, pair-success, 515) or
 //!              │                          login (success, IQs, acks); commands from other tasks
 //!              ├─ control               http://127.0.0.1:Q: /scan (phone), /message (delivery),
 //!              │                          /conflict /logout /drop /restart /error /end (faults),
+//!              │                          /silence /failure /version /sw.js (policy),
 //!              │                          /group, /config, /sessions, /stats, /relayed,
 //!              │                          /send /inbox /read (the phones as Signal peers),
 //!              │                          /push /pushes (server pushes and their answers)
@@ -34,6 +37,7 @@
 //! 4. The client logs in with `username` + `device`; the noise key must be the one that paired;
 //!    it gets `<success>` (`login`), and from then on pings, prekeys, delivery and faults.
 
+mod account;
 mod connection;
 mod control;
 mod delivery;
@@ -42,6 +46,7 @@ mod directory;
 pub mod error;
 pub mod faults;
 mod groups;
+mod handshake;
 mod iq;
 mod login;
 pub mod pacing;
@@ -49,6 +54,7 @@ mod pairing;
 mod peer;
 pub mod phone;
 mod pki;
+pub mod policy;
 mod pushes;
 pub mod registry;
 mod relay;
@@ -89,6 +95,10 @@ pub struct SimConfig {
     /// round trip to a real edge. Baileys needs it: it switches to transport keys only after its
     /// ClientFinish write completes, so a stanza that arrives sooner is lost to it.
     pub edge_latency: Duration,
+    /// The WhatsApp Web version `/sw.js` publishes (default: the worker's default `WA_VERSION`).
+    pub version: policy::Version,
+    /// Logins and registrations below this get `<failure reason="405"/>`.
+    pub min_version: Option<policy::Version>,
 }
 
 impl Default for SimConfig {
@@ -100,6 +110,8 @@ impl Default for SimConfig {
             ref_timeout: None,
             handshake_delay: Duration::ZERO,
             edge_latency: Duration::ZERO,
+            version: policy::DEFAULT_VERSION,
+            min_version: None,
         }
     }
 }
@@ -157,13 +169,16 @@ impl Sim {
         let control_listener = bind("control", config.control).await?;
         let ws_addr = ws_listener.local_addr()?;
         let control_addr = control_listener.local_addr()?;
+        let mut registry = Registry::new(LiveConfig {
+            handshake_delay: config.handshake_delay,
+            edge_latency: config.edge_latency,
+            refuse: false,
+            ref_timeout: config.ref_timeout,
+        });
+        registry.policy.current = config.version;
+        registry.policy.min = config.min_version;
         let shared = Arc::new(Shared {
-            registry: Mutex::new(Registry::new(LiveConfig {
-                handshake_delay: config.handshake_delay,
-                edge_latency: config.edge_latency,
-                refuse: false,
-                ref_timeout: config.ref_timeout,
-            })),
+            registry: Mutex::new(registry),
             pki: Pki::generate(),
             token,
             tracker: TaskTracker::new(),

@@ -96,6 +96,16 @@ pub struct Stats {
     pub flood_sent: u64,
     /// Acks of `/flood` stanzas.
     pub flood_acked: u64,
+    /// Noise IK handshakes accepted (a paired device resuming, wa-protocol.md §2.6).
+    pub ik_logins: u64,
+    /// Noise IK attempts refused and answered with XXfallback.
+    pub ik_fallbacks: u64,
+    /// Connections silenced (`/silence`, or `/config` `silent`).
+    pub silenced: u64,
+    /// Client keepalive pings (`w:p`) answered on logged-in connections.
+    pub client_pings: u64,
+    /// `GET /sw.js` served (clients reading the current version).
+    pub sw_js_served: u64,
 }
 
 /// Settings the control API can change while the simulator runs.
@@ -145,6 +155,8 @@ pub struct Registry {
     pub(crate) pushes: super::pushes::Ledger,
     /// The timeline of connections and the after-login knob (`/dials`, `/after-login`).
     pub pacing: super::pacing::Pacing,
+    /// Versions, failures played at login, silence (`policy`).
+    pub policy: super::policy::Policy,
     next_conn: u64,
     next_id: u64,
     next_group: u64,
@@ -623,7 +635,8 @@ impl Registry {
         Ok(grant)
     }
 
-    fn check_login(
+    /// Whether `device` of `phone` may log in with `noise_public`, without logging it in.
+    pub(crate) fn check_login(
         &self,
         phone: &str,
         device: u32,

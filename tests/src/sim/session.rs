@@ -8,6 +8,9 @@
 //!    answers with a [`Step`]: stanzas to write and perhaps an [`Ending`].
 //! 3. Write the step's stanzas, tell whoever asked, and end the connection if the step says so.
 //!
+//! A silenced session (`/silence`, or `/config` `silent`) keeps reading so it notices the
+//! client leave, but drops what it reads and every push: only a fault (e.g. `/drop`) ends it.
+//!
 //! # Cancel safety
 //! Every branch of the `select!` is cancel safe: reading keeps partial frames in the
 //! connection's buffers, the command channel and the deadline lose nothing when dropped.
@@ -68,12 +71,19 @@ pub(crate) struct Session {
     pub(crate) io: NodeIo,
     pub(crate) shared: Arc<Shared>,
     pub(crate) commands: mpsc::UnboundedReceiver<Command>,
+    /// Silenced: the client's stanzas are read and dropped, pushes are dropped, nothing is
+    /// written until a fault ends the connection or the client leaves.
+    pub(crate) silent: bool,
 }
 
 impl Session {
     /// Runs the loop until the client leaves, a handler or command ends it, or shutdown.
     pub(crate) async fn run(mut self) -> Result<&'static str> {
         let token = self.shared.token.clone();
+        if self.silent {
+            self.shared.registry().stats.silenced += 1;
+            debug!(conn_id = %self.id, "silent from the start");
+        }
         loop {
             let deadline = match self.kind {
                 Kind::Pairing => pairing::deadline(&self.shared.registry(), self.id),
@@ -85,12 +95,28 @@ impl Session {
                 _ = token.cancelled() => Step::end(Ending::close("shutdown")),
                 Some(command) = self.commands.recv() => match command {
                     Command::Send { node, written } => {
-                        notify = written;
-                        Step::send(node)
+                        if self.silent {
+                            debug!(conn_id = %self.id, tag = %node.tag, "silent: push dropped");
+                            Step::default()
+                        } else {
+                            notify = written;
+                            Step::send(node)
+                        }
+                    }
+                    Command::Silence { done } => {
+                        notify = done;
+                        if !self.silent {
+                            self.silent = true;
+                            self.shared.registry().stats.silenced += 1;
+                            debug!(conn_id = %self.id, "silenced");
+                        }
+                        Step::default()
                     }
                     Command::SendRaw { plaintext, written } => {
-                        notify = written;
-                        self.io.write_plaintext(&plaintext).await?;
+                        if !self.silent {
+                            notify = written;
+                            self.io.write_plaintext(&plaintext).await?;
+                        }
                         Step::default()
                     }
                     Command::Fault { fault, done } => {
@@ -101,6 +127,10 @@ impl Session {
                 },
                 node = self.io.read() => match node? {
                     None => return Ok("closed by the client"),
+                    Some(node) if self.silent => {
+                        debug!(conn_id = %self.id, tag = %node.tag, "silent: dropped");
+                        Step::default()
+                    }
                     Some(node) => {
                         let mut registry = self.shared.registry();
                         match self.kind {
@@ -109,7 +139,7 @@ impl Session {
                         }
                     }
                 },
-                _ = sleep_until(deadline), if deadline.is_some() => {
+                _ = sleep_until(deadline), if deadline.is_some() && !self.silent => {
                     pairing::on_deadline(&mut self.shared.registry(), self.id)
                 }
             };

@@ -28,6 +28,8 @@ use crate::harness::http;
 
 mod messaging;
 mod phone;
+mod policy;
+mod resume;
 
 /// Deadline for anything that happens within milliseconds on an idle machine.
 const DEADLINE: Duration = Duration::from_secs(5);

@@ -32,7 +32,10 @@ pub struct DecryptError {
 }
 
 impl NoiseTransport {
-    pub(super) fn new(write_key: [u8; 32], read_key: [u8; 32]) -> Self {
+    /// The transport from the two keys a handshake's `split()` gave: this side writes with
+    /// `write_key` and reads with `read_key`. Public so that a handshake pattern implemented
+    /// elsewhere (the simulator's Noise IK and XXfallback) can hand its keys over.
+    pub fn new(write_key: [u8; 32], read_key: [u8; 32]) -> Self {
         NoiseTransport {
             write: Aes256Gcm::new(&write_key.into()),
             read: Aes256Gcm::new(&read_key.into()),

@@ -1,0 +1,342 @@
+//! Noise IK and XXfallback, the server side (wa-protocol.md §2.6): the resumption handshake of
+//! whatsapp-rust and WhatsApp Web. Plain XX stays with the worker's `ServerHandshake`.
+//!
+//! A ClientHello that carries `static` and `payload` is an IK attempt: the client already knows
+//! the server's static key (the leaf certificate of an earlier XX handshake).
+//!
+//! 1. [`IkHello::open`]: `h = "Noise_IK_25519_AESGCM_SHA256"`, `mixHash(prologue)`,
+//!    `mixHash(s_s.pub)`, `mixHash(e_c.pub)`, `mixKey(DH(s_s, e_c))`, `s_c = decryptAndHash(static)`,
+//!    `mixKey(DH(s_s, s_c))`, `payload = decryptAndHash(payload)`. A ciphertext that does not
+//!    authenticate (the client holds another server key, e.g. from an earlier run) gives `None`.
+//! 2. Accept ([`IkOpened::accept`]): ServerHello `{ephemeral, payload}` without `static`;
+//!    `mixHash(e_s.pub)`, `mixKey(DH(e_s, e_c))`, `mixKey(DH(e_s, s_c))`,
+//!    `payload = encryptAndHash(certificate chain)`, `split()`. The client ignores the plaintext;
+//!    the chain is what WhatsApp Web's own responder puts there.
+//! 3. Refuse ([`respond_fallback`]): start over as `"Noise_XXfallback_25519_AESGCM_SHA256"`
+//!    (36 bytes, so `h0 = SHA256(name)`) with the ephemeral key the client already sent, and
+//!    answer exactly as XX does (ServerHello with `static`); the client's ClientFinish follows
+//!    as in XX ([`FallbackResponder::finish`]).
+//!
+//! Either way the initiator writes with the first `split()` key and the responder with the
+//! second, as in XX.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::Aes256Gcm;
+use hkdf::Hkdf;
+use prost::Message;
+use sha2::{Digest, Sha256};
+use worker::wa::noise::{HandshakeError, NoiseTransport};
+use worker::wa::proto::{HandshakeMessage, ServerHello};
+use worker::wa::xeddsa::{dh, public_key};
+
+/// `"Noise_IK_25519_AESGCM_SHA256"` padded to 32 bytes.
+pub(crate) const IK_NAME: &[u8] = b"Noise_IK_25519_AESGCM_SHA256\0\0\0\0";
+/// `"Noise_XXfallback_25519_AESGCM_SHA256"`: 36 bytes, hashed.
+pub(crate) const XX_FALLBACK_NAME: &[u8] = b"Noise_XXfallback_25519_AESGCM_SHA256";
+/// The WA intro `57 41 06 03`, mixed in as the prologue (§1.2).
+const PROLOGUE: [u8; 4] = [0x57, 0x41, 0x06, 0x03];
+
+/// What a ClientHello asks for.
+#[derive(Debug)]
+pub(crate) enum Hello {
+    /// Plain XX: only the ephemeral key.
+    Xx,
+    /// IK: the ephemeral key, the encrypted static key and the encrypted ClientPayload.
+    Ik(IkHello),
+}
+
+/// An IK ClientHello, not yet decrypted.
+#[derive(Debug)]
+pub(crate) struct IkHello {
+    /// The client's ephemeral public key.
+    pub(crate) ephemeral: [u8; 32],
+    static_ct: Vec<u8>,
+    payload_ct: Vec<u8>,
+}
+
+/// Tells XX from IK.
+///
+/// # Errors
+/// A ClientHello that is not a `HandshakeMessage` or has no 32-byte ephemeral key.
+pub(crate) fn classify(client_hello: &[u8]) -> Result<Hello, HandshakeError> {
+    let hello = HandshakeMessage::decode(client_hello)
+        .map_err(|_| HandshakeError::Malformed("client hello is not a HandshakeMessage"))?
+        .client_hello
+        .ok_or(HandshakeError::Malformed(
+            "handshake message has no client hello",
+        ))?;
+    let ephemeral: [u8; 32] =
+        hello
+            .ephemeral
+            .and_then(|e| e.try_into().ok())
+            .ok_or(HandshakeError::Malformed(
+                "client ephemeral is not 32 bytes",
+            ))?;
+    Ok(match (hello.r#static, hello.payload) {
+        (Some(static_ct), Some(payload_ct)) => Hello::Ik(IkHello {
+            ephemeral,
+            static_ct,
+            payload_ct,
+        }),
+        _ => Hello::Xx,
+    })
+}
+
+impl IkHello {
+    /// Step 1 with the server's static key; `None` when a ciphertext does not authenticate.
+    pub(crate) fn open(&self, static_private: &[u8; 32]) -> Option<IkOpened> {
+        let mut state = SymmetricState::new(IK_NAME);
+        state.mix_hash(&public_key(static_private));
+        state.mix_hash(&self.ephemeral);
+        state.mix_key(&dh(static_private, &self.ephemeral));
+        let client_static: [u8; 32] = state.decrypt_and_hash(&self.static_ct)?.try_into().ok()?;
+        state.mix_key(&dh(static_private, &client_static));
+        let payload = state.decrypt_and_hash(&self.payload_ct)?;
+        Some(IkOpened {
+            state,
+            client_ephemeral: self.ephemeral,
+            client_static,
+            payload,
+        })
+    }
+}
+
+/// An IK ClientHello that decrypted: the server may accept it or fall back.
+#[derive(Debug)]
+pub(crate) struct IkOpened {
+    state: SymmetricState,
+    client_ephemeral: [u8; 32],
+    /// The client's Noise static public key.
+    pub(crate) client_static: [u8; 32],
+    /// The ClientPayload bytes.
+    pub(crate) payload: Vec<u8>,
+}
+
+impl IkOpened {
+    /// Step 2: the ServerHello bytes (no `static`) and the finished handshake.
+    pub(crate) fn accept(mut self, ephemeral: [u8; 32], cert_chain: &[u8]) -> (Vec<u8>, Finished) {
+        let ephemeral_public = public_key(&ephemeral);
+        let s = &mut self.state;
+        s.mix_hash(&ephemeral_public);
+        s.mix_key(&dh(&ephemeral, &self.client_ephemeral));
+        s.mix_key(&dh(&ephemeral, &self.client_static));
+        let payload = s.encrypt_and_hash(cert_chain);
+        let hello = HandshakeMessage {
+            server_hello: Some(ServerHello {
+                ephemeral: Some(ephemeral_public.to_vec()),
+                r#static: None,
+                payload: Some(payload),
+            }),
+            ..Default::default()
+        };
+        let (read, write) = self.state.split();
+        let finished = Finished {
+            transport: NoiseTransport::new(write, read),
+            client_static: self.client_static,
+            payload: self.payload,
+        };
+        (hello.encode_to_vec(), finished)
+    }
+}
+
+/// Step 3: the XXfallback ServerHello for a client whose IK attempt was refused.
+pub(crate) fn respond_fallback(
+    client_ephemeral: &[u8; 32],
+    ephemeral: [u8; 32],
+    static_private: &[u8; 32],
+    cert_chain: &[u8],
+) -> (FallbackResponder, Vec<u8>) {
+    let mut state = SymmetricState::new(XX_FALLBACK_NAME);
+    state.mix_hash(client_ephemeral);
+    let ephemeral_public = public_key(&ephemeral);
+    state.mix_hash(&ephemeral_public);
+    state.mix_key(&dh(&ephemeral, client_ephemeral));
+    let static_ct = state.encrypt_and_hash(&public_key(static_private));
+    state.mix_key(&dh(static_private, client_ephemeral));
+    let payload = state.encrypt_and_hash(cert_chain);
+    let hello = HandshakeMessage {
+        server_hello: Some(ServerHello {
+            ephemeral: Some(ephemeral_public.to_vec()),
+            r#static: Some(static_ct),
+            payload: Some(payload),
+        }),
+        ..Default::default()
+    };
+    (
+        FallbackResponder {
+            state,
+            ephemeral: Secret32(ephemeral),
+        },
+        hello.encode_to_vec(),
+    )
+}
+
+/// The server after an XXfallback ServerHello: it expects the ClientFinish.
+#[derive(Debug)]
+pub(crate) struct FallbackResponder {
+    state: SymmetricState,
+    ephemeral: Secret32,
+}
+
+/// What a finished IK or XXfallback handshake gives.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    pub(crate) transport: NoiseTransport,
+    pub(crate) client_static: [u8; 32],
+    pub(crate) payload: Vec<u8>,
+}
+
+impl FallbackResponder {
+    /// Reads the ClientFinish, as in XX.
+    ///
+    /// # Errors
+    /// A malformed or unauthenticated ClientFinish.
+    pub(crate) fn finish(mut self, client_finish: &[u8]) -> Result<Finished, HandshakeError> {
+        let finish = HandshakeMessage::decode(client_finish)
+            .map_err(|_| HandshakeError::Malformed("client finish is not a HandshakeMessage"))?
+            .client_finish
+            .ok_or(HandshakeError::Malformed(
+                "handshake message has no client finish",
+            ))?;
+        let (Some(static_ct), Some(payload_ct)) = (finish.r#static, finish.payload) else {
+            return Err(HandshakeError::Malformed(
+                "client finish lacks static or payload",
+            ));
+        };
+        let s = &mut self.state;
+        let client_static: [u8; 32] = s
+            .decrypt_and_hash(&static_ct)
+            .ok_or(HandshakeError::Decrypt("client static"))?
+            .try_into()
+            .map_err(|_| HandshakeError::Malformed("client static is not 32 bytes"))?;
+        s.mix_key(&dh(&self.ephemeral.0, &client_static));
+        let payload = s
+            .decrypt_and_hash(&payload_ct)
+            .ok_or(HandshakeError::Decrypt("client payload"))?;
+        let (read, write) = self.state.split();
+        Ok(Finished {
+            transport: NoiseTransport::new(write, read),
+            client_static,
+            payload,
+        })
+    }
+}
+
+/// The Noise symmetric state for a named pattern (§2.2): a name of up to 32 bytes is
+/// zero-padded and used as is, a longer one is hashed. Its `Debug` shows no key material.
+pub(crate) struct SymmetricState {
+    h: [u8; 32],
+    ck: [u8; 32],
+    k: [u8; 32],
+    n: u32,
+}
+
+impl std::fmt::Debug for SymmetricState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SymmetricState")
+            .field("n", &self.n)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SymmetricState {
+    /// Initialised with `name`, then the WA prologue mixed in.
+    pub(crate) fn new(name: &[u8]) -> Self {
+        let h: [u8; 32] = if name.len() <= 32 {
+            let mut h = [0u8; 32];
+            h[..name.len()].copy_from_slice(name);
+            h
+        } else {
+            Sha256::digest(name).into()
+        };
+        let mut state = Self {
+            h,
+            ck: h,
+            k: h,
+            n: 0,
+        };
+        state.mix_hash(&PROLOGUE);
+        state
+    }
+
+    /// `h = SHA256(h || data)`.
+    pub(crate) fn mix_hash(&mut self, data: &[u8]) {
+        self.h = Sha256::new()
+            .chain_update(self.h)
+            .chain_update(data)
+            .finalize()
+            .into();
+    }
+
+    /// `(ck, k) = HKDF(ck, ikm)`, `n = 0`.
+    pub(crate) fn mix_key(&mut self, ikm: &[u8]) {
+        (self.ck, self.k) = hkdf_pair(&self.ck, ikm);
+        self.n = 0;
+    }
+
+    /// Encrypts with `h` as associated data, then mixes the ciphertext into `h`.
+    pub(crate) fn encrypt_and_hash(&mut self, plaintext: &[u8]) -> Vec<u8> {
+        let ciphertext = Aes256Gcm::new(&self.k.into())
+            .encrypt(
+                &nonce(self.n).into(),
+                Payload {
+                    msg: plaintext,
+                    aad: &self.h,
+                },
+            )
+            .expect("AES-GCM encryption of an in-memory buffer cannot fail");
+        self.n = self.n.wrapping_add(1);
+        self.mix_hash(&ciphertext);
+        ciphertext
+    }
+
+    /// Decrypts with `h` as associated data; mixes the ciphertext into `h` only on success.
+    pub(crate) fn decrypt_and_hash(&mut self, ciphertext: &[u8]) -> Option<Vec<u8>> {
+        let plaintext = Aes256Gcm::new(&self.k.into())
+            .decrypt(
+                &nonce(self.n).into(),
+                Payload {
+                    msg: ciphertext,
+                    aad: &self.h,
+                },
+            )
+            .ok()?;
+        self.n = self.n.wrapping_add(1);
+        self.mix_hash(ciphertext);
+        Some(plaintext)
+    }
+
+    /// `(initiator → responder, responder → initiator)` transport keys.
+    pub(crate) fn split(self) -> ([u8; 32], [u8; 32]) {
+        hkdf_pair(&self.ck, &[])
+    }
+}
+
+/// HKDF-SHA256 with `salt`, empty info, 64 bytes split in two.
+fn hkdf_pair(salt: &[u8; 32], ikm: &[u8]) -> ([u8; 32], [u8; 32]) {
+    let mut okm = [0u8; 64];
+    Hkdf::<Sha256>::new(Some(salt), ikm)
+        .expand(&[], &mut okm)
+        .expect("64 bytes is a valid HKDF-SHA256 output length");
+    let mut a = [0u8; 32];
+    let mut b = [0u8; 32];
+    a.copy_from_slice(&okm[..32]);
+    b.copy_from_slice(&okm[32..]);
+    (a, b)
+}
+
+/// Eight zero bytes, then the counter big-endian (§2.1).
+fn nonce(counter: u32) -> [u8; 12] {
+    let mut iv = [0u8; 12];
+    iv[8..].copy_from_slice(&counter.to_be_bytes());
+    iv
+}
+
+/// A private key whose `Debug` prints nothing.
+struct Secret32([u8; 32]);
+
+impl std::fmt::Debug for Secret32 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret32(..)")
+    }
+}
