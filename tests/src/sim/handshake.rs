@@ -20,12 +20,9 @@
 //! Either way the initiator writes with the first `split()` key and the responder with the
 //! second, as in XX.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::Aes256Gcm;
-use hkdf::Hkdf;
 use prost::Message;
-use sha2::{Digest, Sha256};
-use worker::wa::noise::{HandshakeError, NoiseTransport};
+use worker::wa::frame::INTRO;
+use worker::wa::noise::{HandshakeError, NoiseTransport, SymmetricState};
 use worker::wa::proto::{HandshakeMessage, ServerHello};
 use worker::wa::xeddsa::{dh, public_key};
 
@@ -33,8 +30,6 @@ use worker::wa::xeddsa::{dh, public_key};
 pub(crate) const IK_NAME: &[u8] = b"Noise_IK_25519_AESGCM_SHA256\0\0\0\0";
 /// `"Noise_XXfallback_25519_AESGCM_SHA256"`: 36 bytes, hashed.
 pub(crate) const XX_FALLBACK_NAME: &[u8] = b"Noise_XXfallback_25519_AESGCM_SHA256";
-/// The WA intro `57 41 06 03`, mixed in as the prologue (§1.2).
-const PROLOGUE: [u8; 4] = [0x57, 0x41, 0x06, 0x03];
 
 /// What a ClientHello asks for.
 #[derive(Debug)]
@@ -85,7 +80,7 @@ pub(crate) fn classify(client_hello: &[u8]) -> Result<Hello, HandshakeError> {
 impl IkHello {
     /// Step 1 with the server's static key; `None` when a ciphertext does not authenticate.
     pub(crate) fn open(&self, static_private: &[u8; 32]) -> Option<IkOpened> {
-        let mut state = SymmetricState::new(IK_NAME);
+        let mut state = SymmetricState::named(IK_NAME, &INTRO);
         state.mix_hash(&public_key(static_private));
         state.mix_hash(&self.ephemeral);
         state.mix_key(&dh(static_private, &self.ephemeral));
@@ -146,7 +141,7 @@ pub(crate) fn respond_fallback(
     static_private: &[u8; 32],
     cert_chain: &[u8],
 ) -> (FallbackResponder, Vec<u8>) {
-    let mut state = SymmetricState::new(XX_FALLBACK_NAME);
+    let mut state = SymmetricState::named(XX_FALLBACK_NAME, &INTRO);
     state.mix_hash(client_ephemeral);
     let ephemeral_public = public_key(&ephemeral);
     state.mix_hash(&ephemeral_public);
@@ -220,116 +215,6 @@ impl FallbackResponder {
             payload,
         })
     }
-}
-
-/// The Noise symmetric state for a named pattern (§2.2): a name of up to 32 bytes is
-/// zero-padded and used as is, a longer one is hashed. Its `Debug` shows no key material.
-pub(crate) struct SymmetricState {
-    h: [u8; 32],
-    ck: [u8; 32],
-    k: [u8; 32],
-    n: u32,
-}
-
-impl std::fmt::Debug for SymmetricState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SymmetricState")
-            .field("n", &self.n)
-            .finish_non_exhaustive()
-    }
-}
-
-impl SymmetricState {
-    /// Initialised with `name`, then the WA prologue mixed in.
-    pub(crate) fn new(name: &[u8]) -> Self {
-        let h: [u8; 32] = if name.len() <= 32 {
-            let mut h = [0u8; 32];
-            h[..name.len()].copy_from_slice(name);
-            h
-        } else {
-            Sha256::digest(name).into()
-        };
-        let mut state = Self {
-            h,
-            ck: h,
-            k: h,
-            n: 0,
-        };
-        state.mix_hash(&PROLOGUE);
-        state
-    }
-
-    /// `h = SHA256(h || data)`.
-    pub(crate) fn mix_hash(&mut self, data: &[u8]) {
-        self.h = Sha256::new()
-            .chain_update(self.h)
-            .chain_update(data)
-            .finalize()
-            .into();
-    }
-
-    /// `(ck, k) = HKDF(ck, ikm)`, `n = 0`.
-    pub(crate) fn mix_key(&mut self, ikm: &[u8]) {
-        (self.ck, self.k) = hkdf_pair(&self.ck, ikm);
-        self.n = 0;
-    }
-
-    /// Encrypts with `h` as associated data, then mixes the ciphertext into `h`.
-    pub(crate) fn encrypt_and_hash(&mut self, plaintext: &[u8]) -> Vec<u8> {
-        let ciphertext = Aes256Gcm::new(&self.k.into())
-            .encrypt(
-                &nonce(self.n).into(),
-                Payload {
-                    msg: plaintext,
-                    aad: &self.h,
-                },
-            )
-            .expect("AES-GCM encryption of an in-memory buffer cannot fail");
-        self.n = self.n.wrapping_add(1);
-        self.mix_hash(&ciphertext);
-        ciphertext
-    }
-
-    /// Decrypts with `h` as associated data; mixes the ciphertext into `h` only on success.
-    pub(crate) fn decrypt_and_hash(&mut self, ciphertext: &[u8]) -> Option<Vec<u8>> {
-        let plaintext = Aes256Gcm::new(&self.k.into())
-            .decrypt(
-                &nonce(self.n).into(),
-                Payload {
-                    msg: ciphertext,
-                    aad: &self.h,
-                },
-            )
-            .ok()?;
-        self.n = self.n.wrapping_add(1);
-        self.mix_hash(ciphertext);
-        Some(plaintext)
-    }
-
-    /// `(initiator → responder, responder → initiator)` transport keys.
-    pub(crate) fn split(self) -> ([u8; 32], [u8; 32]) {
-        hkdf_pair(&self.ck, &[])
-    }
-}
-
-/// HKDF-SHA256 with `salt`, empty info, 64 bytes split in two.
-fn hkdf_pair(salt: &[u8; 32], ikm: &[u8]) -> ([u8; 32], [u8; 32]) {
-    let mut okm = [0u8; 64];
-    Hkdf::<Sha256>::new(Some(salt), ikm)
-        .expand(&[], &mut okm)
-        .expect("64 bytes is a valid HKDF-SHA256 output length");
-    let mut a = [0u8; 32];
-    let mut b = [0u8; 32];
-    a.copy_from_slice(&okm[..32]);
-    b.copy_from_slice(&okm[32..]);
-    (a, b)
-}
-
-/// Eight zero bytes, then the counter big-endian (§2.1).
-fn nonce(counter: u32) -> [u8; 12] {
-    let mut iv = [0u8; 12];
-    iv[8..].copy_from_slice(&counter.to_be_bytes());
-    iv
 }
 
 /// A private key whose `Debug` prints nothing.

@@ -8,8 +8,9 @@ use worker::wa::noise::NoiseTransport;
 use worker::wa::proto::{CertChain, HandshakeMessage};
 use worker::wa::xeddsa::{dh, generate_private, public_key};
 
-use super::super::handshake::{SymmetricState, IK_NAME, XX_FALLBACK_NAME};
+use super::super::handshake::{IK_NAME, XX_FALLBACK_NAME};
 use super::*;
+use worker::wa::noise::SymmetricState;
 
 /// How the server answered an IK ClientHello.
 #[derive(Debug, Eq, PartialEq)]
@@ -33,7 +34,7 @@ async fn connect_ik(
         .expect("websocket connects");
     let ephemeral = generate_private();
     let e_pub = public_key(&ephemeral);
-    let mut ik = SymmetricState::new(IK_NAME);
+    let mut ik = SymmetricState::named(IK_NAME, &INTRO);
     ik.mix_hash(server_static);
     ik.mix_hash(&e_pub);
     ik.mix_key(&dh(&ephemeral, server_static));
@@ -82,7 +83,7 @@ async fn connect_ik(
         );
     };
     // XXfallback: start over with the same ephemeral key, then XX.
-    let mut xx = SymmetricState::new(XX_FALLBACK_NAME);
+    let mut xx = SymmetricState::named(XX_FALLBACK_NAME, &INTRO);
     xx.mix_hash(&e_pub);
     xx.mix_hash(&e_s);
     xx.mix_key(&dh(&ephemeral, &e_s));

@@ -18,6 +18,7 @@ mod transport;
 
 pub use cert::{CertError, TrustPolicy};
 pub use handshake::{ClientFinished, ClientHandshake, ServerFinished, ServerHandshake};
+pub use symmetric::SymmetricState;
 pub use transport::{DecryptError, NoiseTransport};
 
 /// Why a handshake failed.

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 const PROTOCOL_NAME: &[u8; 32] = b"Noise_XX_25519_AESGCM_SHA256\0\0\0\0";
 
 /// The handshake's symmetric state. Its `Debug` shows no key material.
-pub(super) struct SymmetricState {
+pub struct SymmetricState {
     h: [u8; 32],
     ck: [u8; 32],
     k: [u8; 32],
@@ -25,12 +25,25 @@ impl std::fmt::Debug for SymmetricState {
 }
 
 impl SymmetricState {
-    /// Initialized with the protocol name, then the prologue mixed in.
-    pub(super) fn new(prologue: &[u8]) -> Self {
+    /// Initialized with the XX protocol name, then the prologue mixed in.
+    pub fn new(prologue: &[u8]) -> Self {
+        Self::named(PROTOCOL_NAME, prologue)
+    }
+
+    /// Initialized with another pattern's `name` (§2.6: IK, XXfallback), then the prologue
+    /// mixed in: a name of up to 32 bytes is zero-padded and used as is, a longer one hashed.
+    pub fn named(name: &[u8], prologue: &[u8]) -> Self {
+        let h: [u8; 32] = if name.len() <= 32 {
+            let mut h = [0u8; 32];
+            h[..name.len()].copy_from_slice(name);
+            h
+        } else {
+            Sha256::digest(name).into()
+        };
         let mut state = SymmetricState {
-            h: *PROTOCOL_NAME,
-            ck: *PROTOCOL_NAME,
-            k: *PROTOCOL_NAME,
+            h,
+            ck: h,
+            k: h,
             n: 0,
         };
         state.mix_hash(prologue);
@@ -38,7 +51,7 @@ impl SymmetricState {
     }
 
     /// `h = SHA256(h || data)`.
-    pub(super) fn mix_hash(&mut self, data: &[u8]) {
+    pub fn mix_hash(&mut self, data: &[u8]) {
         self.h = Sha256::new()
             .chain_update(self.h)
             .chain_update(data)
@@ -47,7 +60,7 @@ impl SymmetricState {
     }
 
     /// `(ck, k) = HKDF(ck, ikm)`, `n = 0`.
-    pub(super) fn mix_key(&mut self, ikm: &[u8]) {
+    pub fn mix_key(&mut self, ikm: &[u8]) {
         let (ck, k) = hkdf_pair(&self.ck, ikm);
         self.ck = ck;
         self.k = k;
@@ -55,7 +68,7 @@ impl SymmetricState {
     }
 
     /// Encrypts with `h` as associated data, then mixes the ciphertext into `h`.
-    pub(super) fn encrypt_and_hash(&mut self, plaintext: &[u8]) -> Vec<u8> {
+    pub fn encrypt_and_hash(&mut self, plaintext: &[u8]) -> Vec<u8> {
         let cipher = Aes256Gcm::new(&self.k.into());
         let ciphertext = cipher
             .encrypt(
@@ -72,7 +85,7 @@ impl SymmetricState {
     }
 
     /// Decrypts with `h` as associated data; mixes the ciphertext into `h` only on success.
-    pub(super) fn decrypt_and_hash(&mut self, ciphertext: &[u8]) -> Option<Vec<u8>> {
+    pub fn decrypt_and_hash(&mut self, ciphertext: &[u8]) -> Option<Vec<u8>> {
         let cipher = Aes256Gcm::new(&self.k.into());
         let plaintext = cipher
             .decrypt(
@@ -89,7 +102,7 @@ impl SymmetricState {
     }
 
     /// The two transport keys: `(initiator → responder, responder → initiator)`.
-    pub(super) fn split(self) -> ([u8; 32], [u8; 32]) {
+    pub fn split(self) -> ([u8; 32], [u8; 32]) {
         hkdf_pair(&self.ck, &[])
     }
 }
