@@ -30,13 +30,13 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn, Instrument};
 use worker::wa::binary::{self, Node};
 use worker::wa::frame::{self, FrameDecoder, Intro};
-use worker::wa::noise::{NoiseTransport, ServerHandshake};
+use worker::wa::noise::{NoiseTransport, ServerFinished, ServerHandshake};
 use worker::wa::proto::ClientPayload;
 use worker::wa::xeddsa;
 
 use super::error::{Error, Result};
 use super::faults::{Ending, Fault};
-use super::handshake::{self, Finished, Hello};
+use super::handshake::{self, Hello};
 use super::registry::{masked, now, ConnId, ConnState};
 use super::session::{Kind, Session};
 use super::ws::WsConnection;
@@ -124,7 +124,7 @@ impl Connection {
         &mut self,
         hello: &[u8],
         decoder: &mut FrameDecoder,
-    ) -> Result<Option<(Finished, Pattern)>> {
+    ) -> Result<Option<(ServerFinished, Pattern)>> {
         let shared = self.shared.clone();
         let pki = &shared.pki;
         let ik = match handshake::classify(hello)? {
@@ -139,13 +139,7 @@ impl Connection {
                 let Some(finish) = self.read_finish(decoder).await? else {
                     return Ok(None);
                 };
-                let done = responder.finish(&finish)?;
-                let done = Finished {
-                    transport: done.transport,
-                    client_static: done.client_static,
-                    payload: done.payload,
-                };
-                return Ok(Some((done, Pattern::Xx)));
+                return Ok(Some((responder.finish(&finish)?, Pattern::Xx)));
             }
             Hello::Ik(ik) => ik,
         };

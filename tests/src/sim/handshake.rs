@@ -22,7 +22,9 @@
 
 use prost::Message;
 use worker::wa::frame::INTRO;
-use worker::wa::noise::{HandshakeError, NoiseTransport, SymmetricState};
+use worker::wa::noise::{
+    HandshakeError, NoiseTransport, ServerFinished, ServerHandshake, SymmetricState,
+};
 use worker::wa::proto::{HandshakeMessage, ServerHello};
 use worker::wa::xeddsa::{dh, public_key};
 
@@ -109,7 +111,11 @@ pub(crate) struct IkOpened {
 
 impl IkOpened {
     /// Step 2: the ServerHello bytes (no `static`) and the finished handshake.
-    pub(crate) fn accept(mut self, ephemeral: [u8; 32], cert_chain: &[u8]) -> (Vec<u8>, Finished) {
+    pub(crate) fn accept(
+        mut self,
+        ephemeral: [u8; 32],
+        cert_chain: &[u8],
+    ) -> (Vec<u8>, ServerFinished) {
         let ephemeral_public = public_key(&ephemeral);
         let s = &mut self.state;
         s.mix_hash(&ephemeral_public);
@@ -125,7 +131,7 @@ impl IkOpened {
             ..Default::default()
         };
         let (read, write) = self.state.split();
-        let finished = Finished {
+        let finished = ServerFinished {
             transport: NoiseTransport::new(write, read),
             client_static: self.client_static,
             payload: self.payload,
@@ -134,94 +140,20 @@ impl IkOpened {
     }
 }
 
-/// Step 3: the XXfallback ServerHello for a client whose IK attempt was refused.
+/// Step 3: the XXfallback ServerHello for a client whose IK attempt was refused: XX's answer
+/// from the XXfallback name and the ephemeral the client already sent; the ClientFinish is then
+/// read as in XX.
 pub(crate) fn respond_fallback(
     client_ephemeral: &[u8; 32],
     ephemeral: [u8; 32],
     static_private: &[u8; 32],
     cert_chain: &[u8],
-) -> (FallbackResponder, Vec<u8>) {
-    let mut state = SymmetricState::named(XX_FALLBACK_NAME, &INTRO);
-    state.mix_hash(client_ephemeral);
-    let ephemeral_public = public_key(&ephemeral);
-    state.mix_hash(&ephemeral_public);
-    state.mix_key(&dh(&ephemeral, client_ephemeral));
-    let static_ct = state.encrypt_and_hash(&public_key(static_private));
-    state.mix_key(&dh(static_private, client_ephemeral));
-    let payload = state.encrypt_and_hash(cert_chain);
-    let hello = HandshakeMessage {
-        server_hello: Some(ServerHello {
-            ephemeral: Some(ephemeral_public.to_vec()),
-            r#static: Some(static_ct),
-            payload: Some(payload),
-        }),
-        ..Default::default()
-    };
-    (
-        FallbackResponder {
-            state,
-            ephemeral: Secret32(ephemeral),
-        },
-        hello.encode_to_vec(),
+) -> (ServerHandshake, Vec<u8>) {
+    ServerHandshake::respond_from(
+        SymmetricState::named(XX_FALLBACK_NAME, &INTRO),
+        client_ephemeral,
+        ephemeral,
+        static_private,
+        cert_chain,
     )
-}
-
-/// The server after an XXfallback ServerHello: it expects the ClientFinish.
-#[derive(Debug)]
-pub(crate) struct FallbackResponder {
-    state: SymmetricState,
-    ephemeral: Secret32,
-}
-
-/// What a finished IK or XXfallback handshake gives.
-#[derive(Debug)]
-pub(crate) struct Finished {
-    pub(crate) transport: NoiseTransport,
-    pub(crate) client_static: [u8; 32],
-    pub(crate) payload: Vec<u8>,
-}
-
-impl FallbackResponder {
-    /// Reads the ClientFinish, as in XX.
-    ///
-    /// # Errors
-    /// A malformed or unauthenticated ClientFinish.
-    pub(crate) fn finish(mut self, client_finish: &[u8]) -> Result<Finished, HandshakeError> {
-        let finish = HandshakeMessage::decode(client_finish)
-            .map_err(|_| HandshakeError::Malformed("client finish is not a HandshakeMessage"))?
-            .client_finish
-            .ok_or(HandshakeError::Malformed(
-                "handshake message has no client finish",
-            ))?;
-        let (Some(static_ct), Some(payload_ct)) = (finish.r#static, finish.payload) else {
-            return Err(HandshakeError::Malformed(
-                "client finish lacks static or payload",
-            ));
-        };
-        let s = &mut self.state;
-        let client_static: [u8; 32] = s
-            .decrypt_and_hash(&static_ct)
-            .ok_or(HandshakeError::Decrypt("client static"))?
-            .try_into()
-            .map_err(|_| HandshakeError::Malformed("client static is not 32 bytes"))?;
-        s.mix_key(&dh(&self.ephemeral.0, &client_static));
-        let payload = s
-            .decrypt_and_hash(&payload_ct)
-            .ok_or(HandshakeError::Decrypt("client payload"))?;
-        let (read, write) = self.state.split();
-        Ok(Finished {
-            transport: NoiseTransport::new(write, read),
-            client_static,
-            payload,
-        })
-    }
-}
-
-/// A private key whose `Debug` prints nothing.
-struct Secret32([u8; 32]);
-
-impl std::fmt::Debug for Secret32 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret32(..)")
-    }
 }

@@ -157,13 +157,31 @@ impl ServerHandshake {
             .ok_or(HandshakeError::Malformed(
                 "client ephemeral is not 32 bytes",
             ))?;
-        let mut state = SymmetricState::new(&INTRO);
-        state.mix_hash(&client_ephemeral);
+        Ok(Self::respond_from(
+            SymmetricState::new(&INTRO),
+            &client_ephemeral,
+            ephemeral,
+            static_private,
+            cert_chain,
+        ))
+    }
+
+    /// The ServerHello from a symmetric state the caller initialised (an XXfallback answer to
+    /// a refused IK attempt starts from the XXfallback name, §2.6), for `client_ephemeral`;
+    /// the ClientFinish is then read as in XX.
+    pub fn respond_from(
+        mut state: SymmetricState,
+        client_ephemeral: &[u8; 32],
+        ephemeral: [u8; 32],
+        static_private: &[u8; 32],
+        cert_chain: &[u8],
+    ) -> (ServerHandshake, Vec<u8>) {
+        state.mix_hash(client_ephemeral);
         let ephemeral_public = public_key(&ephemeral);
         state.mix_hash(&ephemeral_public);
-        state.mix_key(&dh(&ephemeral, &client_ephemeral));
+        state.mix_key(&dh(&ephemeral, client_ephemeral));
         let static_enc = state.encrypt_and_hash(&public_key(static_private));
-        state.mix_key(&dh(static_private, &client_ephemeral));
+        state.mix_key(&dh(static_private, client_ephemeral));
         let payload_enc = state.encrypt_and_hash(cert_chain);
         let hello = HandshakeMessage {
             server_hello: Some(ServerHello {
@@ -173,13 +191,13 @@ impl ServerHandshake {
             }),
             ..Default::default()
         };
-        Ok((
+        (
             ServerHandshake {
                 state,
                 ephemeral: Secret32(ephemeral),
             },
             hello.encode_to_vec(),
-        ))
+        )
     }
 
     /// Reads the ClientFinish.
