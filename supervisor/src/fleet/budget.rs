@@ -385,7 +385,7 @@ mod tests {
         let cfg = BudgetConfig {
             concurrency: 2,
             rate: 100.0,
-            hold: Duration::from_secs(30),
+            ..config()
         };
         let mut budget = Budget::new(cfg, start);
         let mut grants = Vec::new();
@@ -419,8 +419,7 @@ mod tests {
         let start = Instant::now();
         let cfg = BudgetConfig {
             concurrency: 1,
-            rate: 5.0,
-            hold: Duration::from_secs(30),
+            ..config()
         };
         let mut budget = Budget::new(cfg, start);
         assert_eq!(
@@ -445,8 +444,7 @@ mod tests {
         let start = Instant::now();
         let cfg = BudgetConfig {
             concurrency: 1,
-            rate: 5.0,
-            hold: Duration::from_secs(30),
+            ..config()
         };
         let mut budget = Budget::new(cfg, start);
         budget.request(start, &id(0), 1, 1);
@@ -488,9 +486,8 @@ mod tests {
     async fn a_fractional_rate_refills_exactly_and_the_bucket_holds_one() {
         let start = Instant::now();
         let cfg = BudgetConfig {
-            concurrency: 8,
             rate: 0.5,
-            hold: Duration::from_secs(30),
+            ..config()
         };
         assert_eq!(cfg.burst(), 1);
         let mut budget = Budget::new(cfg, start);

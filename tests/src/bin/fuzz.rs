@@ -360,12 +360,18 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Splits the mode byte off an input: `(mode % modes, rest)`; an empty input is mode 0.
-fn mode(input: &[u8], modes: u8) -> (u8, &[u8]) {
+/// Splits the first byte off an input: `(byte, rest)`; an empty input gives 0.
+fn split_byte(input: &[u8]) -> (u8, &[u8]) {
     match input.split_first() {
-        Some((&m, rest)) => (m % modes, rest),
+        Some((&b, rest)) => (b, rest),
         None => (0, input),
     }
+}
+
+/// Splits the mode byte off an input: `(mode % modes, rest)`; an empty input is mode 0.
+fn mode(input: &[u8], modes: u8) -> (u8, &[u8]) {
+    let (m, rest) = split_byte(input);
+    (m % modes, rest)
 }
 
 /// A mode byte followed by `data`.

@@ -419,20 +419,24 @@ async fn group(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
     Ok(Json(json!({ "ok": true, "jid": jid.to_string() })))
 }
 
+/// `?jid=<device>`, required.
 #[derive(Debug, Deserialize)]
-struct RelayedQuery {
+struct JidQuery {
     jid: Option<String>,
 }
 
-async fn relayed(
-    State(shared): State<Arc<Shared>>,
-    Query(query): Query<RelayedQuery>,
-) -> ApiResult {
-    let jid = query
-        .jid
-        .as_deref()
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "jid is required"))
-        .and_then(parse_jid)?;
+impl JidQuery {
+    /// The device named, or 400.
+    fn device(&self) -> Result<Jid, ApiError> {
+        self.jid
+            .as_deref()
+            .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "jid is required"))
+            .and_then(parse_jid)
+    }
+}
+
+async fn relayed(State(shared): State<Arc<Shared>>, Query(query): Query<JidQuery>) -> ApiResult {
+    let jid = query.device()?;
     let views = shared
         .registry()
         .relayed(&jid)
@@ -830,21 +834,12 @@ async fn push(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct PushesQuery {
-    jid: Option<String>,
-}
-
 /// `GET /pushes?jid=<device>`: what the device answered to pushes, and every ack it sent.
 async fn pushes_view(
     State(shared): State<Arc<Shared>>,
-    Query(query): Query<PushesQuery>,
+    Query(query): Query<JidQuery>,
 ) -> ApiResult {
-    let jid = query
-        .jid
-        .as_deref()
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "jid is required"))
-        .and_then(parse_jid)?;
+    let jid = query.device()?;
     let view = shared.registry().pushes.view(&jid).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,

@@ -20,7 +20,7 @@ use worker::wa::frame::{self, FrameDecoder, Intro};
 use worker::wa::noise::NoiseTransport;
 
 use crate::handshake::Pki;
-use crate::{mode, Target};
+use crate::{mode, split_byte, Target};
 
 const MODES: u8 = 3;
 const CONTEXT_SEED: u64 = 0x4652_414D_4553;
@@ -119,10 +119,7 @@ impl Target for Frames {
 
     fn run(&mut self, input: &[u8]) -> bool {
         let (mode, rest) = mode(input, MODES);
-        let (cut, data) = match rest.split_first() {
-            Some((&cut, data)) => (cut, data),
-            None => (0, rest),
-        };
+        let (cut, data) = split_byte(rest);
         match mode {
             0 => {
                 let frames = read_frames(data, cut);

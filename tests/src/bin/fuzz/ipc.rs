@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::{mode, Target};
+use crate::{mode, split_byte, Target};
 
 const MODES: u8 = 8;
 /// Frames read from one input at most (a stream of empty frames would go on for a while).
@@ -114,10 +114,7 @@ impl Target for Ipc {
 
     fn run(&mut self, input: &[u8]) -> bool {
         let (mode, rest) = mode(input, MODES);
-        let (cut, data) = match rest.split_first() {
-            Some((&cut, data)) => (cut, data),
-            None => (0, rest),
-        };
+        let (cut, data) = split_byte(rest);
         let framed;
         let stream = if mode & 4 != 0 {
             framed = frame(data);
