@@ -4,6 +4,7 @@ pub mod fleet;
 pub mod flood;
 pub mod http;
 pub mod process;
+pub mod procfs;
 pub mod receiver;
 pub mod sim;
 pub mod sse;

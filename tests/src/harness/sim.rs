@@ -21,6 +21,8 @@ pub struct Sim {
     pub ws_url: String,
     /// The root public key its certificates chain to, hex.
     pub root_public_key: String,
+    /// With `--tls`: the PEM file of the CA its `wss://` certificate chains to.
+    pub ca_cert_file: Option<String>,
     control: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
 }
@@ -77,6 +79,7 @@ impl Sim {
             child,
             ws_url: field("ws_url"),
             root_public_key: field("root_public_key"),
+            ca_cert_file: info["ca_cert_file"].as_str().map(str::to_owned),
             control,
             log,
         }
