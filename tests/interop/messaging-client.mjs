@@ -73,7 +73,9 @@ export class Client {
       getMessage: async () => undefined,
     });
     this.sock = sock;
-    sock.ev.on('creds.update', saveCreds);
+    // Saves run one after another; `flush()` waits for the last one.
+    this.saving = Promise.resolve();
+    sock.ev.on('creds.update', () => { this.saving = this.saving.then(saveCreds); });
     sock.ev.on('messages.upsert', ({ messages }) => {
       for (const m of messages) {
         const text = textOf(m);
@@ -121,6 +123,11 @@ export class Client {
   async disconnect() {
     this.sock.end(undefined);
     await this.closed;
+  }
+
+  // Waits until every creds update so far is on disk.
+  async flush() {
+    await this.saving;
   }
 
   // Resolves with the key of the first text (already received or arriving) that `match` accepts.

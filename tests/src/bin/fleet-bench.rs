@@ -514,22 +514,34 @@ fn baileys(sim: &Sim, n: usize, options: &Options, ours: &Value) -> anyhow::Resu
         bail!("the sim refused the edge latency: {answer}");
     }
     let auth = tempfile::tempdir()?;
-    let mut command = Command::new("node");
-    command
-        .arg(interop.join("baileys-fleet.mjs"))
-        .current_dir(&interop)
-        .env("SIM_WS_URL", &sim.ws_url)
-        .env("SIM_CONTROL_URL", sim.control_url())
-        .env("ACCOUNTS", n.to_string())
-        .env("AUTH_DIR", auth.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    if let Some(ca) = &sim.ca_cert_file {
-        command.env("NODE_EXTRA_CA_CERTS", ca);
+    let node = |mode: &str| -> anyhow::Result<NodeProcess> {
+        let mut command = Command::new("node");
+        command
+            .arg(interop.join("baileys-fleet.mjs"))
+            .current_dir(&interop)
+            .env("MODE", mode)
+            .env("SIM_WS_URL", &sim.ws_url)
+            .env("SIM_CONTROL_URL", sim.control_url())
+            .env("ACCOUNTS", n.to_string())
+            .env("AUTH_DIR", auth.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(ca) = &sim.ca_cert_file {
+            command.env("NODE_EXTRA_CA_CERTS", ca);
+        }
+        Ok(NodeProcess(
+            command.spawn().context("node is not installed")?,
+        ))
+    };
+    // Pairing in a process of its own, then a fresh one logs in with the saved creds: a
+    // restarted Baileys backend, as the wafleet row measures a restarted supervisor.
+    eprintln!("   baileys: pairing {n} clients");
+    let paired = node("pair")?.first_line()?;
+    if paired["paired"] != n {
+        bail!("baileys-fleet.mjs could not pair: {paired}");
     }
-    let mut node = NodeProcess(command.spawn().context("node is not installed")?);
-    eprintln!("   baileys: pairing {n} clients in one Node process");
+    let mut node = node("serve")?;
     let ready = node.first_line()?;
     if ready["ready"] != true {
         bail!("baileys-fleet.mjs failed: {ready}");
