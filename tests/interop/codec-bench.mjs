@@ -1,26 +1,37 @@
 // Baileys' binary-node codec (WABinary, 7.0.0-rc.9) timed over the corpus the worker's `codec`
 // bench writes, for the ratio that bench prints (`cargo bench -p worker --bench codec`).
 //
-//   node codec-bench.mjs CORPUS [--quick]
+//   node codec-bench.mjs CORPUS            times every set and operation, prints one JSON line
+//   node codec-bench.mjs CORPUS --serve    prints the header line, then answers timing requests
 //
 // CORPUS has one frame per line: `<set> <name> <hex>`, where <set> is small, medium or large and
 // the hex is a frame plaintext (flags byte 0x00, then the node). Every frame is first decoded
-// once: a frame Baileys cannot decode is listed under `failed` and left out of every timing, and
-// the caller leaves it out of its own. Then, per set and for the whole corpus, each operation
-// runs whole passes over the frames, in the same shape as the Rust side's loop:
-//   decode        await decodeBinaryNode(frame)          (what Baileys' socket runs per frame)
-//   encode        encodeBinaryNode(node)                  (the nodes Baileys decoded)
-//   roundtrip     decode, then encode the result
-//   decode_sync / roundtrip_sync: the synchronous core, decodeDecompressedBinaryNode on the
-//                 bytes after the flags byte, without the promise per frame
-// Warm-up first, then rounds of at least ROUND_MS each; the median round gives ns per pass, by
-// the clock and in CPU time.
-// Prints one JSON line on stdout; on a missing Baileys it prints {"error": …} and exits 0.
+// once, and its decoded node encoded again: a frame Baileys cannot decode is listed under
+// `failed` and left out of every timing (the caller leaves it out of its own), and
+// `reencoded_identical` counts the frames Baileys writes back byte for byte.
+//
+// The operations, each one whole pass over the frames of a set (`all`: every frame):
+//   decode          await decodeBinaryNode(frame)         (what Baileys' socket runs per frame)
+//   encode          encodeBinaryNode(node)                 (the nodes Baileys decoded)
+//   roundtrip       decode, then encode the result
+//   decode_sync     decodeDecompressedBinaryNode on the bytes after the flags byte: the
+//                   synchronous core, without the promise per frame
+//   roundtrip_sync  decode_sync, then encode
+//
+// A round runs passes for at least the given milliseconds and reports ns per pass by the clock
+// (`wall_ns`) and in the process's CPU time (`cpu_ns`: user + system, every thread, the garbage
+// collector's included). With --serve, each stdin line `<set> <op> <ms>` runs one round and
+// answers `{"passes", "wall_ns", "cpu_ns"}`; `quit` ends. The Rust side alternates these rounds
+// with its own, so that both see the same machine. Without --serve: per set and operation, a
+// warm-up, then ROUNDS rounds, the median printed.
+// On a missing Baileys either mode prints {"error": …} and exits 0.
 import { readFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 
 const WARMUP_MS = 400;
 const ROUND_MS = 60;
 const ROUNDS = 11;
+const SETS = ['all', 'small', 'medium', 'large'];
 
 // Every result feeds this, so no pass can be optimised away; printed as `checksum`.
 let sink = 0;
@@ -50,31 +61,45 @@ function readCorpus(path) {
     });
 }
 
-// Median ns per call of `pass` (one whole pass over a set), after a warm-up: `wall` from the
-// clock, `cpu` from the process's CPU time (user + system, every thread: the collector's too),
-// which a busy machine does not inflate.
-async function time(pass, quick) {
-  const warmup = quick ? 20 : WARMUP_MS;
-  const roundMs = quick ? 5 : ROUND_MS;
-  const rounds = quick ? 3 : ROUNDS;
-  const until = performance.now() + warmup;
-  while (performance.now() < until) await pass();
-  const wall = [];
-  const cpu = [];
-  for (let r = 0; r < rounds; r++) {
-    let n = 0;
-    const start = process.hrtime.bigint();
-    const startCpu = process.cpuUsage();
-    const deadline = performance.now() + roundMs;
-    do {
-      await pass();
-      n++;
-    } while (performance.now() < deadline);
-    const used = process.cpuUsage(startCpu);
-    wall.push(Number(process.hrtime.bigint() - start) / n);
-    cpu.push(((used.user + used.system) * 1000) / n);
-  }
-  return { wall: median(wall), cpu: median(cpu) };
+// The five operations over one set's frames and their decoded nodes.
+function operations(b, frames, nodes) {
+  return {
+    decode: async () => {
+      for (const f of frames) sink += (await b.decodeBinaryNode(f)).tag.length;
+    },
+    encode: async () => {
+      for (const n of nodes) sink += b.encodeBinaryNode(n).length;
+    },
+    roundtrip: async () => {
+      for (const f of frames) sink += b.encodeBinaryNode(await b.decodeBinaryNode(f)).length;
+    },
+    decode_sync: async () => {
+      for (const f of frames) sink += b.decodeDecompressedBinaryNode(f.subarray(1), b.constants).tag.length;
+    },
+    roundtrip_sync: async () => {
+      for (const f of frames) {
+        sink += b.encodeBinaryNode(b.decodeDecompressedBinaryNode(f.subarray(1), b.constants)).length;
+      }
+    },
+  };
+}
+
+// One round: passes until `ms` have gone by; ns per pass by the clock and in CPU time.
+async function round(pass, ms) {
+  let passes = 0;
+  const start = process.hrtime.bigint();
+  const startCpu = process.cpuUsage();
+  const deadline = performance.now() + ms;
+  do {
+    await pass();
+    passes++;
+  } while (performance.now() < deadline);
+  const used = process.cpuUsage(startCpu);
+  return {
+    passes,
+    wall_ns: Number(process.hrtime.bigint() - start) / passes,
+    cpu_ns: ((used.user + used.system) * 1000) / passes,
+  };
 }
 
 function median(values) {
@@ -82,24 +107,12 @@ function median(values) {
   return sorted[Math.floor(sorted.length / 2)];
 }
 
-function rate({ wall, cpu }, frames, bytes) {
-  return {
-    ns_per_pass: Math.round(wall),
-    cpu_ns_per_pass: Math.round(cpu),
-    ns_per_node: Math.round(wall / frames),
-    cpu_ns_per_node: Math.round(cpu / frames),
-    bytes_per_s: Math.round((bytes * 1e9) / wall),
-    nodes_per_s: Math.round((frames * 1e9) / wall),
-  };
-}
-
 async function main() {
   const [path, flag] = process.argv.slice(2);
   if (!path) {
-    out({ error: 'usage: node codec-bench.mjs CORPUS [--quick]' });
+    out({ error: 'usage: node codec-bench.mjs CORPUS [--serve]' });
     return;
   }
-  const quick = flag === '--quick';
   const b = await loadBaileys();
   if (b.error) {
     out({ error: b.error });
@@ -120,48 +133,57 @@ async function main() {
     }
   }
   const sets = {};
-  for (const set of ['all', 'small', 'medium', 'large']) {
+  const ops = {};
+  for (const set of SETS) {
     const entries = kept.filter((e) => set === 'all' || e.set === set);
     if (entries.length === 0) continue;
     const frames = entries.map((e) => e.frame);
-    const nodes = entries.map((e) => e.node);
-    const bytes = frames.reduce((sum, f) => sum + f.length, 0);
-    const decode = async () => {
-      for (const f of frames) sink += (await b.decodeBinaryNode(f)).tag.length;
-    };
-    const encode = async () => {
-      for (const n of nodes) sink += b.encodeBinaryNode(n).length;
-    };
-    const roundtrip = async () => {
-      for (const f of frames) sink += b.encodeBinaryNode(await b.decodeBinaryNode(f)).length;
-    };
-    const decodeSync = async () => {
-      for (const f of frames) sink += b.decodeDecompressedBinaryNode(f.subarray(1), b.constants).tag.length;
-    };
-    const roundtripSync = async () => {
-      for (const f of frames) {
-        sink += b.encodeBinaryNode(b.decodeDecompressedBinaryNode(f.subarray(1), b.constants)).length;
-      }
-    };
-    sets[set] = {
-      frames: frames.length,
-      bytes,
-      decode: rate(await time(decode, quick), frames.length, bytes),
-      encode: rate(await time(encode, quick), frames.length, bytes),
-      roundtrip: rate(await time(roundtrip, quick), frames.length, bytes),
-      decode_sync: rate(await time(decodeSync, quick), frames.length, bytes),
-      roundtrip_sync: rate(await time(roundtripSync, quick), frames.length, bytes),
-    };
+    sets[set] = { frames: frames.length, bytes: frames.reduce((sum, f) => sum + f.length, 0) };
+    ops[set] = operations(b, frames, entries.map((e) => e.node));
   }
-  out({
+  const header = {
     baileys: b.version,
     node: process.version,
     frames: corpus.length,
     reencoded_identical: identical,
     failed,
-    sets,
-    checksum: sink,
-  });
+  };
+
+  if (flag === '--serve') {
+    out({ ...header, sets });
+    const lines = createInterface({ input: process.stdin });
+    for await (const line of lines) {
+      const [set, op, ms] = line.trim().split(' ');
+      if (set === 'quit') break;
+      const pass = ops[set]?.[op];
+      if (!pass) {
+        out({ error: `unknown request: ${line}` });
+        continue;
+      }
+      out(await round(pass, Number(ms)));
+    }
+    lines.close();
+    return;
+  }
+
+  for (const set of Object.keys(ops)) {
+    for (const [op, pass] of Object.entries(ops[set])) {
+      await round(pass, WARMUP_MS);
+      const rounds = [];
+      for (let r = 0; r < ROUNDS; r++) rounds.push(await round(pass, ROUND_MS));
+      const wall = median(rounds.map((x) => x.wall_ns));
+      const cpu = median(rounds.map((x) => x.cpu_ns));
+      const { frames, bytes } = sets[set];
+      sets[set][op] = {
+        ns_per_pass: Math.round(wall),
+        cpu_ns_per_pass: Math.round(cpu),
+        cpu_ns_per_node: Math.round(cpu / frames),
+        bytes_per_cpu_s: Math.round((bytes * 1e9) / cpu),
+        nodes_per_cpu_s: Math.round((frames * 1e9) / cpu),
+      };
+    }
+  }
+  out({ ...header, sets, checksum: sink });
 }
 
 main().catch((e) => {

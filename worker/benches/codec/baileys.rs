@@ -1,16 +1,18 @@
-//! The side-by-side half of the codec bench: Baileys' WABinary timed by
-//! `tests/interop/codec-bench.mjs` over the corpus, ours timed with the same loop, one table.
+//! The side-by-side half of the codec bench: Baileys' WABinary, run by
+//! `tests/interop/codec-bench.mjs --serve` in a child process, and our codec, timed in paired
+//! rounds over the same frames.
 //!
-//! The loop on both sides: per set and operation, a warm-up of [`WARMUP`], then [`ROUNDS`]
-//! rounds of whole passes over the set, each round at least [`ROUND`] long; the median round
-//! gives the time of one pass, by the clock and in the process's CPU time (user + system, all
-//! threads: Node's collector threads count). Keep these in step with the script's constants.
-//! The ratios use CPU time: on a machine shared with other work the clock also counts the time
-//! the process waited for a core, and the two sides run half a minute apart.
+//! Per set and operation: a warm-up of [`WARMUP`] on each side, then [`ROUNDS`] rounds, each an
+//! ours/theirs pair in alternating order, each side running whole passes over the set for at
+//! least [`ROUND`]. A round gives ns per pass by the clock and in CPU time (the process's user +
+//! system time: ours one thread, Node's every thread, its collector's included). The ratio is
+//! the median over the rounds of Baileys' CPU time / ours: the two sides of a pair see the same
+//! machine, and CPU time leaves out the waiting for a core on a machine shared with other work.
 
 use std::hint::black_box;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -18,95 +20,93 @@ use worker::wa::binary;
 
 use crate::corpus::Entry;
 
-const WARMUP: Duration = Duration::from_millis(400);
+const WARMUP: Duration = Duration::from_millis(300);
 const ROUND: Duration = Duration::from_millis(60);
 const ROUNDS: usize = 11;
 
-/// What the Baileys side gave.
+/// What the comparison gave.
 pub enum Outcome {
     /// No ratio, and why (no node, no Baileys, the script failed).
     Skipped(String),
-    /// Baileys ran over the corpus.
-    Measured(Report),
+    /// Both codecs ran over the corpus.
+    Measured(Comparison),
 }
 
-/// The script's report.
-pub struct Report {
+/// The script's header and the paired timings.
+pub struct Comparison {
     baileys: String,
     node: String,
     frames: u64,
     reencoded_identical: u64,
     /// Frames Baileys could not decode, with its error; left out on both sides.
-    pub failed: Vec<(String, String)>,
-    sets: Value,
+    failed: Vec<(String, String)>,
+    rows: Vec<Row>,
 }
 
-/// Our times for one set.
-pub struct Ours {
+/// One set and operation.
+struct Row {
     set: &'static str,
+    op: Op,
     frames: usize,
     bytes: usize,
-    decode: Pass,
-    encode: Pass,
-    roundtrip: Pass,
+    /// Median ns per pass, ours and Baileys'.
+    ours: Pass,
+    theirs: Pass,
+    /// Medians of the per-round ratios, Baileys / ours.
+    ratio_cpu: f64,
+    ratio_wall: f64,
+    ratio_sync: Option<f64>,
 }
 
-/// The median time of one pass over a set, ns.
+/// One paired round: ours, Baileys', and Baileys' synchronous core (decode, roundtrip).
+struct Paired {
+    ours: Pass,
+    theirs: Pass,
+    sync: Option<Pass>,
+}
+
+/// One round's time of one pass, ns.
 #[derive(Clone, Copy)]
 struct Pass {
     wall: f64,
     cpu: f64,
 }
 
-/// Writes the corpus for the script and runs it; never fails, says why when it cannot.
-pub fn run(corpus: &[Entry]) -> Outcome {
-    let interop = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/interop");
-    let node = std::env::var("NODE").unwrap_or_else(|_| "node".to_owned());
-    if Command::new(&node).arg("--version").output().is_err() {
-        return Outcome::Skipped(format!("`{node}` not found: no Baileys ratio"));
+#[derive(Clone, Copy, Eq, PartialEq)]
+enum Op {
+    Decode,
+    Encode,
+    Roundtrip,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Decode => "decode",
+            Op::Encode => "encode",
+            Op::Roundtrip => "roundtrip",
+        }
     }
-    if !interop
-        .join("node_modules/@whiskeysockets/baileys/package.json")
-        .exists()
-    {
-        return Outcome::Skipped(
-            "Baileys is not installed (`cd tests/interop && npm ci`): no Baileys ratio".into(),
-        );
+
+    /// Baileys' synchronous-core counterpart.
+    fn sync_name(self) -> Option<&'static str> {
+        match self {
+            Op::Decode => Some("decode_sync"),
+            Op::Encode => None,
+            Op::Roundtrip => Some("roundtrip_sync"),
+        }
     }
-    let path = match write_corpus(corpus) {
-        Ok(path) => path,
-        Err(e) => return Outcome::Skipped(format!("cannot write the corpus file: {e}")),
+}
+
+/// Starts Baileys over `corpus`, drops from `corpus` the frames it cannot decode, and times
+/// both codecs over `sets`. Never fails: says why there is no ratio.
+pub fn compare(corpus: &mut Vec<Entry>, sets: &[&'static str]) -> Outcome {
+    let mut node = match Baileys::start(corpus) {
+        Ok(node) => node,
+        Err(why) => return Outcome::Skipped(why),
     };
-    eprintln!(
-        "codec: timing Baileys over {} (about half a minute)",
-        path.display()
-    );
-    let output = match Command::new(&node)
-        .arg(interop.join("codec-bench.mjs"))
-        .arg(&path)
-        .current_dir(&interop)
-        .output()
-    {
-        Ok(output) => output,
-        Err(e) => return Outcome::Skipped(format!("cannot run {node}: {e}")),
-    };
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let parsed = stdout
-        .lines()
-        .last()
-        .and_then(|line| serde_json::from_str::<Value>(line).ok());
-    let Some(json) = parsed else {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        return Outcome::Skipped(format!(
-            "codec-bench.mjs gave no report ({}): {}",
-            output.status,
-            stderr.trim()
-        ));
-    };
-    if let Some(error) = json["error"].as_str() {
-        return Outcome::Skipped(format!("codec-bench.mjs: {error}"));
-    }
-    let failed = json["failed"]
+    let header = &node.header;
+    let failed: Vec<(String, String)> = header["failed"]
         .as_array()
         .map(|failed| {
             failed
@@ -120,14 +120,235 @@ pub fn run(corpus: &[Entry]) -> Outcome {
                 .collect()
         })
         .unwrap_or_default();
-    Outcome::Measured(Report {
-        baileys: json["baileys"].as_str().unwrap_or("?").to_owned(),
-        node: json["node"].as_str().unwrap_or("?").to_owned(),
-        frames: json["frames"].as_u64().unwrap_or(0),
-        reencoded_identical: json["reencoded_identical"].as_u64().unwrap_or(0),
+    corpus.retain(|e| !failed.iter().any(|(name, _)| name == e.name));
+    let mut comparison = Comparison {
+        baileys: header["baileys"].as_str().unwrap_or("?").to_owned(),
+        node: header["node"].as_str().unwrap_or("?").to_owned(),
+        frames: header["frames"].as_u64().unwrap_or(0),
+        reencoded_identical: header["reencoded_identical"].as_u64().unwrap_or(0),
         failed,
-        sets: json["sets"].clone(),
+        rows: Vec::new(),
+    };
+    eprintln!("codec: timing ours and Baileys' in paired rounds (about a minute)");
+    for &set in sets {
+        let frames: Vec<&[u8]> = crate::in_set(corpus, set)
+            .map(|e| e.frame.as_slice())
+            .collect();
+        if frames.is_empty() {
+            continue;
+        }
+        let nodes: Vec<binary::Node> = frames
+            .iter()
+            .map(|f| binary::decode(f).expect("the corpus decodes"))
+            .collect();
+        for op in [Op::Decode, Op::Encode, Op::Roundtrip] {
+            let ours = || match op {
+                Op::Decode => round(|| {
+                    for f in &frames {
+                        black_box(binary::decode(black_box(f)).expect("decodes"));
+                    }
+                }),
+                Op::Encode => round(|| {
+                    for n in &nodes {
+                        black_box(binary::encode(black_box(n)));
+                    }
+                }),
+                Op::Roundtrip => round(|| {
+                    for f in &frames {
+                        let node = binary::decode(black_box(f)).expect("decodes");
+                        black_box(binary::encode(&node));
+                    }
+                }),
+            };
+            match paired(
+                &mut node,
+                set,
+                op,
+                ours,
+                frames.len(),
+                frames.iter().map(|f| f.len()).sum(),
+            ) {
+                Ok(row) => comparison.rows.push(row),
+                Err(why) => return Outcome::Skipped(why),
+            }
+        }
+    }
+    Outcome::Measured(comparison)
+}
+
+/// The warm-up and the paired rounds of one set and operation.
+fn paired(
+    node: &mut Baileys,
+    set: &'static str,
+    op: Op,
+    ours: impl Fn() -> Pass,
+    frames: usize,
+    bytes: usize,
+) -> Result<Row, String> {
+    let ms = |d: Duration| d.as_millis();
+    let warm = Instant::now();
+    while warm.elapsed() < WARMUP {
+        ours();
+    }
+    node.round(set, op.name(), ms(WARMUP))?;
+    if let Some(sync) = op.sync_name() {
+        node.round(set, sync, ms(WARMUP))?;
+    }
+    let mut rounds = Vec::with_capacity(ROUNDS);
+    for r in 0..ROUNDS {
+        let (mine, theirs) = if r % 2 == 0 {
+            let mine = ours();
+            (mine, node.round(set, op.name(), ms(ROUND))?)
+        } else {
+            let theirs = node.round(set, op.name(), ms(ROUND))?;
+            (ours(), theirs)
+        };
+        let sync = match op.sync_name() {
+            Some(name) => Some(node.round(set, name, ms(ROUND))?),
+            None => None,
+        };
+        rounds.push(Paired {
+            ours: mine,
+            theirs,
+            sync,
+        });
+    }
+    let med = |f: &dyn Fn(&Paired) -> f64| median(rounds.iter().map(f));
+    Ok(Row {
+        set,
+        op,
+        frames,
+        bytes,
+        ours: Pass {
+            wall: med(&|r| r.ours.wall),
+            cpu: med(&|r| r.ours.cpu),
+        },
+        theirs: Pass {
+            wall: med(&|r| r.theirs.wall),
+            cpu: med(&|r| r.theirs.cpu),
+        },
+        ratio_cpu: med(&|r| r.theirs.cpu / r.ours.cpu),
+        ratio_wall: med(&|r| r.theirs.wall / r.ours.wall),
+        ratio_sync: op
+            .sync_name()
+            .map(|_| med(&|r| r.sync.map_or(f64::NAN, |p| p.cpu) / r.ours.cpu)),
     })
+}
+
+/// Whole passes for at least [`ROUND`].
+fn round(mut pass: impl FnMut()) -> Pass {
+    let start = Instant::now();
+    let start_cpu = crate::clock::cpu();
+    let mut n = 0u32;
+    while start.elapsed() < ROUND || n == 0 {
+        pass();
+        n += 1;
+    }
+    Pass {
+        wall: start.elapsed().as_nanos() as f64 / f64::from(n),
+        cpu: crate::clock::cpu().saturating_sub(start_cpu).as_nanos() as f64 / f64::from(n),
+    }
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// The script in `--serve` mode, killed when dropped.
+struct Baileys {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    header: Value,
+}
+
+impl Baileys {
+    /// Writes the corpus file, starts the script and reads its header.
+    fn start(corpus: &[Entry]) -> Result<Self, String> {
+        let interop = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/interop");
+        let node = std::env::var("NODE").unwrap_or_else(|_| "node".to_owned());
+        if Command::new(&node).arg("--version").output().is_err() {
+            return Err(format!("`{node}` not found: no Baileys ratio"));
+        }
+        if !interop
+            .join("node_modules/@whiskeysockets/baileys/package.json")
+            .exists()
+        {
+            return Err(
+                "Baileys is not installed (`cd tests/interop && npm ci`): no Baileys ratio".into(),
+            );
+        }
+        let path = write_corpus(corpus).map_err(|e| format!("cannot write the corpus: {e}"))?;
+        eprintln!("codec: corpus for Baileys at {}", path.display());
+        let mut child = Command::new(&node)
+            .arg(interop.join("codec-bench.mjs"))
+            .arg(&path)
+            .arg("--serve")
+            .current_dir(&interop)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot run {node}: {e}"))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            return Err("no pipes to the script".into());
+        };
+        let mut baileys = Self {
+            child,
+            stdin,
+            stdout: BufReader::new(stdout),
+            header: Value::Null,
+        };
+        baileys.header = baileys.read()?;
+        Ok(baileys)
+    }
+
+    /// One round of `op` over `set`, at least `ms` long.
+    fn round(&mut self, set: &str, op: &str, ms: u128) -> Result<Pass, String> {
+        writeln!(self.stdin, "{set} {op} {ms}")
+            .and_then(|()| self.stdin.flush())
+            .map_err(|e| format!("the script is gone: {e}"))?;
+        let answer = self.read()?;
+        match (answer["wall_ns"].as_f64(), answer["cpu_ns"].as_f64()) {
+            (Some(wall), Some(cpu)) => Ok(Pass { wall, cpu }),
+            _ => Err(format!("codec-bench.mjs answered {answer}")),
+        }
+    }
+
+    /// The next JSON line; its `error` as an error.
+    fn read(&mut self) -> Result<Value, String> {
+        let mut line = String::new();
+        match self.stdout.read_line(&mut line) {
+            Ok(0) => return Err("codec-bench.mjs ended early".into()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("cannot read codec-bench.mjs: {e}")),
+        }
+        let value: Value = serde_json::from_str(&line)
+            .map_err(|e| format!("codec-bench.mjs wrote {line:?}: {e}"))?;
+        match value["error"].as_str() {
+            Some(error) => Err(format!("codec-bench.mjs: {error}")),
+            None => Ok(value),
+        }
+    }
+}
+
+impl Drop for Baileys {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "quit");
+        let _ = self.stdin.flush();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// `target/tmp/codec-corpus.txt`: one `<set> <name> <hex>` line per frame.
@@ -141,142 +362,62 @@ fn write_corpus(corpus: &[Entry]) -> std::io::Result<PathBuf> {
     Ok(path)
 }
 
-/// Times our codec over each set with the script's loop.
-pub fn time_ours(corpus: &[Entry], sets: &[&'static str]) -> Vec<Ours> {
-    let mut out = Vec::new();
-    for &set in sets {
-        let frames: Vec<&[u8]> = crate::in_set(corpus, set)
-            .map(|e| e.frame.as_slice())
-            .collect();
-        if frames.is_empty() {
-            continue;
-        }
-        let nodes: Vec<binary::Node> = frames
-            .iter()
-            .map(|f| binary::decode(f).expect("the corpus decodes"))
-            .collect();
-        let decode = median_pass(|| {
-            for f in &frames {
-                black_box(binary::decode(black_box(f)).expect("decodes"));
-            }
-        });
-        let encode = median_pass(|| {
-            for n in &nodes {
-                black_box(binary::encode(black_box(n)));
-            }
-        });
-        let roundtrip = median_pass(|| {
-            for f in &frames {
-                let node = binary::decode(black_box(f)).expect("decodes");
-                black_box(binary::encode(&node));
-            }
-        });
-        out.push(Ours {
-            set,
-            frames: frames.len(),
-            bytes: frames.iter().map(|f| f.len()).sum(),
-            decode,
-            encode,
-            roundtrip,
-        });
-    }
-    out
-}
-
-/// The median time of one call of `pass`.
-fn median_pass(mut pass: impl FnMut()) -> Pass {
-    let warm = Instant::now();
-    while warm.elapsed() < WARMUP {
-        pass();
-    }
-    let (mut wall, mut cpu): (Vec<f64>, Vec<f64>) = (0..ROUNDS)
-        .map(|_| {
-            let start = Instant::now();
-            let start_cpu = crate::clock::cpu();
-            let mut n = 0u32;
-            while start.elapsed() < ROUND || n == 0 {
-                pass();
-                n += 1;
-            }
-            let cpu = (crate::clock::cpu() - start_cpu).as_nanos() as f64 / f64::from(n);
-            (start.elapsed().as_nanos() as f64 / f64::from(n), cpu)
-        })
-        .unzip();
-    wall.sort_by(f64::total_cmp);
-    cpu.sort_by(f64::total_cmp);
-    Pass {
-        wall: wall[ROUNDS / 2],
-        cpu: cpu[ROUNDS / 2],
-    }
-}
-
 /// The side-by-side table.
-pub fn print(outcome: &Outcome, ours: &[Ours]) {
+pub fn print(outcome: &Outcome) {
     println!();
-    let report = match outcome {
+    let c = match outcome {
         Outcome::Skipped(why) => {
             println!("codec vs Baileys: skipped: {why}");
             return;
         }
-        Outcome::Measured(report) => report,
+        Outcome::Measured(c) => c,
     };
     println!(
-        "codec vs Baileys {} (node {}): same {} stanzas, same loop (median of {ROUNDS} rounds)",
-        report.baileys,
-        report.node,
-        report.frames as usize - report.failed.len()
+        "codec vs Baileys {} (node {}): the same {} stanzas, {ROUNDS} paired rounds of {} ms",
+        c.baileys,
+        c.node,
+        c.frames as usize - c.failed.len(),
+        ROUND.as_millis()
     );
-    if report.failed.is_empty() {
-        println!("  Baileys decodes every frame; none excluded");
+    if c.failed.is_empty() {
+        println!("  Baileys decodes every frame; none left out");
     } else {
         println!(
-            "  excluded on both sides ({} Baileys cannot decode):",
-            report.failed.len()
+            "  left out on both sides, {} Baileys cannot decode:",
+            c.failed.len()
         );
-        for (name, error) in &report.failed {
+        for (name, error) in &c.failed {
             println!("    {name}: {error}");
         }
     }
     println!(
         "  Baileys re-encodes {} of {} frames byte for byte",
-        report.reencoded_identical, report.frames
+        c.reencoded_identical, c.frames
     );
     println!(
-        "  {:<6} {:<9} {:>10} {:>9} {:>10} {:>9} {:>6} {:>7} {:>7}",
+        "  {:<6} {:<9} {:>9} {:>9} {:>10} {:>9} {:>6} {:>6} {:>6}",
         "set", "op", "ours ns", "ours MB/s", "Baileys ns", "Bail MB/s", "ratio", "wall", "sync"
     );
-    for o in ours {
-        let theirs = &report.sets[o.set];
-        for (op, key, sync, pass) in [
-            ("decode", "decode", Some("decode_sync"), o.decode),
-            ("encode", "encode", None, o.encode),
-            ("dec+enc", "roundtrip", Some("roundtrip_sync"), o.roundtrip),
-        ] {
-            let cpu = theirs[key]["cpu_ns_per_pass"].as_f64();
-            let wall = theirs[key]["ns_per_pass"].as_f64();
-            let sync = sync.and_then(|k| theirs[k]["cpu_ns_per_pass"].as_f64());
-            let per = |ns: f64| format!("{:.0}", ns / o.frames as f64);
-            let mbs = |ns: f64| format!("{:.1}", o.bytes as f64 * 1e3 / ns);
-            let ratio = |theirs: Option<f64>, ours: f64| {
-                theirs.map_or_else(|| "-".to_owned(), |t| format!("{:.1}x", t / ours))
-            };
-            println!(
-                "  {:<6} {:<9} {:>10} {:>9} {:>10} {:>9} {:>6} {:>7} {:>7}",
-                o.set,
-                op,
-                per(pass.cpu),
-                mbs(pass.cpu),
-                cpu.map_or_else(|| "-".to_owned(), per),
-                cpu.map_or_else(|| "-".to_owned(), mbs),
-                ratio(cpu, pass.cpu),
-                ratio(wall, pass.wall),
-                ratio(sync, pass.cpu),
-            );
-        }
+    for r in &c.rows {
+        let per = |ns: f64| format!("{:.0}", ns / r.frames as f64);
+        let mbs = |ns: f64| format!("{:.1}", r.bytes as f64 * 1e3 / ns);
+        let x = |ratio: f64| format!("{ratio:.1}x");
+        println!(
+            "  {:<6} {:<9} {:>9} {:>9} {:>10} {:>9} {:>6} {:>6} {:>6}",
+            r.set,
+            r.op.name(),
+            per(r.ours.cpu),
+            mbs(r.ours.cpu),
+            per(r.theirs.cpu),
+            mbs(r.theirs.cpu),
+            x(r.ratio_cpu),
+            x(r.ratio_wall),
+            r.ratio_sync.map_or_else(|| "-".to_owned(), x),
+        );
     }
     println!(
-        "  ns: CPU ns per stanza; MB/s: 10^6 bytes of frame plaintext per CPU second; ratio: \
-         Baileys' CPU time / ours; wall: the same by the clock; sync: against Baileys' \
-         synchronous decode core (no promise per frame), CPU time"
+        "  ns: CPU ns per stanza (median round); MB/s: 10^6 bytes of frame plaintext per CPU \
+         second; ratio: Baileys' CPU time / ours (median of the paired rounds); wall: the same \
+         by the clock; sync: Baileys' synchronous core (no promise per frame) / ours, CPU time"
     );
 }

@@ -8,11 +8,12 @@
 //!   `medium` < 4 KiB, `large`), one iteration being one pass over the set; throughput in
 //!   stanzas/s and bytes/s of frame plaintext (the flags byte and the node). Times are CPU time
 //!   unless `BENCH_CLOCK=wall` (`common/clock.rs`).
-//! - then, when `node` and `tests/interop/node_modules` are there: the corpus is written to
-//!   `target/tmp/codec-corpus.txt`, `tests/interop/codec-bench.mjs` decodes every frame with
-//!   Baileys (a frame it cannot decode is listed and left out on both sides) and times it, our
-//!   codec is timed with the same loop (warm-up, 11 rounds of at least 60 ms, median), and a
-//!   table prints both and the ratio. Without node or Baileys it says so and prints no ratio.
+//! - Baileys, first, when `node` and `tests/interop/node_modules` are there: the corpus is
+//!   written to `target/tmp/codec-corpus.txt`, `tests/interop/codec-bench.mjs --serve` decodes
+//!   every frame with Baileys (a frame it cannot decode is listed and left out on both sides,
+//!   criterion's runs included), then both codecs run in paired rounds (`baileys.rs`), and after
+//!   criterion a table prints both and the ratio. Without node or Baileys it says so and
+//!   prints no ratio.
 //!
 //! `NODE` names the node binary (default `node`).
 
@@ -52,15 +53,7 @@ fn main() {
             entry.name
         );
     }
-    let comparison = if benchmarking {
-        let outcome = baileys::run(&corpus);
-        if let baileys::Outcome::Measured(report) = &outcome {
-            corpus.retain(|e| !report.failed.iter().any(|(name, _)| name == e.name));
-        }
-        Some((outcome, baileys::time_ours(&corpus, &SETS)))
-    } else {
-        None
-    };
+    let comparison = benchmarking.then(|| baileys::compare(&mut corpus, &SETS));
 
     eprintln!("codec: {}", clock::describe());
     let mut c = Criterion::default()
@@ -73,8 +66,8 @@ fn main() {
     c.final_summary();
 
     print_corpus(&corpus);
-    if let Some((outcome, ours)) = comparison {
-        baileys::print(&outcome, &ours);
+    if let Some(outcome) = comparison {
+        baileys::print(&outcome);
     }
 }
 
