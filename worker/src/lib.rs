@@ -75,13 +75,13 @@ pub fn main(args: WorkerArgs) -> ExitCode {
     };
     let token = CancellationToken::new();
     let span = tracing::info_span!("worker", account = %args.account);
-    let code = runtime.block_on(
+    let code = runtime.block_on(Box::pin(
         async {
             spawn_signal_handlers(token.clone());
             run(args, token).await
         }
         .instrument(span),
-    );
+    ));
     ExitCode::from(code)
 }
 
@@ -130,9 +130,7 @@ async fn run(args: WorkerArgs, token: CancellationToken) -> u8 {
         },
         None => ipc::detached(),
     };
-    let outcome = session::Session::new(&args, link, commands)
-        .run(token)
-        .await;
+    let outcome = Box::pin(session::Session::new(&args, link, commands).run(token)).await;
     let code = match outcome {
         Ok(()) => EXIT_OK,
         Err(e) => {
