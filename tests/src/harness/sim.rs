@@ -165,7 +165,7 @@ impl Sim {
         body["jid"].as_str().expect("jid").to_owned()
     }
 
-    /// The live connections: `[{conn_id, jid, state, connected_at}]`.
+    /// The live connections: `[{conn_id, jid, state, connected_at, routing_info, tls}]`.
     pub fn sessions(&self) -> Vec<Value> {
         self.get("/sessions")
             .as_array()
