@@ -93,13 +93,6 @@ pub(crate) enum TransportError {
     TooLarge(#[from] FrameTooLarge),
 }
 
-/// An open WebSocket carrying WhatsApp frames.
-pub(crate) struct Connection {
-    ws: WsStream,
-    frames: FrameDecoder,
-    noise: Option<NoiseTransport>,
-}
-
 impl TransportError {
     /// Whether the server's TLS certificate was refused.
     pub(crate) fn is_certificate(&self) -> bool {
@@ -122,6 +115,13 @@ impl TransportError {
         }
         TransportError::Ws(e)
     }
+}
+
+/// An open WebSocket carrying WhatsApp frames.
+pub(crate) struct Connection {
+    ws: WsStream,
+    frames: FrameDecoder,
+    noise: Option<NoiseTransport>,
 }
 
 impl std::fmt::Debug for Connection {

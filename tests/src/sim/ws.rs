@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::ClientConfig;
-
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -203,11 +202,6 @@ impl WsConnection {
         if let Stream::Tls(tls) = self.ws.get_mut() {
             tls.close_notify();
         }
-    }
-
-    /// Whether the connection runs over TLS.
-    pub fn is_tls(&self) -> bool {
-        self.ws.get_ref().is_tls()
     }
 
     /// Reads and drops whatever still arrives until the peer closes, for up to a second.
