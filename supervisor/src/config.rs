@@ -235,6 +235,8 @@ impl Config {
         if let Some(key) = &self.sessions_key {
             volume::seal::SessionsKey::parse(key).map_err(|e| e.to_string())?;
         }
+        // Every worker reads it again; a file that is wrong now stops the start, not the fleet.
+        c.tls_ca_certs()?;
         self.webhook.validate()?;
         Ok(())
     }
@@ -286,6 +288,21 @@ mod tests {
         ])
         .expect("a shorter interval allows a shorter timeout");
         assert!(check(&["--heartbeat-interval-ms", "10"]).is_err());
+    }
+
+    #[test]
+    fn an_unusable_tls_ca_file_stops_the_start_naming_the_variable() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let missing = dir.path().join("ca.pem");
+        let missing = missing.to_str().expect("utf-8");
+        let e = check(&["--wa-tls-ca-file", missing]).expect_err("no such file");
+        assert!(
+            e.starts_with("WA_TLS_CA_FILE ") && e.contains(missing),
+            "{e}"
+        );
+        std::fs::write(missing, "").expect("write");
+        let e = check(&["--wa-tls-ca-file", missing]).expect_err("no certificate");
+        assert!(e.contains("holds no certificate"), "{e}");
     }
 
     #[test]

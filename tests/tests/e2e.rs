@@ -24,6 +24,7 @@ mod e2e {
     mod shutdown;
     mod sim_policy;
     mod storage;
+    mod tls;
     mod webhook;
     mod whatsapp;
 

@@ -1,10 +1,12 @@
 //! The worker's flags and environment.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
 use ipc_protocol::AccountId;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 
 /// WhatsApp Web's WebSocket endpoint.
 pub const DEFAULT_WS_URL: &str = "wss://web.whatsapp.com/ws/chat";
@@ -59,6 +61,11 @@ pub struct ConnectionArgs {
     /// WhatsApp's; the simulator prints its own).
     #[arg(long, env = "WA_TRUST_ROOT", value_parser = parse_trust_root)]
     pub wa_trust_root: Option<TrustRoot>,
+    /// A PEM file of CA certificates `wss://` also trusts, besides the webpki roots: a testing
+    /// aid, for a test server's own CA (`wa-sim --tls` prints its `ca_cert_file`). WhatsApp
+    /// needs none.
+    #[arg(long, env = "WA_TLS_CA_FILE")]
+    pub wa_tls_ca_file: Option<PathBuf>,
     /// WhatsApp Web version sent in the user agent, `primary.secondary.tertiary`.
     #[arg(long, env = "WA_VERSION", default_value = DEFAULT_WA_VERSION, value_parser = parse_version)]
     pub wa_version: WaVersion,
@@ -315,8 +322,55 @@ impl ConnectionArgs {
         if let Some(root) = self.wa_trust_root {
             env.push(("WA_TRUST_ROOT".into(), root.to_string()));
         }
+        if let Some(file) = &self.wa_tls_ca_file {
+            // `tls_ca_certs` refused a path that is not UTF-8 at start.
+            env.push(("WA_TLS_CA_FILE".into(), file.to_string_lossy().into_owned()));
+        }
         env
     }
+
+    /// The certificates of `WA_TLS_CA_FILE`, each checked to be usable as a trust anchor; none
+    /// without it. The supervisor calls this at start (and refuses to start on an error), each
+    /// worker again before it dials.
+    ///
+    /// # Errors
+    /// A message naming `WA_TLS_CA_FILE` and the file: unreadable, not PEM, no certificate in
+    /// it, or a certificate that cannot be a CA. It never quotes the file's contents.
+    pub fn tls_ca_certs(&self) -> Result<Vec<CertificateDer<'static>>, String> {
+        match &self.wa_tls_ca_file {
+            None => Ok(Vec::new()),
+            Some(path) => read_ca_file(path),
+        }
+    }
+}
+
+/// Reads the PEM file `WA_TLS_CA_FILE` names (see [`ConnectionArgs::tls_ca_certs`]).
+fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let shown = path.display();
+    if path.to_str().is_none() {
+        return Err(format!("WA_TLS_CA_FILE {shown} must be a UTF-8 path"));
+    }
+    let pem =
+        std::fs::read(path).map_err(|e| format!("WA_TLS_CA_FILE {shown} cannot be read: {e}"))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("WA_TLS_CA_FILE {shown} is not valid PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "WA_TLS_CA_FILE {shown} holds no certificate (no PEM `CERTIFICATE` block)"
+        ));
+    }
+    let mut anchors = rustls::RootCertStore::empty();
+    for (n, cert) in certs.iter().enumerate() {
+        anchors.add(cert.clone()).map_err(|e| {
+            format!(
+                "WA_TLS_CA_FILE {shown}: certificate {} of {} cannot be a trust anchor: {e}",
+                n + 1,
+                certs.len()
+            )
+        })?;
+    }
+    Ok(certs)
 }
 
 impl WorkerArgs {
@@ -388,5 +442,66 @@ mod tests {
             assert!(Browser::parse(bad).is_err(), "{bad:?} must be refused");
         }
         assert!(parse_version("2.x.1").is_err());
+    }
+
+    #[test]
+    fn a_tls_ca_file_that_is_missing_empty_or_holds_no_usable_certificate_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let check = |file: &Path| read_ca_file(file).expect_err("refused");
+        let missing = check(&dir.path().join("absent.pem"));
+        assert!(
+            missing.starts_with("WA_TLS_CA_FILE ") && missing.contains("cannot be read"),
+            "{missing}"
+        );
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            path
+        };
+        let secret = "c2VjcmV0LWtleS1tYXRlcmlhbA==";
+        for (name, text, says) in [
+            ("empty.pem", "", "holds no certificate"),
+            (
+                "key-only.pem",
+                &format!("-----BEGIN PRIVATE KEY-----\n{secret}\n-----END PRIVATE KEY-----\n"),
+                "holds no certificate",
+            ),
+            (
+                "prose.pem",
+                "not a certificate at all\n",
+                "holds no certificate",
+            ),
+            (
+                "garbage.pem",
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+                "certificate 1 of 1 cannot be a trust anchor",
+            ),
+            (
+                "cut.pem",
+                "-----BEGIN CERTIFICATE-----\nAAAA\n",
+                "is not valid PEM",
+            ),
+        ] {
+            let e = check(&write(name, text));
+            assert!(
+                e.starts_with("WA_TLS_CA_FILE ") && e.contains(name) && e.contains(says),
+                "{name}: {e}"
+            );
+            assert!(!e.contains(secret), "contents are never quoted: {e}");
+        }
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            connection: ConnectionArgs,
+        }
+        let parse = |args: &[&str]| <Cli as clap::Parser>::parse_from(args).connection;
+        let none = parse(&["worker"]);
+        assert!(none.wa_tls_ca_file.is_none());
+        assert_eq!(none.tls_ca_certs(), Ok(Vec::new()));
+        assert!(!none.to_env().iter().any(|(k, _)| k == "WA_TLS_CA_FILE"));
+        let set = parse(&["worker", "--wa-tls-ca-file", "/tmp/ca.pem"]);
+        assert!(set
+            .to_env()
+            .contains(&("WA_TLS_CA_FILE".to_owned(), "/tmp/ca.pem".to_owned())));
     }
 }

@@ -13,7 +13,7 @@
 //!              └─ session           connect, backoff, commands; reports every change
 //!                   ├─ receive      decrypt (signal), persist, receipt, ack
 //!                   ├─ send         outbox → usync → bundles → encrypt (signal) → ack → receipts
-//!                   └─ transport    the WebSocket (tokio-tungstenite + rustls, roots compiled in)
+//!                   └─ transport    the WebSocket (tokio-tungstenite, rustls: webpki roots + WA_TLS_CA_FILE)
 //! ```
 //!
 //! `signal` (X3DH, the Double Ratchet, sender keys) and `wa` (frames, Noise, binary nodes, the
@@ -94,6 +94,19 @@ async fn run(args: WorkerArgs, token: CancellationToken) -> u8 {
                 error!(error = %e, "cannot use SESSIONS_KEY");
                 return EXIT_FAILURE;
             }
+        }
+    }
+    match args.connection.tls_ca_certs() {
+        Ok(certs) => {
+            if let Some(file) = &args.connection.wa_tls_ca_file {
+                let (certificates, file) = (certs.len(), file.display());
+                info!(certificates, %file, "trusting the extra TLS roots of WA_TLS_CA_FILE");
+            }
+            transport::trust_extra_roots(certs);
+        }
+        Err(e) => {
+            error!(error = %e, "cannot use WA_TLS_CA_FILE");
+            return EXIT_FAILURE;
         }
     }
     let account_dir = args.account_dir();

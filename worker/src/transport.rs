@@ -1,12 +1,23 @@
-//! The only file that touches tokio-tungstenite: the WebSocket to WhatsApp, its framing and,
-//! once the handshake is done, the Noise transport around every node.
+//! The only file that touches tokio-tungstenite: the WebSocket to WhatsApp, its TLS, its
+//! framing and, once the handshake is done, the Noise transport around every node.
+//!
+//! `wss://` uses rustls (ring) with the webpki roots compiled in, plus the CA certificates of
+//! `WA_TLS_CA_FILE` (a testing aid, [`trust_extra_roots`]). The rustls configuration is built at
+//! the first `wss://` dial and shared by every later one; a process that only dials `ws://`
+//! never builds it. SNI is the URL's host name (none for an IP address), no ALPN: as
+//! tokio-tungstenite's own default.
+
+use std::sync::{Arc, OnceLock};
 
 use futures_util::{SinkExt, StreamExt};
+use rustls::pki_types::CertificateDer;
+use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::client::{uri_mode, IntoClientRequest};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::tungstenite::stream::Mode;
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tracing::{debug, warn};
 
 use crate::wa::binary::{self, Node};
@@ -23,15 +34,87 @@ const MAX_MESSAGE_LEN: usize = 1 << 24;
 /// Small buffers: hundreds of workers run side by side, and idle sockets move few bytes.
 const READ_BUFFER_LEN: usize = 8 * 1024;
 
+/// The CA certificates `WA_TLS_CA_FILE` adds to the webpki roots, set once at start.
+static EXTRA_ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
+/// The rustls configuration every `wss://` dial of this process shares.
+static TLS_CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+
+/// Makes every later `wss://` dial also trust `certs` (checked by
+/// [`crate::ConnectionArgs::tls_ca_certs`]). Call once at start, before the first dial; later
+/// calls change nothing.
+pub(crate) fn trust_extra_roots(certs: Vec<CertificateDer<'static>>) {
+    if EXTRA_ROOTS.set(certs).is_err() {
+        warn!("extra TLS roots set twice; the first set stays");
+    }
+}
+
+/// The shared rustls configuration, built on first use.
+fn tls_config() -> Arc<ClientConfig> {
+    TLS_CONFIG.get_or_init(build_tls_config).clone()
+}
+
+/// A rustls client configuration trusting the webpki roots and the extra ones: ring, TLS 1.3
+/// and 1.2, SNI on, no ALPN, rustls' in-memory session cache (what tokio-tungstenite builds).
+fn build_tls_config() -> Arc<ClientConfig> {
+    let started = std::time::Instant::now();
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let extra = EXTRA_ROOTS.get().map(Vec::as_slice).unwrap_or_default();
+    let (_, unusable) = roots.add_parsable_certificates(extra.iter().cloned());
+    if unusable > 0 {
+        // Checked at start; only a certificate that changed meaning could get here.
+        warn!(unusable, "extra TLS roots skipped");
+    }
+    let config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let micros = started.elapsed().as_micros() as u64;
+    debug!(
+        extra = extra.len(),
+        micros, "tls client configuration built"
+    );
+    Arc::new(config)
+}
+
 /// Why the connection failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum TransportError {
     #[error("websocket failed: {0}")]
     Ws(#[from] WsError),
+    /// The TLS handshake failed: most often a certificate no trusted root vouches for.
+    #[error("tls handshake failed: {0}")]
+    Tls(rustls::Error),
     #[error("socket closed by the server{}", .0.as_deref().map(|r| format!(" ({r})")).unwrap_or_default())]
     Closed(Option<String>),
     #[error(transparent)]
     TooLarge(#[from] FrameTooLarge),
+}
+
+impl TransportError {
+    /// Whether the server's TLS certificate was refused.
+    pub(crate) fn is_certificate(&self) -> bool {
+        matches!(
+            self,
+            TransportError::Tls(rustls::Error::InvalidCertificate(_))
+        )
+    }
+
+    /// A dial's error, with a TLS failure (which tokio-tungstenite hands over as an I/O error
+    /// around rustls' own) told apart.
+    fn from_dial(e: WsError) -> Self {
+        if let WsError::Io(io) = &e {
+            if let Some(tls) = io
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            {
+                return TransportError::Tls(tls.clone());
+            }
+        }
+        TransportError::Ws(e)
+    }
 }
 
 /// An open WebSocket carrying WhatsApp frames.
@@ -50,13 +133,17 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// Opens the WebSocket at `url` with the headers WhatsApp Web sends. TLS uses rustls with
-    /// the webpki roots compiled in; `ws://` URLs (the simulator) go plain.
+    /// Opens the WebSocket at `url` with the headers WhatsApp Web sends. `wss://` goes through
+    /// the shared rustls configuration; `ws://` URLs (the simulator) go plain.
     ///
     /// # Errors
     /// Any error from the URL, the TCP connect, TLS or the WebSocket upgrade.
     pub(crate) async fn open(url: &str) -> Result<Connection, TransportError> {
         let mut request = url.into_client_request()?;
+        let connector = match uri_mode(request.uri())? {
+            Mode::Tls => Connector::Rustls(tls_config()),
+            Mode::Plain => Connector::Plain,
+        };
         let headers = request.headers_mut();
         headers.insert(
             "Origin",
@@ -69,8 +156,14 @@ impl Connection {
             .write_buffer_size(0)
             .max_message_size(Some(MAX_MESSAGE_LEN))
             .max_frame_size(Some(MAX_MESSAGE_LEN));
-        let (ws, _response) =
-            tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
+        let (ws, _response) = tokio_tungstenite::connect_async_tls_with_config(
+            request,
+            Some(config),
+            true,
+            Some(connector),
+        )
+        .await
+        .map_err(TransportError::from_dial)?;
         Ok(Connection {
             ws,
             frames: FrameDecoder::new(),

@@ -165,10 +165,7 @@ fn bench_env(n: usize) -> Vec<(String, String)> {
 }
 
 fn start(volume: &Volume, sim: &Sim, env: &[(String, String)]) -> Supervisor {
-    let mut pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    if let Some(ca) = &sim.ca_cert_file {
-        pairs.push(("WA_TLS_CA_FILE", ca.as_str()));
-    }
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     start_against(volume, sim, &pairs)
 }
 

@@ -1,13 +1,20 @@
 //! `wa-sim`: the WhatsApp server simulator as a process.
 //!
 //! 1. Parse flags; both addresses must be loopback (port 0 picks a free one).
-//! 2. Bind both listeners, then print exactly one line on stdout:
-//!    `{"ws_url":"ws://127.0.0.1:P/ws/chat","control_url":"http://127.0.0.1:Q","root_public_key":"<hex>"}`.
-//! 3. Log to stderr (tracing; `RUST_LOG`, `LOG_FORMAT=json`) until SIGTERM or SIGINT, then stop
+//! 2. With `--tls`, make a CA and a leaf signed by it (for `localhost`, `127.0.0.1`, `::1`) and
+//!    write the CA certificate to `<tls-dir>/ca.pem` (default: a fresh temp directory, removed
+//!    when the process exits on a signal).
+//! 3. Bind both listeners, then print exactly one line on stdout:
+//!    `{"ws_url":"ws://127.0.0.1:P/ws/chat","control_url":"http://127.0.0.1:Q","root_public_key":"<hex>"}`;
+//!    with `--tls`, `ws_url` is `wss://127.0.0.1:P/ws/chat` and the line ends with
+//!    `"ca_cert_file":"<tls-dir>/ca.pem"` (the key is absent without `--tls`). The control API
+//!    stays plain HTTP.
+//! 4. Log to stderr (tracing; `RUST_LOG`, `LOG_FORMAT=json`) until SIGTERM or SIGINT, then stop
 //!    every connection and exit 0.
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -48,7 +55,17 @@ struct Args {
     /// Logins and registrations below this version get `<failure reason="405"/>`.
     #[arg(long, value_parser = parse_version)]
     min_wa_version: Option<Version>,
+    /// Serve `wss://` with a certificate chain made at start; its CA goes to `<tls-dir>/ca.pem`.
+    #[arg(long)]
+    tls: bool,
+    /// Where `--tls` writes `ca.pem` (created if missing, kept at exit); default: a fresh temp
+    /// directory removed at exit.
+    #[arg(long, requires = "tls")]
+    tls_dir: Option<PathBuf>,
 }
+
+/// The CA certificate's file name in the TLS directory.
+const CA_FILE: &str = "ca.pem";
 
 fn parse_version(s: &str) -> Result<Version, String> {
     s.parse()
@@ -79,13 +96,39 @@ async fn run(args: Args) -> anyhow::Result<()> {
         edge_latency: Duration::from_millis(args.edge_latency_ms),
         version: args.wa_version,
         min_version: args.min_wa_version,
+        tls: args.tls,
     };
     let sim = Sim::start(config, token.clone())
         .await
         .context("cannot start the simulator")?;
+    // Lives until the process ends, then removes the directory it made.
+    let mut made_dir = None;
+    let ca_cert_file = match sim.tls_ca_pem() {
+        None => None,
+        Some(pem) => {
+            let dir = match &args.tls_dir {
+                Some(dir) => {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                    dir.clone()
+                }
+                None => made_dir
+                    .insert(
+                        tempfile::Builder::new()
+                            .prefix("wa-sim-tls-")
+                            .tempdir()
+                            .context("cannot create a temp directory for the CA certificate")?,
+                    )
+                    .path()
+                    .to_owned(),
+            };
+            Some(write_ca(&dir, pem)?)
+        }
+    };
     {
         let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "{}", sim.ready_line()).context("cannot write the ready line")?;
+        writeln!(stdout, "{}", sim.ready_line(ca_cert_file.as_deref()))
+            .context("cannot write the ready line")?;
         stdout.flush().context("cannot flush stdout")?;
     }
 
@@ -104,6 +147,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     info!("stopped");
     Ok(())
+}
+
+/// Writes `pem` to `<dir>/ca.pem` whole (a temp file renamed into place); returns the path.
+fn write_ca(dir: &Path, pem: &str) -> anyhow::Result<String> {
+    let path =
+        std::path::absolute(dir.join(CA_FILE)).context("cannot resolve the TLS directory")?;
+    let text = path
+        .to_str()
+        .with_context(|| format!("{} is not UTF-8", path.display()))?
+        .to_owned();
+    let mut file = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    file.write_all(pem.as_bytes())
+        .and_then(|()| file.as_file().sync_all())
+        .with_context(|| format!("cannot write {text}"))?;
+    file.persist(&path)
+        .with_context(|| format!("cannot write {text}"))?;
+    Ok(text)
 }
 
 fn init_tracing() {

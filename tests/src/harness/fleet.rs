@@ -9,16 +9,16 @@ use serde_json::json;
 
 use super::{wait_until, Sim, Supervisor, Volume};
 
-/// A supervisor on `volume` against `sim`, booting at once, restarting crashed workers after
-/// 100 ms; `extra` entries override.
+/// A supervisor on `volume` against `sim` (over `wss://` trusting its CA when it runs with
+/// `--tls`), booting at once, restarting crashed workers after 100 ms; `extra` entries
+/// override.
 pub fn start_against(volume: &Volume, sim: &Sim, extra: &[(&str, &str)]) -> Supervisor {
-    let mut env = vec![
-        ("WA_WS_URL", sim.ws_url.as_str()),
-        ("WA_TRUST_ROOT", sim.root_public_key.as_str()),
+    let mut env = sim.connection_env();
+    env.extend_from_slice(&[
         ("BOOT_JITTER_MIN_MS", "0"),
         ("BOOT_JITTER_MAX_MS", "0"),
         ("RESTART_BACKOFF_BASE_MS", "100"),
-    ];
+    ]);
     env.extend_from_slice(extra);
     Supervisor::start(&volume.sessions(), &env)
 }

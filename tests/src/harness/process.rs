@@ -398,6 +398,7 @@ fn spawn(sessions: &Path, extra: &[(&str, &str)], fd_limit: Option<u64>) -> anyh
     // Nothing from the test runner's environment may redirect the supervisor.
     cmd.env_remove("RAILWAY_VOLUME_MOUNT_PATH")
         .env_remove("WORKER_BIN")
+        .env_remove("WA_TLS_CA_FILE")
         .envs(base_env(sessions))
         .envs(extra.iter().copied())
         .stdin(Stdio::null())

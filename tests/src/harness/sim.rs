@@ -1,5 +1,6 @@
 //! The real `wa-sim` binary under test: started on loopback ephemeral ports, its first stdout
-//! line read for the URLs and the root key, its control API called over HTTP, killed on drop.
+//! line read for the URLs and the root key (and, with `--tls`, the CA certificate file), its
+//! control API called over HTTP, killed on drop.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ use super::wait::wait_until;
 #[derive(Debug)]
 pub struct Sim {
     child: Child,
-    /// `ws://127.0.0.1:PORT/ws/chat`.
+    /// `ws://127.0.0.1:PORT/ws/chat`, or `wss://…` with `--tls`.
     pub ws_url: String,
     /// The root public key its certificates chain to, hex.
     pub root_public_key: String,
@@ -25,17 +26,33 @@ pub struct Sim {
     pub ca_cert_file: Option<String>,
     control: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
+    /// Where `ca.pem` lives when the harness chose the directory; removed after the sim.
+    _tls_dir: Option<tempfile::TempDir>,
 }
 
 impl Sim {
-    /// Starts `wa-sim` with `args` on loopback and waits for its first line.
+    /// Starts `wa-sim` with `args` on loopback and waits for its first line. With `--tls` and
+    /// no `--tls-dir`, the CA certificate goes to a temp directory of the harness's, removed
+    /// when the `Sim` is dropped (the sim itself is killed, so it cannot).
     ///
     /// # Panics
     /// When it does not start or its first line is not the expected JSON.
     pub fn start(args: &[&str]) -> Sim {
-        let mut child = Command::new(binary("wa-sim"))
+        let tls_dir = (args.contains(&"--tls") && !args.iter().any(|a| a.starts_with("--tls-dir")))
+            .then(|| {
+                tempfile::Builder::new()
+                    .prefix("wa-sim-tls-")
+                    .tempdir()
+                    .expect("a temp directory for the sim's CA")
+            });
+        let mut command = Command::new(binary("wa-sim"));
+        command
             .args(["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0"])
-            .args(args)
+            .args(args);
+        if let Some(dir) = &tls_dir {
+            command.arg("--tls-dir").arg(dir.path());
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -75,14 +92,34 @@ impl Sim {
             .trim_end_matches('/')
             .parse()
             .expect("control_url is http://ip:port");
+        let ca_cert_file = info["ca_cert_file"].as_str().map(str::to_owned);
+        assert_eq!(
+            ca_cert_file.is_some(),
+            args.contains(&"--tls"),
+            "ca_cert_file with --tls only: {first}"
+        );
         Sim {
             child,
             ws_url: field("ws_url"),
             root_public_key: field("root_public_key"),
-            ca_cert_file: info["ca_cert_file"].as_str().map(str::to_owned),
+            ca_cert_file,
             control,
             log,
+            _tls_dir: tls_dir,
         }
+    }
+
+    /// What a supervisor (and so every worker) needs to reach this sim: `WA_WS_URL`,
+    /// `WA_TRUST_ROOT`, and with `--tls` `WA_TLS_CA_FILE`.
+    pub fn connection_env(&self) -> Vec<(&str, &str)> {
+        let mut env = vec![
+            ("WA_WS_URL", self.ws_url.as_str()),
+            ("WA_TRUST_ROOT", self.root_public_key.as_str()),
+        ];
+        if let Some(ca) = &self.ca_cert_file {
+            env.push(("WA_TLS_CA_FILE", ca.as_str()));
+        }
+        env
     }
 
     /// `http://127.0.0.1:PORT`: the control API (its `/sw.js` is a version URL for tests).
@@ -128,7 +165,7 @@ impl Sim {
         body["jid"].as_str().expect("jid").to_owned()
     }
 
-    /// The live connections: `[{conn_id, jid, state, connected_at}]`.
+    /// The live connections: `[{conn_id, jid, state, connected_at, routing_info, tls}]`.
     pub fn sessions(&self) -> Vec<Value> {
         self.get("/sessions")
             .as_array()

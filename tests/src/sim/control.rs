@@ -23,12 +23,13 @@
 //! POST /config   {["handshake_delay_ms"],["edge_latency_ms"],["refuse"],["ref_timeout_ms"],
 //!                 ["silent"],["refuse_ik"]} → {"ok":true}; "silent": every later login gets
 //!                 <success>, then silence; "refuse_ik": every Noise IK attempt gets XXfallback
-//! GET  /sessions → [{"conn_id","jid","state","connected_at"}]
+//! GET  /sessions → [{"conn_id","jid","state","connected_at","routing_info","tls"}]
 //! GET  /stats    → {"registrations","logins","connections","pairings","login_failures",
 //!                   "messages_accepted","messages_relayed","receipts_relayed","usync_queries",
 //!                   "bundle_fetches","prekeys_consumed","client_acks","outbox_overflows",
 //!                   "companions_removed","flood_sent","flood_acked","ik_logins","ik_fallbacks",
-//!                   "silenced","client_pings","sw_js_served","live","pushes_unacked"}
+//!                   "silenced","client_pings","sw_js_served","tls_handshakes","tls_failures",
+//!                   "live","pushes_unacked"}
 //! POST /flood    {"jid","count","per_second"} → server_sync notifications to the device, paced
 //! GET  /dials    → [{"conn_id","accepted_at_ms","jid","logged_in_at_ms"}]  (pacing.rs)
 //! POST /after-login {"fault":"end"|"drop"|"restart"|"error"|null[,"code"]} → {"ok":true}

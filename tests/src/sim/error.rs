@@ -1,5 +1,6 @@
 //! Why the simulator, or one of its connections, stopped. A connection's error ends that
-//! connection only; only [`Error::Bind`] and [`Error::NotLoopback`] stop the simulator.
+//! connection only; only [`Error::Bind`], [`Error::NotLoopback`] and [`Error::Tls`] stop the
+//! simulator.
 
 use std::net::SocketAddr;
 
@@ -24,6 +25,9 @@ pub enum Error {
     /// The simulator only ever listens on loopback addresses.
     #[error("{0} is not a loopback address; wa-sim only listens on loopback")]
     NotLoopback(SocketAddr),
+    /// The certificate chain for `wss://` could not be made.
+    #[error(transparent)]
+    Tls(#[from] super::tls::TlsSetupError),
     /// A socket failed.
     #[error("socket error")]
     Io(#[from] std::io::Error),

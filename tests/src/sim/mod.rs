@@ -2,7 +2,8 @@
 //! tests, demos and benchmarks (wa-protocol.md §10, the mock checklist).
 //!
 //! ```text
-//!  Sim::start ─┬─ server::Listener      ws://127.0.0.1:P/ws/chat, one task per connection:
+//!  Sim::start ─┬─ server::Listener      ws://127.0.0.1:P/ws/chat (wss:// with `tls`: a CA
+//!              │                          and a leaf made at start), one task per connection:
 //!              │    connection            intro, Noise XX, IK or XXfallback (pki's certificate
 //!              │                          chain, `handshake`), ClientPayload, `policy` (version
 //!              │                          minimum, failures played, silence)
@@ -60,6 +61,7 @@ pub mod registry;
 mod relay;
 mod server;
 mod session;
+pub mod tls;
 pub mod ws;
 
 #[cfg(test)]
@@ -79,6 +81,7 @@ pub use error::{Error, Result};
 pub use pki::Pki;
 pub use registry::{ConnState, LiveConfig, Registry, RelayedView, SessionView, Stats};
 pub use server::WS_PATH;
+pub use tls::{TlsIdentity, TlsSetupError};
 
 /// Where and how the simulator runs.
 #[derive(Clone, Debug, Eq, PartialEq)]
@@ -99,6 +102,8 @@ pub struct SimConfig {
     pub version: policy::Version,
     /// Logins and registrations below this get `<failure reason="405"/>`.
     pub min_version: Option<policy::Version>,
+    /// Serve `wss://` with a certificate chain made at start (`Sim::tls_ca_pem` is its CA).
+    pub tls: bool,
 }
 
 impl Default for SimConfig {
@@ -112,6 +117,7 @@ impl Default for SimConfig {
             edge_latency: Duration::ZERO,
             version: policy::DEFAULT_VERSION,
             min_version: None,
+            tls: false,
         }
     }
 }
@@ -121,6 +127,8 @@ impl Default for SimConfig {
 pub(crate) struct Shared {
     registry: Mutex<Registry>,
     pki: Pki,
+    /// The certificate chain `wss://` serves; `None` for `ws://`.
+    tls: Option<TlsIdentity>,
     token: CancellationToken,
     tracker: TaskTracker,
 }
@@ -147,13 +155,17 @@ struct ReadyLine<'a> {
     ws_url: &'a str,
     control_url: &'a str,
     root_public_key: &'a str,
+    /// Only with TLS: absent, not `null`, without it, so a plain line is as it always was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ca_cert_file: Option<&'a str>,
 }
 
 impl Sim {
     /// Binds both listeners and starts serving; stops when `token` is cancelled.
     ///
     /// # Errors
-    /// [`Error::NotLoopback`] for an address off loopback, [`Error::Bind`] when a port is taken.
+    /// [`Error::NotLoopback`] for an address off loopback, [`Error::Bind`] when a port is taken,
+    /// [`Error::Tls`] when the certificate chain cannot be made.
     pub async fn start(config: SimConfig, token: CancellationToken) -> Result<Self> {
         for addr in [config.listen, config.control] {
             if !addr.ip().is_loopback() {
@@ -165,6 +177,7 @@ impl Sim {
                 .await
                 .map_err(|source| Error::Bind { what, addr, source })
         };
+        let tls = config.tls.then(TlsIdentity::generate).transpose()?;
         let ws_listener = bind("websocket", config.listen).await?;
         let control_listener = bind("control", config.control).await?;
         let ws_addr = ws_listener.local_addr()?;
@@ -180,6 +193,7 @@ impl Sim {
         let shared = Arc::new(Shared {
             registry: Mutex::new(registry),
             pki: Pki::generate(),
+            tls,
             token,
             tracker: TaskTracker::new(),
         });
@@ -189,7 +203,7 @@ impl Sim {
         shared
             .tracker
             .spawn(control::serve(control_listener, shared.clone()));
-        info!(%ws_addr, %control_addr, "wa-sim listening");
+        info!(%ws_addr, %control_addr, tls = config.tls, "wa-sim listening");
         Ok(Self {
             ws_addr,
             control_addr,
@@ -197,9 +211,24 @@ impl Sim {
         })
     }
 
-    /// `ws://127.0.0.1:P/ws/chat`.
+    /// `ws://127.0.0.1:P/ws/chat`, or `wss://…` with TLS.
     pub fn ws_url(&self) -> String {
-        format!("ws://{}{WS_PATH}", self.ws_addr)
+        let scheme = if self.shared.tls.is_some() {
+            "wss"
+        } else {
+            "ws"
+        };
+        format!("{scheme}://{}{WS_PATH}", self.ws_addr)
+    }
+
+    /// The PEM of the CA `wss://` chains to; `None` without TLS.
+    pub fn tls_ca_pem(&self) -> Option<&str> {
+        self.shared.tls.as_ref().map(TlsIdentity::ca_pem)
+    }
+
+    /// The certificate chain `wss://` serves; `None` without TLS.
+    pub fn tls_identity(&self) -> Option<&TlsIdentity> {
+        self.shared.tls.as_ref()
     }
 
     /// `http://127.0.0.1:Q`.
@@ -222,12 +251,14 @@ impl Sim {
         self.shared.pki.root_public()
     }
 
-    /// `{"ws_url","control_url","root_public_key"}` on one line.
-    pub fn ready_line(&self) -> String {
+    /// `{"ws_url","control_url","root_public_key"}` on one line, and `"ca_cert_file"` when
+    /// the CA certificate was written there (TLS).
+    pub fn ready_line(&self, ca_cert_file: Option<&str>) -> String {
         let line = ReadyLine {
             ws_url: &self.ws_url(),
             control_url: &self.control_url(),
             root_public_key: &hex::encode(self.root_public_key()),
+            ca_cert_file,
         };
         serde_json::to_string(&line).expect("a struct of strings serializes")
     }

@@ -106,6 +106,10 @@ pub struct Stats {
     pub client_pings: u64,
     /// `GET /sw.js` served (clients reading the current version).
     pub sw_js_served: u64,
+    /// TLS handshakes completed (`--tls`).
+    pub tls_handshakes: u64,
+    /// TLS handshakes that failed or timed out (a client not trusting the CA, say).
+    pub tls_failures: u64,
 }
 
 /// Settings the control API can change while the simulator runs.
@@ -134,6 +138,8 @@ pub struct SessionView {
     pub connected_at: String,
     /// The routing info of the client's `ED` pre-intro, as text (`null` without one).
     pub routing_info: Option<String>,
+    /// Whether the connection came over TLS (`wss://`).
+    pub tls: bool,
 }
 
 /// All accounts, devices and live connections.
@@ -312,6 +318,8 @@ pub(crate) struct ConnEntry {
     pub(crate) active: bool,
     /// The routing info of the client's `ED` pre-intro (§1.2).
     pub(crate) routing_info: Option<Vec<u8>>,
+    /// The WebSocket runs over TLS.
+    pub(crate) tls: bool,
 }
 
 /// A registration session's state (§10.3).
@@ -373,7 +381,11 @@ impl Registry {
     }
 
     /// Registers a new WebSocket connection.
-    pub(crate) fn open_conn(&mut self, commands: mpsc::UnboundedSender<Command>) -> ConnId {
+    pub(crate) fn open_conn(
+        &mut self,
+        commands: mpsc::UnboundedSender<Command>,
+        tls: bool,
+    ) -> ConnId {
         self.next_conn += 1;
         self.stats.connections += 1;
         let id = ConnId(self.next_conn);
@@ -388,6 +400,7 @@ impl Registry {
                 registration: None,
                 active: false,
                 routing_info: None,
+                tls,
             },
         );
         id
@@ -458,6 +471,7 @@ impl Registry {
                     .routing_info
                     .as_ref()
                     .map(|r| String::from_utf8_lossy(r).into_owned()),
+                tls: c.tls,
             })
             .collect()
     }
@@ -825,7 +839,7 @@ mod tests {
     fn an_unknown_number_cannot_log_in() {
         let mut registry = Registry::new(LiveConfig::default());
         let (tx, _rx) = mpsc::unbounded_channel();
-        let id = registry.open_conn(tx);
+        let id = registry.open_conn(tx, false);
         assert_eq!(
             registry.login(id, 15_551_234_567, 1, &[0; 32]),
             Err(LoginRefused::UnknownAccount)

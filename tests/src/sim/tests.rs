@@ -30,6 +30,7 @@ mod messaging;
 mod phone;
 mod policy;
 mod resume;
+mod tls;
 
 /// Deadline for anything that happens within milliseconds on an idle machine.
 const DEADLINE: Duration = Duration::from_secs(5);
@@ -129,12 +130,24 @@ async fn start(config: SimConfig) -> (Sim, CancellationToken) {
     (sim, token)
 }
 
+/// The WebSocket to `sim`: `wss://` trusting its CA when it serves TLS, `ws://` otherwise.
+async fn open_ws(sim: &Sim) -> WsConnection {
+    match sim.tls_identity() {
+        None => WsConnection::connect(&sim.ws_url()).await,
+        Some(tls) => {
+            let config = tls
+                .client_config()
+                .expect("a client config for the sim's CA");
+            WsConnection::connect_tls(&sim.ws_url(), config).await
+        }
+    }
+    .expect("websocket connects")
+}
+
 /// The client side of §1–§2: WebSocket, intro + ClientHello, ServerHello checked against the
 /// simulator's root, ClientFinish with `payload` under the Noise key `noise`.
 async fn connect(sim: &Sim, noise: &[u8; 32], payload: &[u8]) -> NodeIo {
-    let mut ws = WsConnection::connect(&sim.ws_url())
-        .await
-        .expect("websocket connects");
+    let mut ws = open_ws(sim).await;
     let (handshake, hello) = ClientHandshake::start(xeddsa::generate_private());
     let mut first = INTRO.to_vec();
     frame::encode(&hello, &mut first).expect("fits");

@@ -1,24 +1,27 @@
 //! The WebSocket under one simulated connection (wa-protocol.md §1.1): tungstenite's sans-IO
-//! protocol core driven over a tokio `TcpStream`, for both the server side (the simulator) and
-//! the client side (its tests).
+//! protocol core driven over a tokio `TcpStream`, plain or through TLS (`tls`), for both the
+//! server side (the simulator) and the client side (its tests).
 //!
 //! tungstenite reads and writes through `std::io`; the socket here answers `WouldBlock` instead
 //! of blocking, tungstenite keeps whatever it has read or not yet written in its own buffers, and
-//! the async wrappers wait for the readiness the socket asked for, then call again.
+//! the async wrappers wait for the readiness the socket (or TLS) asked for, then call again.
 //! (tokio-tungstenite's `WebSocketStream` is only usable through the `futures` `Stream`/`Sink`
 //! traits, and the workspace has no `futures` crate to name them with.)
 //!
-//! 1. [`WsConnection::accept`] reads the HTTP upgrade, lets a check refuse it (path, `refuse`
-//!    switch) and answers `101`; [`WsConnection::connect`] is the client's side of the same.
+//! 1. [`WsConnection::accept`] reads the HTTP upgrade (on a plain socket or a TLS stream whose
+//!    handshake is done), lets a check refuse it (path, `refuse` switch) and answers `101`;
+//!    [`WsConnection::connect`] is the client's side of the same (`ws://` only).
 //! 2. [`WsConnection::recv`] yields binary messages (text is ignored as whatsmeow ignores it;
 //!    pings are answered by tungstenite); `None` once the peer closed.
 //! 3. [`WsConnection::send`] writes one binary message; [`WsConnection::close`] sends a close
-//!    frame and [`WsConnection::linger`] waits briefly for the peer's; [`WsConnection::abort`]
-//!    drops the TCP stream.
+//!    frame (and TLS its `close_notify`) and [`WsConnection::linger`] waits briefly for the
+//!    peer's; [`WsConnection::abort`] drops the TCP stream.
 
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::ClientConfig;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -29,6 +32,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message, WebSocket};
 
 use super::error::{Error, Result};
+use super::tls::TlsStream;
 
 /// The largest message either side accepts: one maximal frame plus its length prefix and the
 /// intro (§1.3).
@@ -36,25 +40,25 @@ const MAX_MESSAGE_LEN: usize = (1 << 24) + 16;
 /// How long [`WsConnection::close`] waits for the peer's close frame.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
-/// A WebSocket over TCP, either role.
+/// A WebSocket over TCP or TLS, either role.
 ///
 /// # Cancel safety
 /// [`recv`](Self::recv) is cancel safe: bytes read so far stay in tungstenite's buffer. The other
 /// methods are not meant to be raced in a `select!`.
 #[derive(Debug)]
 pub struct WsConnection {
-    ws: WebSocket<NonBlocking>,
+    ws: WebSocket<Stream>,
 }
 
 impl WsConnection {
-    /// Accepts the HTTP upgrade on `tcp`. `check` sees the request first and may refuse it with
-    /// an HTTP status (the answer then has that status and a short text body).
+    /// Accepts the HTTP upgrade on `stream`. `check` sees the request first and may refuse it
+    /// with an HTTP status (the answer then has that status and a short text body).
     ///
     /// # Errors
     /// [`Error::WebSocket`] when the request is not a WebSocket upgrade, `check` refused it, or
     /// the socket failed.
-    pub async fn accept(
-        tcp: TcpStream,
+    pub(crate) async fn accept(
+        stream: Stream,
         check: impl FnOnce(&Request) -> std::result::Result<(), StatusCode>,
     ) -> Result<Self> {
         // tungstenite's `Callback` fixes this signature, large error response included.
@@ -69,8 +73,7 @@ impl WsConnection {
                 Err(refusal)
             }
         };
-        let mut attempt =
-            tungstenite::accept_hdr_with_config(NonBlocking::new(tcp), callback, Some(config()));
+        let mut attempt = tungstenite::accept_hdr_with_config(stream, callback, Some(config()));
         loop {
             match attempt {
                 Ok(ws) => return Ok(Self { ws }),
@@ -89,6 +92,19 @@ impl WsConnection {
     /// # Errors
     /// [`Error::Io`] when the TCP connection fails, [`Error::WebSocket`] when the upgrade does.
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, None).await
+    }
+
+    /// Connects to `url` (`wss://host:port/path`) trusting what `tls` trusts; the certificate
+    /// must name the URL's host.
+    ///
+    /// # Errors
+    /// As [`WsConnection::connect`]; [`Error::Io`] when the TLS handshake fails too.
+    pub async fn connect_tls(url: &str, tls: Arc<ClientConfig>) -> Result<Self> {
+        Self::connect_with(url, Some(tls)).await
+    }
+
+    async fn connect_with(url: &str, tls: Option<Arc<ClientConfig>>) -> Result<Self> {
         let mut request = url.into_client_request()?;
         request.headers_mut().insert(
             "Origin",
@@ -101,8 +117,15 @@ impl WsConnection {
             .ok_or(Error::BadUrl)?;
         let tcp = TcpStream::connect(host).await?;
         tcp.set_nodelay(true)?;
-        let mut attempt =
-            tungstenite::client::client_with_config(request, NonBlocking::new(tcp), Some(config()));
+        let stream = match tls {
+            None => Stream::from(tcp),
+            Some(config) => {
+                let name = request.uri().host().ok_or(Error::BadUrl)?;
+                let name = name.trim_start_matches('[').trim_end_matches(']');
+                Stream::from(TlsStream::connect(tcp, config, name).await?)
+            }
+        };
+        let mut attempt = tungstenite::client::client_with_config(request, stream, Some(config()));
         loop {
             match attempt {
                 Ok((ws, _response)) => return Ok(Self { ws }),
@@ -167,7 +190,8 @@ impl WsConnection {
         self.flush().await
     }
 
-    /// Sends a normal close frame; [`linger`](Self::linger) then waits for the peer's answer.
+    /// Sends a normal close frame (over TLS, then its `close_notify`); [`linger`](Self::linger)
+    /// then waits for the peer's answer.
     pub async fn close(&mut self) {
         match self.ws.close(None) {
             Ok(()) => {}
@@ -175,6 +199,9 @@ impl WsConnection {
             Err(_) => return,
         }
         let _ = self.flush().await;
+        if let Stream::Tls(tls) = self.ws.get_mut() {
+            tls.close_notify();
+        }
     }
 
     /// Reads and drops whatever still arrives until the peer closes, for up to a second.
@@ -201,7 +228,7 @@ impl WsConnection {
     }
 
     async fn ready(&self) -> Result<()> {
-        self.ws.get_ref().ready().await
+        Ok(self.ws.get_ref().ready().await?)
     }
 }
 
@@ -214,22 +241,32 @@ fn config() -> WebSocketConfig {
 /// A tokio socket seen through `std::io`: every call is a `try_` call, and a `WouldBlock`
 /// remembers which readiness to wait for.
 #[derive(Debug)]
-struct NonBlocking {
+pub(crate) struct NonBlocking {
     tcp: TcpStream,
     blocked_on: Interest,
 }
 
 impl NonBlocking {
-    fn new(tcp: TcpStream) -> Self {
+    pub(crate) fn new(tcp: TcpStream) -> Self {
         Self {
             tcp,
             blocked_on: Interest::READABLE,
         }
     }
 
+    /// What the last call that would have blocked was waiting for.
+    pub(crate) fn blocked_on(&self) -> Interest {
+        self.blocked_on
+    }
+
     /// Waits until the socket is ready for what the last call blocked on.
-    async fn ready(&self) -> Result<()> {
-        self.tcp.ready(self.blocked_on).await?;
+    async fn ready(&self) -> io::Result<()> {
+        self.ready_for(self.blocked_on).await
+    }
+
+    /// Waits until the socket is ready for any of `interest`.
+    pub(crate) async fn ready_for(&self, interest: Interest) -> io::Result<()> {
+        self.tcp.ready(interest).await?;
         Ok(())
     }
 }
@@ -255,5 +292,66 @@ impl Write for NonBlocking {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// The bytes under a WebSocket: the socket itself (`ws://`), or TLS over it (`wss://`).
+#[derive(Debug)]
+pub(crate) enum Stream {
+    /// `ws://`.
+    Plain(NonBlocking),
+    /// `wss://`: the handshake is done.
+    Tls(Box<TlsStream>),
+}
+
+impl Stream {
+    /// Whether the bytes go through TLS.
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// Waits until the call that would have blocked can make progress.
+    async fn ready(&self) -> io::Result<()> {
+        match self {
+            Stream::Plain(socket) => socket.ready().await,
+            Stream::Tls(tls) => tls.ready().await,
+        }
+    }
+}
+
+impl From<TcpStream> for Stream {
+    fn from(tcp: TcpStream) -> Self {
+        Stream::Plain(NonBlocking::new(tcp))
+    }
+}
+
+impl From<TlsStream> for Stream {
+    fn from(tls: TlsStream) -> Self {
+        Stream::Tls(Box::new(tls))
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(socket) => socket.read(buf),
+            Stream::Tls(tls) => tls.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(socket) => socket.write(buf),
+            Stream::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(socket) => socket.flush(),
+            Stream::Tls(tls) => tls.flush(),
+        }
     }
 }

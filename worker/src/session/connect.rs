@@ -43,12 +43,13 @@ pub(crate) enum ConnectError {
 }
 
 impl ConnectError {
-    /// Whether the server's certificate chain was refused.
+    /// Whether the server's certificate chain (Noise) or TLS certificate was refused.
     pub(crate) fn is_certificate(&self) -> bool {
-        matches!(
-            self,
-            ConnectError::Handshake(HandshakeError::Certificate(_))
-        )
+        match self {
+            ConnectError::Handshake(HandshakeError::Certificate(_)) => true,
+            ConnectError::Transport(e) => e.is_certificate(),
+            _ => false,
+        }
     }
 }
 
