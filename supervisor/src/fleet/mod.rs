@@ -529,7 +529,11 @@ impl Fleet {
             "WA_VERSION".to_owned(),
             self.versions.current().version.to_string(),
         )];
-        if let Some(browser) = self.cache.get(id).and_then(|v| v.account.browser) {
+        if let Some(browser) = self
+            .cache
+            .read_one(id, |v| v.account.browser.clone())
+            .flatten()
+        {
             env.push(("WA_BROWSER".to_owned(), browser));
         }
         env
