@@ -21,8 +21,9 @@
 //!    ([`events`]); backoff per [`reconnect::Backoff`], whose counter starts over only once a
 //!    connection has stayed up for `BACKOFF_RESET_AFTER_MS`.
 //! 5. Every change goes to the supervisor as a full snapshot; a heartbeat goes every 15 s.
-//! 6. On cancel (SIGTERM, `Shutdown`, EOF on the link): stop, prove the creds durable, close the
-//!    socket, send `Flushed`, return.
+//! 6. On cancel (SIGTERM, `Shutdown`, EOF on the link): stop, close the socket, save the creds
+//!    only if a change of them is not yet on disk (every save is durable when it returns, so an
+//!    unchanged file is neither rewritten nor fsynced again), send `Flushed`, return.
 
 mod actions;
 #[allow(dead_code)] // Wired in by the send path.
@@ -218,6 +219,9 @@ pub(crate) struct Session {
     logged_in_at: Option<Instant>,
     /// When the current connection becomes stable (the backoff then starts over).
     stable_at: Option<Instant>,
+    /// The creds in memory hold a change whose save failed: saved again once the volume takes
+    /// writes, and at shutdown. Otherwise the file already holds them, durably.
+    creds_unsaved: bool,
 }
 
 impl Session {
@@ -261,6 +265,7 @@ impl Session {
             registration: false,
             logged_in_at: None,
             stable_at: None,
+            creds_unsaved: false,
         }
     }
 
@@ -446,6 +451,16 @@ impl Session {
             return Ok(phase);
         };
         info!("the volume takes writes again");
+        if self.creds_unsaved {
+            if let Some(creds) = &self.creds {
+                match self.store.save(creds) {
+                    Ok(()) => self.creds_unsaved = false,
+                    Err(e) => {
+                        warn!(error = %e, "cannot save the creds change yet; saved at shutdown")
+                    }
+                }
+            }
+        }
         if self.messages.is_none() {
             match MessageStore::open(self.store.dir()) {
                 Ok(store) => self.messages = Some(store),
@@ -673,6 +688,7 @@ impl Session {
             Persist::Creds(creds) => {
                 self.store.save(&creds).map_err(SessionError::Store)?;
                 self.creds = Some(*creds);
+                self.creds_unsaved = false;
             }
             Persist::OwnLid(lid) => self.update_creds(|c| {
                 if let Some(me) = &mut c.me {
@@ -1029,6 +1045,7 @@ impl Session {
         }
         let fresh = Creds::generate();
         self.store.save(&fresh).map_err(SessionError::Store)?;
+        self.creds_unsaved = false;
         info!("new device keys generated and stored");
         Ok(fresh)
     }
@@ -1063,13 +1080,19 @@ impl Session {
             live.socket.close().await;
         }
         self.release(DialOutcome::Withdrawn);
-        // Every change was saved when it happened: prove it durable, do not rewrite it.
+        // Every change was saved when it happened, durably (file and folder fsynced): nothing
+        // is written or synced again, unless a save failed (the creds in memory are newer than
+        // the file) or the file has gone.
         let saved = match &self.creds {
-            Some(creds) => self.store.prove_durable().or_else(|e| {
-                warn!(error = %e, "creds file not provably durable; saving it again");
+            Some(creds) if self.creds_unsaved => {
+                info!("saving the creds change an earlier write failed to store");
                 self.store.save(creds)
-            }),
-            None => Ok(()),
+            }
+            Some(creds) if !self.store.is_on_disk() => {
+                warn!("creds file missing at shutdown; saving it again");
+                self.store.save(creds)
+            }
+            _ => Ok(()),
         };
         match saved {
             Ok(()) => {
@@ -1099,7 +1122,9 @@ impl Session {
             let before = creds.clone();
             change(creds);
             if *creds != before {
+                self.creds_unsaved = true;
                 self.store.save(creds).map_err(SessionError::Store)?;
+                self.creds_unsaved = false;
             }
         }
         Ok(())
