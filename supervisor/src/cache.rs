@@ -1,7 +1,7 @@
 //! The last known view of every account: written by the fleet task (which hears the workers'
 //! snapshots over IPC), read by the HTTP handlers, which never wait on a worker.
 
-use std::collections::BTreeMap;
+use std::collections::{btree_map, BTreeMap};
 use std::sync::RwLock;
 
 use ipc_protocol::{
@@ -62,11 +62,77 @@ pub fn conflict_text(since: UnixMillis) -> String {
     )
 }
 
+/// How many accounts there are, per status, with a worker running, and whose worker cannot
+/// write to the volume. Kept beside the views under the same lock and changed with them, so
+/// `/health` answers without walking (or copying) every account.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub struct Tally {
+    by_status: [usize; WorkerStatus::ALL.len()],
+    /// Accounts in all.
+    pub total: usize,
+    /// Accounts whose worker process runs.
+    pub running: usize,
+    /// Accounts whose worker reports that its writes to the volume fail.
+    pub storage_failing: usize,
+}
+
+impl Tally {
+    /// Accounts in `status`.
+    pub fn status(&self, status: WorkerStatus) -> usize {
+        self.by_status.get(status as usize).copied().unwrap_or(0)
+    }
+
+    /// Counts `view` in.
+    fn add(&mut self, view: &AccountView) {
+        self.change(view, true);
+    }
+
+    /// Counts `view` out.
+    fn sub(&mut self, view: &AccountView) {
+        self.change(view, false);
+    }
+
+    fn change(&mut self, view: &AccountView, add: bool) {
+        let bump = |n: &mut usize| {
+            *n = if add {
+                n.saturating_add(1)
+            } else {
+                n.saturating_sub(1)
+            }
+        };
+        if let Some(n) = self.by_status.get_mut(view.state.status as usize) {
+            bump(n);
+        }
+        bump(&mut self.total);
+        if view.pid.is_some() {
+            bump(&mut self.running);
+        }
+        if writes_fail(view.state.reason.as_ref()) {
+            bump(&mut self.storage_failing);
+        }
+    }
+}
+
+/// Whether `reason` says the account's worker cannot write to the volume.
+pub fn writes_fail(reason: Option<&Reason>) -> bool {
+    matches!(
+        reason,
+        Some(Reason::StorageFull | Reason::StorageReadonly | Reason::StorageError)
+    )
+}
+
+/// The views and their [`Tally`], changed together.
+#[derive(Debug, Default)]
+struct Accounts {
+    views: BTreeMap<AccountId, AccountView>,
+    tally: Tally,
+}
+
 /// Every account's view, sorted by id. Every change of an account's status, reason or QR is
 /// published on [`Cache::events`] as it is written.
 #[derive(Debug, Default)]
 pub struct Cache {
-    accounts: RwLock<BTreeMap<AccountId, AccountView>>,
+    accounts: RwLock<Accounts>,
     /// The events these changes produce.
     pub events: EventBus,
     /// The fleet's handshake budget: dials in flight, accounts waiting, dials per minute.
@@ -77,24 +143,38 @@ impl Cache {
     /// Inserts or replaces an account's view.
     pub fn insert(&self, view: AccountView) {
         let id = view.account.id.clone();
-        let old = self.write().insert(id.clone(), view.clone());
+        let old = {
+            let mut accounts = self.write();
+            accounts.tally.add(&view);
+            let old = accounts.views.insert(id.clone(), view.clone());
+            if let Some(old) = &old {
+                accounts.tally.sub(old);
+            }
+            old
+        };
         self.publish_changes(&id, old.as_ref().map(|v| &v.state), &view.state);
     }
 
     /// Removes an account.
     pub fn remove(&self, id: &AccountId) {
-        self.write().remove(id);
+        let mut accounts = self.write();
+        if let Some(old) = accounts.views.remove(id) {
+            accounts.tally.sub(&old);
+        }
     }
 
     /// Applies `f` to the account's view, if there is one.
     pub fn update(&self, id: &AccountId, f: impl FnOnce(&mut AccountView)) {
         let changed = {
-            let mut accounts = self.write();
-            let Some(view) = accounts.get_mut(id) else {
+            let mut guard = self.write();
+            let accounts = &mut *guard;
+            let Some(view) = accounts.views.get_mut(id) else {
                 return;
             };
+            accounts.tally.sub(view);
             let before = view.state.clone();
             f(view);
+            accounts.tally.add(view);
             (before, view.state.clone())
         };
         self.publish_changes(id, Some(&changed.0), &changed.1);
@@ -137,29 +217,123 @@ impl Cache {
 
     /// One account's view.
     pub fn get(&self, id: &AccountId) -> Option<AccountView> {
-        self.read().get(id).cloned()
+        self.read().views.get(id).cloned()
+    }
+
+    /// What `f` reads from one account's view, without copying the view.
+    pub fn read_one<R>(&self, id: &AccountId, f: impl FnOnce(&AccountView) -> R) -> Option<R> {
+        self.read().views.get(id).map(f)
     }
 
     /// Whether the account exists.
     pub fn contains(&self, id: &AccountId) -> bool {
-        self.read().contains_key(id)
+        self.read().views.contains_key(id)
     }
 
     /// How many accounts there are.
     pub fn count(&self) -> usize {
-        self.read().len()
+        self.read().tally.total
+    }
+
+    /// The counts per status, of running workers and of failing writes, as of now.
+    pub fn tally(&self) -> Tally {
+        self.read().tally
     }
 
     /// Every view, sorted by id.
     pub fn all(&self) -> Vec<AccountView> {
-        self.read().values().cloned().collect()
+        self.read().views.values().cloned().collect()
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<AccountId, AccountView>> {
+    /// What `f` makes of every view (sorted by id) and their tally, read under the lock
+    /// without copying a view. `f` must not call back into the cache.
+    pub fn read_all<R>(
+        &self,
+        f: impl FnOnce(btree_map::Values<'_, AccountId, AccountView>, &Tally) -> R,
+    ) -> R {
+        let accounts = self.read();
+        f(accounts.views.values(), &accounts.tally)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Accounts> {
         self.accounts.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<AccountId, AccountView>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Accounts> {
         self.accounts.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(id: &str) -> Account {
+        Account {
+            id: AccountId::parse(id).expect("valid id"),
+            name: id.to_owned(),
+            phone: None,
+            created_at: UnixMillis(0),
+            enabled: true,
+            webhook_url: None,
+            browser: None,
+            conflict_since: None,
+        }
+    }
+
+    /// The tally as a walk over every view would count it.
+    fn recount(cache: &Cache) -> Tally {
+        let mut tally = Tally::default();
+        for view in cache.all() {
+            tally.add(&view);
+        }
+        tally
+    }
+
+    #[test]
+    fn status_discriminants_index_the_tally() {
+        for (i, status) in WorkerStatus::ALL.into_iter().enumerate() {
+            assert_eq!(status as usize, i, "{status}");
+        }
+    }
+
+    #[test]
+    fn the_tally_follows_every_insert_update_and_remove() {
+        let cache = Cache::default();
+        let ids = ["a", "b", "c", "d"];
+        for (i, id) in ids.iter().enumerate() {
+            cache.insert(AccountView::idle(account(id), i % 2 == 0));
+            assert_eq!(cache.tally(), recount(&cache));
+        }
+        let a = AccountId::parse("a").expect("valid id");
+        let b = AccountId::parse("b").expect("valid id");
+        cache.update(&a, |v| {
+            v.pid = Some(42);
+            v.state.status = WorkerStatus::Connected;
+        });
+        cache.update(&b, |v| {
+            v.pid = Some(43);
+            v.state.status = WorkerStatus::Disconnected;
+            v.state.reason = Some(Reason::StorageFull);
+        });
+        let tally = cache.tally();
+        assert_eq!(tally, recount(&cache));
+        assert_eq!(tally.total, 4);
+        assert_eq!(tally.running, 2);
+        assert_eq!(tally.storage_failing, 1);
+        assert_eq!(tally.status(WorkerStatus::Connected), 1);
+        assert_eq!(tally.status(WorkerStatus::Disconnected), 1);
+        // c was stored with creds (stopped), d without (needs_qr).
+        assert_eq!(tally.status(WorkerStatus::Stopped), 1);
+        assert_eq!(tally.status(WorkerStatus::NeedsQr), 1);
+        // Replacing a view counts the old one out.
+        cache.insert(AccountView::idle(account("b"), true));
+        assert_eq!(cache.tally(), recount(&cache));
+        assert_eq!(cache.tally().storage_failing, 0);
+        cache.remove(&a);
+        cache.remove(&AccountId::parse("zz").expect("valid id"));
+        assert_eq!(cache.tally(), recount(&cache));
+        assert_eq!(cache.count(), 3);
+        assert_eq!(cache.tally().running, 0);
     }
 }

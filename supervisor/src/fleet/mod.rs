@@ -529,7 +529,11 @@ impl Fleet {
             "WA_VERSION".to_owned(),
             self.versions.current().version.to_string(),
         )];
-        if let Some(browser) = self.cache.get(id).and_then(|v| v.account.browser) {
+        if let Some(browser) = self
+            .cache
+            .read_one(id, |v| v.account.browser.clone())
+            .flatten()
+        {
             env.push(("WA_BROWSER".to_owned(), browser));
         }
         env
@@ -896,6 +900,10 @@ async fn sleep_until_some(at: Option<Instant>) {
     }
 }
 
+/// The boot plan's task: each account waits its gap, then goes to the fleet as a
+/// [`FleetMsg::BootSpawn`]. A zero gap (`BOOT_JITTER_MAX_MS=0`) costs no timer: the task only
+/// yields, so the fleet spawns the account at once and the HTTP API and the workers' links
+/// get their turn between two spawns (a spawn holds the thread until the child has exec'd).
 async fn run_boot(
     plan: Vec<(AccountId, Duration)>,
     tx: mpsc::UnboundedSender<FleetMsg>,
@@ -903,10 +911,17 @@ async fn run_boot(
 ) {
     let total = plan.len();
     for (i, (id, gap)) in plan.into_iter().enumerate() {
-        tokio::select! {
-            biased;
-            _ = token.cancelled() => return,
-            _ = tokio::time::sleep(gap) => {}
+        if gap.is_zero() {
+            tokio::task::yield_now().await;
+            if token.is_cancelled() {
+                return;
+            }
+        } else {
+            tokio::select! {
+                biased;
+                _ = token.cancelled() => return,
+                _ = tokio::time::sleep(gap) => {}
+            }
         }
         info!(account = %id, n = i + 1, total, gap_ms = gap.as_millis() as u64, "boot: starting account");
         if tx.send(FleetMsg::BootSpawn(id)).is_err() {

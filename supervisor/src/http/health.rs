@@ -11,11 +11,12 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use ipc_protocol::{Reason, WorkerStatus};
-use serde_json::json;
+use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::AppState;
+use crate::cache::writes_fail;
 use crate::sessions_dir;
 
 const PROBE_EVERY: Duration = Duration::from_secs(1);
@@ -93,54 +94,117 @@ impl HealthProbe {
     }
 }
 
-/// Whether `reason` says the account's worker cannot write to the volume.
-fn is_storage(reason: Option<&Reason>) -> bool {
-    matches!(
-        reason,
-        Some(Reason::StorageFull | Reason::StorageReadonly | Reason::StorageError)
-    )
+/// The body of `GET /health`. Its fields are in the order a JSON object with sorted keys has
+/// them, so the bytes are those the API always answered.
+#[derive(Debug, Serialize)]
+struct Health {
+    accounts_total: usize,
+    connected: usize,
+    needs_qr: usize,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    sessions_dir_writable: bool,
+    status: &'static str,
+    uptime_s: u64,
+    workers_running: usize,
 }
 
 /// `GET /health`: 503 while the sessions directory refuses the probe's writes, or while any
 /// worker reports that its writes fail (a volume with a little space left takes the probe but
-/// not a creds file), with the reason.
+/// not a creds file), with the reason. It reads the cache's running tally: its cost does not
+/// grow with the number of accounts (only a failing one makes it look for the first reason).
 pub async fn check(State(state): State<AppState>) -> impl IntoResponse {
-    let views = state.cache.all();
-    let count = |s: WorkerStatus| views.iter().filter(|v| v.state.status == s).count();
-    let failing: Vec<_> = views
-        .iter()
-        .filter(|v| is_storage(v.state.reason.as_ref()))
-        .collect();
+    let tally = state.cache.tally();
     let problem = state.health.problem().or_else(|| {
-        let first = failing.first()?;
+        if tally.storage_failing == 0 {
+            return None;
+        }
         // No account names or error texts here: /health needs no token. The accounts show
         // theirs to the admin.
-        let reason = first.state.reason.as_ref().map(Reason::as_string);
+        let reason = state.cache.read_all(|mut views, _| {
+            views.find_map(|v| {
+                v.state
+                    .reason
+                    .as_ref()
+                    .filter(|r| writes_fail(Some(r)))
+                    .map(Reason::as_string)
+            })
+        });
         Some(format!(
             "{}: {} account(s) cannot write to the volume",
             reason.unwrap_or_default(),
-            failing.len()
+            tally.storage_failing
         ))
     });
     let writable = problem.is_none() && state.health.writable();
     let ok = writable;
-    let mut body = json!({
-        "ok": ok,
-        "status": if ok { "healthy" } else { "unhealthy" },
-        "accounts_total": views.len(),
-        "connected": count(WorkerStatus::Connected),
-        "needs_qr": count(WorkerStatus::NeedsQr),
-        "sessions_dir_writable": writable,
-        "workers_running": views.iter().filter(|v| v.pid.is_some()).count(),
-        "uptime_s": state.started.elapsed().as_secs(),
-    });
-    if let Some(problem) = problem {
-        body["reason"] = problem.into();
-    }
+    let body = Health {
+        accounts_total: tally.total,
+        connected: tally.status(WorkerStatus::Connected),
+        needs_qr: tally.status(WorkerStatus::NeedsQr),
+        ok,
+        reason: problem,
+        sessions_dir_writable: writable,
+        status: if ok { "healthy" } else { "unhealthy" },
+        uptime_s: state.started.elapsed().as_secs(),
+        workers_running: tally.running,
+    };
     let status = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The body as the handler used to build it, as a `Value` with sorted keys.
+    fn as_value(h: &Health) -> serde_json::Value {
+        let mut body = json!({
+            "ok": h.ok,
+            "status": h.status,
+            "accounts_total": h.accounts_total,
+            "connected": h.connected,
+            "needs_qr": h.needs_qr,
+            "sessions_dir_writable": h.sessions_dir_writable,
+            "workers_running": h.workers_running,
+            "uptime_s": h.uptime_s,
+        });
+        if let Some(reason) = &h.reason {
+            body["reason"] = reason.clone().into();
+        }
+        body
+    }
+
+    #[test]
+    fn the_body_keeps_its_bytes() {
+        let healthy = Health {
+            accounts_total: 3000,
+            connected: 2990,
+            needs_qr: 4,
+            ok: true,
+            reason: None,
+            sessions_dir_writable: true,
+            status: "healthy",
+            uptime_s: 61,
+            workers_running: 2996,
+        };
+        let failing = Health {
+            ok: false,
+            reason: Some("storage_full: 2 account(s) cannot write to the volume".into()),
+            sessions_dir_writable: false,
+            status: "unhealthy",
+            ..healthy
+        };
+        for h in [&healthy, &failing] {
+            let ours = serde_json::to_string(h).expect("serialize");
+            let before = serde_json::to_string(&as_value(h)).expect("serialize");
+            assert_eq!(ours, before);
+        }
+    }
 }

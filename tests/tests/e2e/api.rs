@@ -188,6 +188,79 @@ fn every_route_answers_with_the_documented_fields() {
 }
 
 #[test]
+fn the_dashboard_filters_by_status_and_is_gzipped_when_asked() {
+    let volume = Volume::new();
+    // No creds: nobody boots, so every view stays as it is between two requests.
+    for id in ["acct-a", "acct-b", "acct-c"] {
+        volume.add_account(id, false);
+    }
+    let sup = Supervisor::start(&volume.sessions(), &[]);
+    let listed = |query: &str| -> Vec<String> {
+        let r = sup.call("GET", &format!("/api/status/dashboard{query}"), None);
+        assert_eq!(r.status, 200, "{query}: {}", r.text());
+        let d = r.json();
+        assert_eq!(d["summary"]["total"], 3, "the summary counts every account");
+        assert_eq!(d["storage"]["totalAccounts"], 3);
+        d["accounts"]
+            .as_array()
+            .expect("accounts")
+            .iter()
+            .map(|a| a["accountId"].as_str().expect("accountId").to_owned())
+            .collect()
+    };
+    assert_eq!(listed(""), ["acct-a", "acct-b", "acct-c"]);
+    assert_eq!(listed("?status=needs_qr"), ["acct-a", "acct-b", "acct-c"]);
+    assert_eq!(listed("?status=connected"), Vec::<String>::new());
+    assert_eq!(
+        listed("?status=connected,needs_qr"),
+        ["acct-a", "acct-b", "acct-c"]
+    );
+    for bad in ["?status=online", "?status=connected,online", "?status="] {
+        let r = sup.call("GET", &format!("/api/status/dashboard{bad}"), None);
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+        let body = r.json();
+        assert_eq!(body["success"], false);
+        assert_eq!(body["error"]["code"], "invalid_status", "{bad}");
+        let message = body["error"]["message"].as_str().expect("message");
+        for valid in ["connected", "needs_qr", "reconnecting", "stopped"] {
+            assert!(message.contains(valid), "{bad}: {message}");
+        }
+    }
+
+    let auth = format!("Bearer {TOKEN}");
+    let plain = sup.call("GET", "/api/status/dashboard", None);
+    assert_eq!(plain.header("content-encoding"), None);
+    assert_eq!(plain.header("content-type"), Some("application/json"));
+    let zipped = sup.call_with(
+        "GET",
+        "/api/status/dashboard",
+        &[("Authorization", &auth), ("Accept-Encoding", "gzip")],
+        None,
+    );
+    assert_eq!(zipped.status, 200);
+    assert_eq!(zipped.header("content-encoding"), Some("gzip"));
+    assert_eq!(zipped.header("content-type"), Some("application/json"));
+    let mut unzipped = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(zipped.body.as_slice()),
+        &mut unzipped,
+    )
+    .expect("a gzip body");
+    assert!(
+        zipped.body.len() < unzipped.len(),
+        "smaller once compressed"
+    );
+    // The same bytes but for the clock: the time of the answer and the uptime.
+    let without_clock = |body: &[u8]| {
+        let mut v: serde_json::Value = serde_json::from_slice(body).expect("json");
+        v["timestamp"] = serde_json::Value::Null;
+        v["service"]["uptime"] = serde_json::Value::Null;
+        serde_json::to_string(&v).expect("json")
+    };
+    assert_eq!(without_clock(&unzipped), without_clock(&plain.body));
+}
+
+#[test]
 fn every_route_but_health_refuses_a_missing_or_wrong_token() {
     let volume = Volume::new();
     volume.add_account("acct-a", false);

@@ -78,3 +78,37 @@ fn five_accounts_with_creds_boot_in_sorted_order_with_gaps_inside_the_jitter_bou
         "accounts without creds are not started at boot"
     );
 }
+
+#[test]
+fn with_zero_jitter_forty_accounts_spawn_back_to_back_in_sorted_order() {
+    let volume = Volume::new();
+    let mut ids: Vec<String> = (0..40).map(|i| format!("z-{:02}", (i * 17) % 40)).collect();
+    for id in &ids {
+        volume.add_account(id, true);
+    }
+    let sup = Supervisor::start(
+        &volume.sessions(),
+        &[("BOOT_JITTER_MIN_MS", "0"), ("BOOT_JITTER_MAX_MS", "0")],
+    );
+    sup.wait_event("boot: every stored account started", STATE_DEADLINE);
+    let spawned = wa_sim::harness::wait_until("forty workers spawned", STATE_DEADLINE, || {
+        let spawned: Vec<String> = sup
+            .events("worker spawned")
+            .iter()
+            .filter_map(|e| e["account"].as_str().map(str::to_owned))
+            .collect();
+        if spawned.len() == 40 {
+            Ok(spawned)
+        } else {
+            Err(format!("{} spawned", spawned.len()))
+        }
+    });
+    ids.sort();
+    assert_eq!(spawned, ids, "spawned in byte order, each once");
+    let boots = sup.events("boot: starting account");
+    assert_eq!(boots.len(), 40);
+    assert!(
+        boots.iter().all(|e| e["gap_ms"] == 0),
+        "no gap drawn with BOOT_JITTER_MAX_MS=0"
+    );
+}

@@ -488,6 +488,82 @@ async fn conflict_stops_without_reconnecting_and_shutdown_flushes() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn unchanged_creds_are_neither_rewritten_at_login_nor_at_shutdown() {
+    use std::os::unix::fs::MetadataExt;
+    let mut h = Harness::start(Some(&paired_creds()));
+    let path = h.dir.path().join("acct").join("creds.json");
+    let written = || {
+        let meta = std::fs::metadata(&path).expect("creds.json");
+        (meta.ino(), meta.mtime(), meta.mtime_nsec())
+    };
+    let before = written();
+    let _server = h.online().await;
+    assert_eq!(
+        written(),
+        before,
+        "a login that changes nothing writes nothing"
+    );
+    // The account directory outlives the harness.
+    let _dir = std::mem::replace(&mut h.dir, tempfile::tempdir().expect("temp dir"));
+    let tail = h.stop().await;
+    assert!(
+        tail.iter().any(|m| matches!(m, ToSupervisor::Flushed)),
+        "{tail:?}"
+    );
+    assert_eq!(written(), before, "nor does the shutdown");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_creds_file_gone_while_running_is_saved_again_at_shutdown() {
+    let creds = paired_creds();
+    let mut h = Harness::start(Some(&creds));
+    let _server = h.online().await;
+    let path = h.dir.path().join("acct").join("creds.json");
+    std::fs::remove_file(&path).expect("remove creds.json");
+    let dir = h.dir.path().join("acct");
+    // The account directory outlives the harness.
+    let _kept = std::mem::replace(&mut h.dir, tempfile::tempdir().expect("temp dir"));
+    let tail = h.stop().await;
+    assert!(
+        tail.iter().any(|m| matches!(m, ToSupervisor::Flushed)),
+        "{tail:?}"
+    );
+    let again = CredsStore::new(&dir)
+        .load(&crate::store::signal::KeyStore::new(&dir))
+        .expect("load");
+    let Loaded::Creds(again) = again else {
+        panic!("creds saved again: {again:?}");
+    };
+    assert_eq!(*again, creds);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_online_worker_sends_one_heartbeat_with_each_keepalive_ping() {
+    let mut h = Harness::start(Some(&paired_creds()));
+    let mut server = h.online().await;
+    while h.reports.try_recv().is_ok() {}
+    let mut last = tokio::time::Instant::now();
+    for _ in 0..6 {
+        let ping = sent(&mut server, "iq").await;
+        assert_eq!(ping.attr_str("xmlns").as_deref(), Some("w:p"), "{ping}");
+        let gap = last.elapsed();
+        last = tokio::time::Instant::now();
+        // Let the session finish the wakeup that sent the ping.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let mut beats = 0;
+        while let Ok(report) = h.reports.try_recv() {
+            beats += usize::from(matches!(report, ToSupervisor::Heartbeat { .. }));
+        }
+        assert_eq!(
+            beats, 1,
+            "one heartbeat, with the ping, {gap:?} after the last"
+        );
+        server.push(result(&ping));
+    }
+    h.stop().await;
+}
+
 /// A contact's device: a real Signal peer built from the test vectors' primitives.
 struct Peer {
     identity: crate::signal::LocalIdentity,
