@@ -9,9 +9,10 @@
 //! `cargo build --release --workspace --bins && cargo bench -p wa-sim --bench messages`
 //! (`BENCH_MESSAGES` sets N, default 100).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
+use wa_sim::harness::fleet::{message_run, MessageRun};
 use wa_sim::harness::{wait_until, Sim, Supervisor, Volume};
 
 const ACCOUNT: &str = "bench";
@@ -62,48 +63,12 @@ fn main() {
             .then_some(())
             .ok_or_else(|| a.to_string())
     });
-    // The first exchange builds the sessions; the timed runs measure steady traffic.
-    sim.send_from_phone(CONTACT, ACCOUNT_PHONE, "warm-up");
-    wait_received(&sup, 1);
-
-    let start = Instant::now();
-    let mut ids = Vec::with_capacity(n);
-    for i in 0..n {
-        let r = sup.call(
-            "POST",
-            &format!("/api/whatsapp/accounts/{ACCOUNT}/messages"),
-            Some(&json!({"to": format!("+{CONTACT}"), "text": format!("sent {i}")}).to_string()),
-        );
-        assert_eq!(r.status, 202, "{}", r.text());
-        ids.push(
-            r.json()["message"]["id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        );
-    }
-    let accepted = start.elapsed();
-    wait_until("the contact decrypts every message", DEADLINE, || {
-        let inbox = sim.inbox(CONTACT);
-        let got = ids
-            .iter()
-            .filter(|id| {
-                inbox
-                    .iter()
-                    .any(|m| m["id"] == id.as_str() && m["kind"] == "text")
-            })
-            .count();
-        (got == n).then_some(()).ok_or_else(|| format!("{got}/{n}"))
-    });
-    let sent = start.elapsed();
-
-    let start = Instant::now();
-    for i in 0..n {
-        sim.send_from_phone(CONTACT, ACCOUNT_PHONE, &format!("received {i}"));
-    }
-    let handed = start.elapsed();
-    wait_received(&sup, n + 1);
-    let received = start.elapsed();
+    let MessageRun {
+        accepted,
+        sent,
+        handed,
+        received,
+    } = message_run(&sup, &sim, ACCOUNT, ACCOUNT_PHONE, CONTACT, n, DEADLINE);
 
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     println!("messages through one account, {n} each way (release binaries, loopback):");
@@ -120,21 +85,4 @@ fn main() {
         received.as_secs_f64(),
         handed.as_secs_f64()
     );
-}
-
-/// Waits until the account lists `count` received messages.
-fn wait_received(sup: &Supervisor, count: usize) {
-    wait_until("the account lists every message", DEADLINE, || {
-        let list: Value = sup
-            .call(
-                "GET",
-                &format!("/api/whatsapp/accounts/{ACCOUNT}/messages?direction=in&limit=500"),
-                None,
-            )
-            .json();
-        let got = list["messages"].as_array().map_or(0, Vec::len);
-        (got >= count)
-            .then_some(())
-            .ok_or_else(|| format!("{got}/{count}"))
-    });
 }

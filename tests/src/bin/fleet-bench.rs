@@ -34,7 +34,7 @@ use anyhow::{bail, Context};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
-use wa_sim::harness::fleet::{add_and_scan, alive, start_against};
+use wa_sim::harness::fleet::{add_and_scan, alive, message_run, start_against};
 use wa_sim::harness::http::KeepAlive;
 use wa_sim::harness::procfs::{children, CpuTime, Memory};
 use wa_sim::harness::{wait_until, Sim, Supervisor, Volume};
@@ -409,64 +409,17 @@ fn message_rates(sup: &Supervisor, sim: &Sim, count: usize) -> anyhow::Result<(f
     if count == 0 {
         return Ok((0.0, 0.0));
     }
-    let account = account_id(0);
-    let own_phone = phone(0);
-    // The first exchange builds the Signal sessions both ways; the timed runs are steady.
-    sim.send_from_phone(CONTACT, &own_phone, "warm-up");
-    wait_received(sup, &account, 1);
-    let start = Instant::now();
-    let mut ids = Vec::with_capacity(count);
-    for i in 0..count {
-        let r = sup.call(
-            "POST",
-            &format!("/api/whatsapp/accounts/{account}/messages"),
-            Some(&json!({"to": format!("+{CONTACT}"), "text": format!("bench {i}")}).to_string()),
-        );
-        if r.status != 202 {
-            bail!("send answered {}: {}", r.status, r.text());
-        }
-        ids.push(
-            r.json()["message"]["id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        );
-    }
-    wait_until("the contact decrypts every message", DEADLINE, || {
-        let inbox = sim.inbox(CONTACT);
-        let got = ids
-            .iter()
-            .filter(|id| inbox.iter().any(|m| m["id"] == id.as_str()))
-            .count();
-        (got == count)
-            .then_some(())
-            .ok_or_else(|| format!("{got}/{count}"))
-    });
-    let sent = count as f64 / start.elapsed().as_secs_f64();
-
-    let start = Instant::now();
-    for i in 0..count {
-        sim.send_from_phone(CONTACT, &own_phone, &format!("bench in {i}"));
-    }
-    wait_received(sup, &account, count + 1);
-    let received = count as f64 / start.elapsed().as_secs_f64();
-    Ok((sent, received))
-}
-
-fn wait_received(sup: &Supervisor, account: &str, count: usize) {
-    wait_until("the account lists every message", DEADLINE, || {
-        let list = sup
-            .call(
-                "GET",
-                &format!("/api/whatsapp/accounts/{account}/messages?direction=in&limit=500"),
-                None,
-            )
-            .json();
-        let got = list["messages"].as_array().map_or(0, Vec::len);
-        (got >= count)
-            .then_some(())
-            .ok_or_else(|| format!("{got}/{count}"))
-    });
+    let run = message_run(
+        sup,
+        sim,
+        &account_id(0),
+        &phone(0),
+        CONTACT,
+        count,
+        DEADLINE,
+    );
+    let rate = |d: Duration| count as f64 / d.as_secs_f64();
+    Ok((rate(run.sent), rate(run.received)))
 }
 
 /// SIGTERM to the supervisor; the time until it and every worker are gone, and how many

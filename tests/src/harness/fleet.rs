@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -104,4 +104,99 @@ pub fn numeric_flags(known: &mut [(&str, &mut u64)]) -> Result<(), String> {
             .ok_or_else(|| format!("{flag} needs a number"))?;
     }
     Ok(())
+}
+
+/// How long [`message_run`] took, each way.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageRun {
+    /// Until the API had accepted every send.
+    pub accepted: Duration,
+    /// Until the contact had decrypted every send.
+    pub sent: Duration,
+    /// Until the sim had handed over every text from the contact.
+    pub handed: Duration,
+    /// Until the API listed every text from the contact as received.
+    pub received: Duration,
+}
+
+/// Messages through `account` (paired as `own_phone`) with the sim phone `contact`, a real
+/// Signal peer: one warm-up text from the contact (it builds the sessions both ways), then
+/// `count` `POST …/messages` to the contact timed until it decrypted all, then `count` texts
+/// from it timed until the API lists them all.
+///
+/// # Panics
+/// When a send is refused or a step misses `deadline`.
+pub fn message_run(
+    sup: &Supervisor,
+    sim: &Sim,
+    account: &str,
+    own_phone: &str,
+    contact: &str,
+    count: usize,
+    deadline: Duration,
+) -> MessageRun {
+    let listed = |want: usize| {
+        wait_until("the account lists every message", deadline, || {
+            let list = sup
+                .call(
+                    "GET",
+                    &format!("/api/whatsapp/accounts/{account}/messages?direction=in&limit=500"),
+                    None,
+                )
+                .json();
+            let got = list["messages"].as_array().map_or(0, Vec::len);
+            (got >= want)
+                .then_some(())
+                .ok_or_else(|| format!("{got}/{want}"))
+        });
+    };
+    sim.send_from_phone(contact, own_phone, "warm-up");
+    listed(1);
+
+    let start = Instant::now();
+    let ids: Vec<String> = (0..count)
+        .map(|i| {
+            let r = sup.call(
+                "POST",
+                &format!("/api/whatsapp/accounts/{account}/messages"),
+                Some(
+                    &json!({"to": format!("+{contact}"), "text": format!("sent {i}")}).to_string(),
+                ),
+            );
+            assert_eq!(r.status, 202, "{}", r.text());
+            r.json()["message"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    let accepted = start.elapsed();
+    wait_until("the contact decrypts every message", deadline, || {
+        let inbox = sim.inbox(contact);
+        let got = ids
+            .iter()
+            .filter(|id| {
+                inbox
+                    .iter()
+                    .any(|m| m["id"] == id.as_str() && m["kind"] == "text")
+            })
+            .count();
+        (got == count)
+            .then_some(())
+            .ok_or_else(|| format!("{got}/{count}"))
+    });
+    let sent = start.elapsed();
+
+    let start = Instant::now();
+    for i in 0..count {
+        sim.send_from_phone(contact, own_phone, &format!("received {i}"));
+    }
+    let handed = start.elapsed();
+    listed(count + 1);
+    MessageRun {
+        accepted,
+        sent,
+        handed,
+        received: start.elapsed(),
+    }
 }
