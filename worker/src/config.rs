@@ -79,12 +79,13 @@ pub struct ConnectionArgs {
     /// Sent, and received, messages kept per account (each).
     #[arg(long, env = "MESSAGE_RETENTION_COUNT", default_value_t = 10_000)]
     pub message_retention_count: u32,
-    /// How often a worker reports to the supervisor when nothing changes; the supervisor's
-    /// HEARTBEAT_TIMEOUT_MS must allow for two of these.
+    /// How often, at the latest, a worker reports to the supervisor when nothing changes (an
+    /// online worker's heartbeat goes with its keepalive ping, every 20 to 30 s); the
+    /// supervisor's HEARTBEAT_TIMEOUT_MS must allow for two of these.
     #[arg(
         long,
         env = "HEARTBEAT_INTERVAL_MS",
-        default_value_t = 15_000,
+        default_value_t = 30_000,
         hide = true
     )]
     pub heartbeat_interval_ms: u64,

@@ -20,7 +20,9 @@
 //! 4. Stream errors and failures decide between reconnecting, backing off and stopping
 //!    ([`events`]); backoff per [`reconnect::Backoff`], whose counter starts over only once a
 //!    connection has stayed up for `BACKOFF_RESET_AFTER_MS`.
-//! 5. Every change goes to the supervisor as a full snapshot; a heartbeat goes every 15 s.
+//! 5. Every change goes to the supervisor as a full snapshot; a heartbeat goes at least every
+//!    `HEARTBEAT_INTERVAL_MS` (30 s), with the keepalive ping when online. The session's own
+//!    timers fold into one deadline beside the connection's ([`Phase::next_event`]).
 //! 6. On cancel (SIGTERM, `Shutdown`, EOF on the link): stop, close the socket, save the creds
 //!    only if a change of them is not yet on disk (every save is durable when it returns, so an
 //!    unchanged file is neither rewritten nor fsynced again), send `Flushed`, return.
@@ -61,7 +63,7 @@ use ipc_protocol::{
     DialOutcome, Reason, ToSupervisor, ToWorker, UnixMillis, WorkerState, WorkerStatus,
 };
 use tokio::sync::mpsc;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -148,38 +150,56 @@ enum Event {
     Dialed(Result<Socket, ConnectError>),
     Node(Result<Node, TransportError>),
     Timer,
+    /// The session's own timers (heartbeat, retention, storage probe, stable connection) are
+    /// due; [`Session::do_chores`] runs after every event anyway.
+    Chores,
 }
 
 impl Phase {
-    /// Waits for this phase's next event.
+    /// Waits for this phase's next event, or for `chores` (the session's own next deadline):
+    /// one timer in all, so an idle worker keeps a single entry in tokio's timer wheel (each
+    /// entry can wake the thread up to three times on its way down the wheel's levels).
     ///
     /// # Cancel safety
     /// Cancel safe: the dial future lives in the phase, and the socket keeps partial frames in
     /// its own buffer.
-    async fn next_event(&mut self) -> Event {
+    async fn next_event(&mut self, chores: Instant) -> Event {
         match self {
-            Phase::Idle | Phase::Queued(_) => std::future::pending().await,
-            Phase::Waiting(at) => {
-                tokio::time::sleep_until(*at).await;
-                Event::RetryDue
+            Phase::Idle | Phase::Queued(_) => {
+                tokio::time::sleep_until(chores).await;
+                Event::Chores
             }
-            Phase::Dialing(dial) => Event::Dialed(dial.await),
+            Phase::Waiting(at) => {
+                let at = *at;
+                tokio::time::sleep_until(at.min(chores)).await;
+                if Instant::now() >= at {
+                    Event::RetryDue
+                } else {
+                    Event::Chores
+                }
+            }
+            Phase::Dialing(dial) => tokio::select! {
+                dialed = dial => Event::Dialed(dialed),
+                _ = tokio::time::sleep_until(chores) => Event::Chores,
+            },
             Phase::Open(live) => {
-                let deadline = live.next_deadline();
+                let deadline = live.next_deadline().map_or(chores, |at| at.min(chores));
                 tokio::select! {
                     node = live.socket.read_node() => Event::Node(node),
-                    _ = sleep_until_some(deadline) => Event::Timer,
+                    _ = tokio::time::sleep_until(deadline) => Event::Timer,
                 }
             }
         }
     }
 }
 
-async fn sleep_until_some(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
+/// When the session's own periodic work is next due.
+#[derive(Debug)]
+struct Chores {
+    /// The next heartbeat, at the latest.
+    heartbeat: Instant,
+    /// The next pruning of old messages.
+    retention: Instant,
 }
 
 /// One account's session.
@@ -275,11 +295,15 @@ impl Session {
     /// [`SessionError::Store`] when the creds cannot be loaded, written or kept aside.
     pub(crate) async fn run(mut self, token: CancellationToken) -> Result<(), SessionError> {
         let mut phase = self.start()?;
-        let mut heartbeat = tokio::time::interval(self.heartbeat_every);
-        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut retention = tokio::time::interval(RETENTION_EVERY);
-        retention.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let now = Instant::now();
+        self.send_heartbeat();
+        self.prune_messages();
+        let mut chores = Chores {
+            heartbeat: now + self.heartbeat_every,
+            retention: now + RETENTION_EVERY,
+        };
         loop {
+            let due = self.next_chore(&chores);
             tokio::select! {
                 biased;
                 _ = token.cancelled() => break,
@@ -287,16 +311,54 @@ impl Session {
                     Some(ToWorker::Shutdown) | None => break,
                     Some(cmd) => phase = self.on_command(cmd, phase).await?,
                 },
-                _ = heartbeat.tick() => self.send_heartbeat(),
-                _ = retention.tick() => self.prune_messages(),
-                _ = sleep_until_some(self.storage.as_ref().map(|t| t.next_probe)) => {
-                    phase = self.on_storage_probe(phase).await?;
-                }
-                _ = sleep_until_some(self.stable_at) => self.on_stable(),
-                event = phase.next_event() => phase = self.on_event(event, phase).await?,
+                event = phase.next_event(due) => phase = self.on_event(event, phase).await?,
             }
+            phase = self.do_chores(&mut chores, phase).await?;
         }
         self.flush(phase).await
+    }
+
+    /// The earliest of the session's own deadlines.
+    fn next_chore(&self, chores: &Chores) -> Instant {
+        [
+            Some(chores.heartbeat),
+            Some(chores.retention),
+            self.storage.as_ref().map(|t| t.next_probe),
+            self.stable_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(chores.heartbeat)
+    }
+
+    /// Runs whatever of the session's own work is due, after any event. The heartbeat rides on
+    /// whatever woke the worker once half its interval has passed: an online worker's
+    /// heartbeats go out with its keepalive pings (every 20 to 30 s) instead of waking it on
+    /// their own, and one goes out at the latest a full interval after the last.
+    async fn do_chores(
+        &mut self,
+        chores: &mut Chores,
+        phase: Phase,
+    ) -> Result<Phase, SessionError> {
+        let now = Instant::now();
+        let phase = if self.storage.as_ref().is_some_and(|t| now >= t.next_probe) {
+            self.on_storage_probe(phase).await?
+        } else {
+            phase
+        };
+        if self.stable_at.is_some_and(|at| now >= at) {
+            self.on_stable();
+        }
+        if now >= chores.retention {
+            self.prune_messages();
+            chores.retention = now + RETENTION_EVERY;
+        }
+        if now + self.heartbeat_every / 2 >= chores.heartbeat {
+            self.send_heartbeat();
+            chores.heartbeat = now + self.heartbeat_every;
+        }
+        Ok(phase)
     }
 
     /// Step 1.

@@ -538,6 +538,32 @@ async fn a_creds_file_gone_while_running_is_saved_again_at_shutdown() {
     assert_eq!(*again, creds);
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_idle_online_worker_sends_one_heartbeat_with_each_keepalive_ping() {
+    let mut h = Harness::start(Some(&paired_creds()));
+    let mut server = h.online().await;
+    while h.reports.try_recv().is_ok() {}
+    let mut last = tokio::time::Instant::now();
+    for _ in 0..6 {
+        let ping = sent(&mut server, "iq").await;
+        assert_eq!(ping.attr_str("xmlns").as_deref(), Some("w:p"), "{ping}");
+        let gap = last.elapsed();
+        last = tokio::time::Instant::now();
+        // Let the session finish the wakeup that sent the ping.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let mut beats = 0;
+        while let Ok(report) = h.reports.try_recv() {
+            beats += usize::from(matches!(report, ToSupervisor::Heartbeat { .. }));
+        }
+        assert_eq!(
+            beats, 1,
+            "one heartbeat, with the ping, {gap:?} after the last"
+        );
+        server.push(result(&ping));
+    }
+    h.stop().await;
+}
+
 /// A contact's device: a real Signal peer built from the test vectors' primitives.
 struct Peer {
     identity: crate::signal::LocalIdentity,
