@@ -274,12 +274,13 @@ mod tests {
 
     #[test]
     fn a_heartbeat_timeout_shorter_than_two_reports_is_refused_with_the_numbers() {
-        let e = check(&["--heartbeat-timeout-ms", "3000"]).expect_err("3 s < 2 x 15 s");
+        let e = check(&["--heartbeat-timeout-ms", "3000"]).expect_err("3 s < 2 x 30 s");
         assert!(
-            e.contains("HEARTBEAT_TIMEOUT_MS (3000)") && e.contains("30000"),
+            e.contains("HEARTBEAT_TIMEOUT_MS (3000)") && e.contains("60000"),
             "{e}"
         );
-        check(&["--heartbeat-timeout-ms", "30000"]).expect("exactly two reports");
+        check(&["--heartbeat-timeout-ms", "59999"]).expect_err("just under two reports");
+        check(&["--heartbeat-timeout-ms", "60000"]).expect("exactly two reports");
         check(&[
             "--heartbeat-timeout-ms",
             "1000",
