@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use ipc_protocol::AccountId;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, TrustAnchor};
 
 /// WhatsApp Web's WebSocket endpoint.
 pub const DEFAULT_WS_URL: &str = "wss://web.whatsapp.com/ws/chat";
@@ -330,14 +330,14 @@ impl ConnectionArgs {
         env
     }
 
-    /// The certificates of `WA_TLS_CA_FILE`, each checked to be usable as a trust anchor; none
-    /// without it. The supervisor calls this at start (and refuses to start on an error), each
-    /// worker again before it dials.
+    /// The trust anchors of `WA_TLS_CA_FILE`'s certificates, each checked to be usable as one;
+    /// none without it. The supervisor calls this at start (and refuses to start on an error),
+    /// each worker again before it dials and keeps the anchors for its TLS configuration.
     ///
     /// # Errors
     /// A message naming `WA_TLS_CA_FILE` and the file: unreadable, not PEM, no certificate in
     /// it, or a certificate that cannot be a CA. It never quotes the file's contents.
-    pub fn tls_ca_certs(&self) -> Result<Vec<CertificateDer<'static>>, String> {
+    pub fn tls_ca_certs(&self) -> Result<Vec<TrustAnchor<'static>>, String> {
         match &self.wa_tls_ca_file {
             None => Ok(Vec::new()),
             Some(path) => read_ca_file(path),
@@ -346,7 +346,7 @@ impl ConnectionArgs {
 }
 
 /// Reads the PEM file `WA_TLS_CA_FILE` names (see [`ConnectionArgs::tls_ca_certs`]).
-fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+fn read_ca_file(path: &Path) -> Result<Vec<TrustAnchor<'static>>, String> {
     let shown = path.display();
     if path.to_str().is_none() {
         return Err(format!("WA_TLS_CA_FILE {shown} must be a UTF-8 path"));
@@ -362,16 +362,16 @@ fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
         ));
     }
     let mut anchors = rustls::RootCertStore::empty();
-    for (n, cert) in certs.iter().enumerate() {
-        anchors.add(cert.clone()).map_err(|e| {
+    let count = certs.len();
+    for (n, cert) in certs.into_iter().enumerate() {
+        anchors.add(cert).map_err(|e| {
             format!(
-                "WA_TLS_CA_FILE {shown}: certificate {} of {} cannot be a trust anchor: {e}",
-                n + 1,
-                certs.len()
+                "WA_TLS_CA_FILE {shown}: certificate {} of {count} cannot be a trust anchor: {e}",
+                n + 1
             )
         })?;
     }
-    Ok(certs)
+    Ok(anchors.roots)
 }
 
 impl WorkerArgs {

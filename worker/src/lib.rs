@@ -97,12 +97,12 @@ async fn run(args: WorkerArgs, token: CancellationToken) -> u8 {
         }
     }
     match args.connection.tls_ca_certs() {
-        Ok(certs) => {
+        Ok(anchors) => {
             if let Some(file) = &args.connection.wa_tls_ca_file {
-                let (certificates, file) = (certs.len(), file.display());
+                let (certificates, file) = (anchors.len(), file.display());
                 info!(certificates, %file, "trusting the extra TLS roots of WA_TLS_CA_FILE");
             }
-            transport::trust_extra_roots(certs);
+            transport::trust_extra_roots(anchors);
         }
         Err(e) => {
             error!(error = %e, "cannot use WA_TLS_CA_FILE");

@@ -10,7 +10,7 @@
 use std::sync::{Arc, OnceLock};
 
 use futures_util::{SinkExt, StreamExt};
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::TrustAnchor;
 use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::{uri_mode, IntoClientRequest};
@@ -34,16 +34,16 @@ const MAX_MESSAGE_LEN: usize = 1 << 24;
 /// Small buffers: hundreds of workers run side by side, and idle sockets move few bytes.
 const READ_BUFFER_LEN: usize = 8 * 1024;
 
-/// The CA certificates `WA_TLS_CA_FILE` adds to the webpki roots, set once at start.
-static EXTRA_ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
+/// The trust anchors `WA_TLS_CA_FILE` adds to the webpki roots, set once at start.
+static EXTRA_ROOTS: OnceLock<Vec<TrustAnchor<'static>>> = OnceLock::new();
 /// The rustls configuration every `wss://` dial of this process shares.
 static TLS_CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
 
-/// Makes every later `wss://` dial also trust `certs` (checked by
+/// Makes every later `wss://` dial also trust `anchors` (from
 /// [`crate::ConnectionArgs::tls_ca_certs`]). Call once at start, before the first dial; later
 /// calls change nothing.
-pub(crate) fn trust_extra_roots(certs: Vec<CertificateDer<'static>>) {
-    if EXTRA_ROOTS.set(certs).is_err() {
+pub(crate) fn trust_extra_roots(anchors: Vec<TrustAnchor<'static>>) {
+    if EXTRA_ROOTS.set(anchors).is_err() {
         warn!("extra TLS roots set twice; the first set stays");
     }
 }
@@ -60,11 +60,7 @@ fn build_tls_config() -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let extra = EXTRA_ROOTS.get().map(Vec::as_slice).unwrap_or_default();
-    let (_, unusable) = roots.add_parsable_certificates(extra.iter().cloned());
-    if unusable > 0 {
-        // Checked at start; only a certificate that changed meaning could get here.
-        warn!(unusable, "extra TLS roots skipped");
-    }
+    roots.extend(extra.iter().cloned());
     let config =
         ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
