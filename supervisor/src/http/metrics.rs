@@ -12,13 +12,16 @@ use super::AppState;
 
 /// `GET /metrics`.
 pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
-    let views = state.cache.all();
-    let mut out = String::with_capacity(256 + views.len() * 512);
+    // Written under the cache's read lock from the views themselves (no copy of each), with
+    // the counts its running tally already keeps.
+    let mut out = String::new();
+    state.cache.read_all(|views, tally| {
+    out.reserve(256 + tally.total * 512);
     out.push_str(
         "# HELP wafleet_account_status 1 for the account's current status, 0 for the others.\n",
     );
     out.push_str("# TYPE wafleet_account_status gauge\n");
-    for v in &views {
+    for v in views.clone() {
         for status in WorkerStatus::ALL {
             let on = u8::from(v.state.status == status);
             let _ = writeln!(
@@ -30,12 +33,12 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
     }
     out.push_str("# HELP wafleet_accounts Accounts per status.\n# TYPE wafleet_accounts gauge\n");
     for status in WorkerStatus::ALL {
-        let n = views.iter().filter(|v| v.state.status == status).count();
+        let n = tally.status(status);
         let _ = writeln!(out, "wafleet_accounts{{status=\"{status}\"}} {n}");
     }
     out.push_str("# HELP wafleet_accounts_by_reason Accounts per status reason.\n# TYPE wafleet_accounts_by_reason gauge\n");
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-    for v in &views {
+    for v in views.clone() {
         if let Some(r) = &v.state.reason {
             *reasons.entry(r.as_string()).or_default() += 1;
         }
@@ -48,7 +51,7 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
         );
     }
     out.push_str("# HELP wafleet_account_reconnects_total Reconnections made by the account's current worker.\n# TYPE wafleet_account_reconnects_total counter\n");
-    for v in &views {
+    for v in views.clone() {
         let _ = writeln!(
             out,
             "wafleet_account_reconnects_total{{account=\"{}\"}} {}",
@@ -56,7 +59,7 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
         );
     }
     out.push_str("# HELP wafleet_decrypt_failures_total Incoming messages the account's current worker could not decrypt.\n# TYPE wafleet_decrypt_failures_total counter\n");
-    for v in &views {
+    for v in views.clone() {
         let _ = writeln!(
             out,
             "wafleet_decrypt_failures_total{{account=\"{}\"}} {}",
@@ -64,15 +67,16 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
         );
     }
     out.push_str("# HELP wafleet_worker_restarts_total Worker processes restarted after an unexpected exit.\n# TYPE wafleet_worker_restarts_total counter\n");
-    for v in &views {
+    for v in views.clone() {
         let _ = writeln!(
             out,
             "wafleet_worker_restarts_total{{account=\"{}\"}} {}",
             v.account.id, v.restarts
         );
     }
-    let running = views.iter().filter(|v| v.pid.is_some()).count();
+    let running = tally.running;
     let _ = writeln!(out, "# HELP wafleet_workers_running Worker processes alive.\n# TYPE wafleet_workers_running gauge\nwafleet_workers_running {running}");
+    });
     let _ = writeln!(
         out,
         "# HELP wafleet_sessions_dir_writable 1 when the sessions directory is writable.\n# TYPE wafleet_sessions_dir_writable gauge\nwafleet_sessions_dir_writable {}",
