@@ -68,16 +68,10 @@ fn kill_worker(sup: &Supervisor, id: &str, after: Duration) {
 }
 
 fn inbox_count(sup: &Supervisor, id: &str, message: &str) -> usize {
-    let list = sup
-        .call(
-            "GET",
-            &format!("/api/whatsapp/accounts/{id}/messages?direction=in&limit=500"),
-            None,
-        )
-        .json();
-    list["messages"]
-        .as_array()
-        .map_or(0, |m| m.iter().filter(|x| x["id"] == message).count())
+    sup.received(id)
+        .iter()
+        .filter(|x| x["id"] == message)
+        .count()
 }
 
 /// Counts the corrupt files under `dir`, and `creds.json` files that do not parse.

@@ -137,14 +137,7 @@ pub fn message_run(
 ) -> MessageRun {
     let listed = |want: usize| {
         wait_until("the account lists every message", deadline, || {
-            let list = sup
-                .call(
-                    "GET",
-                    &format!("/api/whatsapp/accounts/{account}/messages?direction=in&limit=500"),
-                    None,
-                )
-                .json();
-            let got = list["messages"].as_array().map_or(0, Vec::len);
+            let got = sup.received(account).len();
             (got >= want)
                 .then_some(())
                 .ok_or_else(|| format!("{got}/{want}"))

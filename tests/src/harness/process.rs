@@ -297,6 +297,36 @@ impl Supervisor {
             .unwrap_or_else(|| panic!("account {id} not in the dashboard"))
     }
 
+    /// The messages `account` received, as its messages API lists them (newest first, up to
+    /// 500).
+    ///
+    /// # Panics
+    /// On I/O errors or an answer that is not JSON.
+    pub fn received(&self, account: &str) -> Vec<Value> {
+        let list = self
+            .call(
+                "GET",
+                &format!("/api/whatsapp/accounts/{account}/messages?direction=in&limit=500"),
+                None,
+            )
+            .json();
+        list["messages"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until `account` lists the received message `id`; returns it.
+    ///
+    /// # Panics
+    /// When it does not within `deadline` (the message names `what`).
+    pub fn wait_received(&self, account: &str, id: &str, what: &str, deadline: Duration) -> Value {
+        wait_until(what, deadline, || {
+            let list = self.received(account);
+            list.iter()
+                .find(|m| m["id"] == id)
+                .cloned()
+                .ok_or_else(|| format!("{} received, {id} not among them", list.len()))
+        })
+    }
+
     /// Waits until the dashboard satisfies `check` (which explains itself on failure).
     pub fn wait_dashboard(
         &self,

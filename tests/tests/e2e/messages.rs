@@ -8,23 +8,6 @@ use wa_sim::harness::{wait_until, Sim, Supervisor, Volume};
 use super::whatsapp::{pair, start};
 use super::STATE_DEADLINE;
 
-/// Waits until `account` lists the received message `id`; returns it.
-fn received(sup: &Supervisor, account: &str, id: &str, what: &str) -> Value {
-    wait_until(what, STATE_DEADLINE, || {
-        let list = sup
-            .call(
-                "GET",
-                &format!("/api/whatsapp/accounts/{account}/messages?direction=in"),
-                None,
-            )
-            .json();
-        list["messages"]
-            .as_array()
-            .and_then(|m| m.iter().find(|x| x["id"] == id).cloned())
-            .ok_or_else(|| list.to_string())
-    })
-}
-
 /// Waits until message `id` of `account` has one of the statuses `want`.
 fn status_reaches(sup: &Supervisor, account: &str, id: &str, want: &[&str]) {
     wait_until(&format!("{id} {want:?}"), STATE_DEADLINE, || {
@@ -291,7 +274,7 @@ fn a_contact_and_the_account_exchange_texts_and_the_phone_gets_the_copy() {
 
     // A contact (a phone with no companion) writes: a pkmsg to the worker and to the phone.
     let id = sim.send_from_phone("15550006666", "15550005555", "hello desk");
-    let got = received(&sup, "desk", &id, "the worker records it");
+    let got = sup.wait_received("desk", &id, "the worker records it", STATE_DEADLINE);
     assert_eq!(got["text"], "hello desk");
     assert_eq!(got["from"], "15550006666@s.whatsapp.net");
 
@@ -375,7 +358,7 @@ fn a_message_sent_from_the_phone_arrives_as_our_own_copy() {
     pair(&sup, &sim, "desk", "15550008001");
     // The account's phone writes to a contact: the worker gets the deviceSentMessage copy.
     let id = sim.send_from_phone("15550008001", "15550008002", "sent from the phone");
-    let copy = received(&sup, "desk", &id, "the copy is recorded");
+    let copy = sup.wait_received("desk", &id, "the copy is recorded", STATE_DEADLINE);
     assert_eq!(copy["text"], "sent from the phone");
     assert_eq!(
         copy["chat"], "15550008002@s.whatsapp.net",
@@ -399,7 +382,7 @@ fn messages_sent_while_the_service_was_down_arrive_from_the_offline_queue() {
     // Nobody is online for the account: the server queues the message.
     let id = sim.send_from_phone("15550008102", "15550008101", "while you were down");
     let sup = start(&volume, &sim, &[]);
-    let got = received(&sup, "desk", &id, "the queued message");
+    let got = sup.wait_received("desk", &id, "the queued message", STATE_DEADLINE);
     assert_eq!(got["text"], "while you were down");
 }
 

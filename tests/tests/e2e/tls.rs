@@ -6,33 +6,11 @@ use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use wa_sim::harness::fleet::{add_and_scan, start_against, wait_status};
 use wa_sim::harness::process::{binary, refused_ws_url};
 use wa_sim::harness::{wait_until, Sim, Supervisor, Volume};
 
 use super::STATE_DEADLINE;
-
-/// Waits until account `id` lists the received message `id`; returns it.
-fn received(sup: &Supervisor, account: &str, id: &str) -> Value {
-    wait_until(
-        &format!("{id} received by {account}"),
-        STATE_DEADLINE,
-        || {
-            let list = sup
-                .call(
-                    "GET",
-                    &format!("/api/whatsapp/accounts/{account}/messages?direction=in"),
-                    None,
-                )
-                .json();
-            list["messages"]
-                .as_array()
-                .and_then(|m| m.iter().find(|x| x["id"] == id).cloned())
-                .ok_or_else(|| list.to_string())
-        },
-    )
-}
 
 #[test]
 fn an_account_pairs_logs_in_and_receives_over_wss_with_the_sims_ca_trusted() {
@@ -72,7 +50,15 @@ fn an_account_pairs_logs_in_and_receives_over_wss_with_the_sims_ca_trusted() {
 
     // Bytes flow both ways on it: a contact's message is decrypted and recorded.
     let id = sim.send_from_phone("15550002999", "15550002001", "hello over tls");
-    assert_eq!(received(&sup, "secure", &id)["text"], "hello over tls");
+    assert_eq!(
+        sup.wait_received(
+            "secure",
+            &id,
+            &format!("{id} received by secure"),
+            STATE_DEADLINE
+        )["text"],
+        "hello over tls"
+    );
 
     let log = sup.log().join("\n");
     assert!(
