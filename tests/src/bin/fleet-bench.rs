@@ -201,7 +201,7 @@ fn run(n: usize, options: &Options) -> anyhow::Result<(Value, Option<Value>)> {
     }
 
     std::thread::sleep(options.settle);
-    let idle = idle_cpu(sup.pid(), &workers, options.idle)?;
+    let idle = idle_cpu(Some(sup.pid()), &workers, options.idle)?;
     eprintln!(
         "   idle {:.0} s: {:.2} % of one core, {:.1} wakeups per worker per minute",
         options.idle.as_secs_f64(),
@@ -297,15 +297,16 @@ struct Idle {
     wakeups_per_worker_min: f64,
 }
 
-/// CPU used by the supervisor and its workers over `window`, as a share of one core, and the
-/// workers' timeslices (each one a wakeup) per worker per minute.
-fn idle_cpu(supervisor: u32, workers: &[u32], window: Duration) -> anyhow::Result<Idle> {
+/// CPU used by `supervisor` (when there is one) and `workers` over `window`, as a share of
+/// one core, and the workers' timeslices (each one a wakeup) per worker per minute.
+fn idle_cpu(supervisor: Option<u32>, workers: &[u32], window: Duration) -> anyhow::Result<Idle> {
     let sample = || -> anyhow::Result<(CpuTime, CpuTime)> {
         let mut fleet = CpuTime::default();
         for &pid in workers {
             fleet = fleet + CpuTime::of(pid).with_context(|| format!("worker {pid}"))?;
         }
-        Ok((CpuTime::of(supervisor)?, fleet))
+        let own = supervisor.map(CpuTime::of).transpose()?.unwrap_or_default();
+        Ok((own, fleet))
     };
     let (sup0, workers0) = sample()?;
     std::thread::sleep(window);
@@ -498,7 +499,8 @@ fn baileys(sim: &Sim, n: usize, options: &Options, ours: &Value) -> anyhow::Resu
     }
     let pid = node.0.id();
     std::thread::sleep(options.settle);
-    let idle = idle_cpu(pid, &[pid], options.idle)?;
+    // The Node process is the whole peer: no supervisor beside it.
+    let idle = idle_cpu(None, &[pid], options.idle)?;
     let memory = Memory::of(pid)?;
     let ours_total = ours["total_pss_kib"].as_u64().unwrap_or(0).max(1);
     let peer = json!({
