@@ -24,19 +24,18 @@ const MAX_NAME_LEN: usize = 100;
 
 /// `GET /api/whatsapp/accounts`.
 pub async fn list(State(state): State<AppState>) -> impl IntoResponse {
-    let accounts: Vec<_> = state
-        .cache
-        .all()
-        .iter()
-        .map(|v| {
-            json!({
-                "id": v.account.id,
-                "name": v.account.name,
-                "phone": masked_phone(v),
-                "status": v.state.status,
+    let accounts: Vec<_> = state.cache.read_all(|views, _| {
+        views
+            .map(|v| {
+                json!({
+                    "id": v.account.id,
+                    "name": v.account.name,
+                    "phone": masked_phone(v),
+                    "status": v.state.status,
+                })
             })
-        })
-        .collect();
+            .collect()
+    });
     Json(json!({ "success": true, "accounts": accounts }))
 }
 
