@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::OnceLock;
 
 use rand::{CryptoRng, RngCore};
 
@@ -65,8 +66,51 @@ pub(crate) struct PendingPreKey {
 
 #[derive(Clone, Debug)]
 struct SendingChain {
-    ratchet: KeyPair,
+    ratchet: RatchetKey,
     chain: ChainKey,
+}
+
+/// Our current ratchet key pair. The stored form holds the private key alone, and its public
+/// half, a scalar multiplication, is only needed to send: a loaded state derives it the first
+/// time it encrypts, so that loading a record with its 40 archived states, or decrypting, costs
+/// none.
+#[derive(Clone)]
+struct RatchetKey {
+    private: PrivateKey,
+    public: OnceLock<PublicKey>,
+}
+
+impl RatchetKey {
+    /// A pair whose public half is known (a new key).
+    fn new(pair: KeyPair) -> Self {
+        Self {
+            private: pair.private,
+            public: OnceLock::from(pair.public),
+        }
+    }
+
+    /// A stored private key; the public half is derived on first use.
+    fn from_private(private: PrivateKey) -> Self {
+        Self {
+            private,
+            public: OnceLock::new(),
+        }
+    }
+
+    /// The public half, derived once.
+    fn public(&self) -> PublicKey {
+        *self.public.get_or_init(|| self.private.public_key())
+    }
+}
+
+/// Shows the public half if it was derived, never the private one.
+impl fmt::Debug for RatchetKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RatchetKey")
+            .field("public", &self.public.get())
+            .field("private", &self.private)
+            .finish()
+    }
 }
 
 #[derive(Clone)]
@@ -115,7 +159,7 @@ impl SessionState {
             remote_registration_id: n.remote_registration_id,
             root_key: n.root_key,
             sending: SendingChain {
-                ratchet: n.sending_ratchet,
+                ratchet: RatchetKey::new(n.sending_ratchet),
                 chain: n.sending_chain,
             },
             receiving: n
@@ -171,7 +215,7 @@ impl SessionState {
             keys.mac_key.expose(),
             &self.local_identity,
             &self.remote_identity,
-            self.sending.ratchet.public,
+            self.sending.ratchet.public(),
             counter,
             self.previous_counter,
             ciphertext,
@@ -233,7 +277,7 @@ impl SessionState {
         self.root_key = root;
         self.previous_counter = self.sending.chain.index().saturating_sub(1);
         self.sending = SendingChain {
-            ratchet: ours,
+            ratchet: RatchetKey::new(ours),
             chain: sending,
         };
         self.receiving.push_back(ReceivingChain {
@@ -323,7 +367,7 @@ impl SessionState {
             remote_registration_id: s.remote_registration_id,
             root_key: RootKey::new(key32(&s.root_key, "root key")?),
             sending: SendingChain {
-                ratchet: KeyPair::from_private(PrivateKey::from_bytes(key32(
+                ratchet: RatchetKey::from_private(PrivateKey::from_bytes(key32(
                     &s.sender_ratchet_private,
                     "sending ratchet key",
                 )?)),
@@ -385,5 +429,37 @@ impl ReceivingChain {
         let seed = self.chain.message_seed();
         self.chain = self.chain.next();
         Ok(seed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loaded_state_derives_its_ratchet_public_key_only_to_send() {
+        let mut rng = rand::thread_rng();
+        let ratchet = KeyPair::generate(&mut rng);
+        let state = SessionState::new(NewState {
+            local_identity: KeyPair::generate(&mut rng).public,
+            remote_identity: KeyPair::generate(&mut rng).public,
+            local_registration_id: 1,
+            remote_registration_id: 2,
+            root_key: RootKey::new([1; 32]),
+            sending_ratchet: ratchet.clone(),
+            sending_chain: ChainKey::new([2; 32], 0),
+            receiving: None,
+            pending_pre_key: None,
+            base_key: KeyPair::generate(&mut rng).public,
+        });
+        assert_eq!(state.sending.ratchet.public.get(), Some(&ratchet.public));
+        let mut loaded = SessionState::from_structure(state.to_structure()).expect("loads");
+        assert_eq!(loaded.sending.ratchet.public.get(), None);
+        let CiphertextMessage::Whisper(message) = loaded.encrypt(&[4; 16]).expect("encrypts")
+        else {
+            panic!("no pending prekey, so a msg");
+        };
+        assert_eq!(message.ratchet_key(), &ratchet.public);
+        assert_eq!(loaded.sending.ratchet.public.get(), Some(&ratchet.public));
     }
 }

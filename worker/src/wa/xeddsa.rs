@@ -12,9 +12,12 @@ use sha2::{Digest, Sha512};
 /// A 64-byte XEdDSA signature: `R || S`, with the signer's Edwards sign bit in the top bit.
 pub type Signature = [u8; 64];
 
-/// The X25519 public key of `private` (clamped as X25519 clamps).
+/// The X25519 public key of `private` (clamped as X25519 clamps): the same bytes as
+/// `x25519(private, 9)`, computed as a fixed-base multiplication on the Edwards curve with the
+/// precomputed basepoint table, then mapped to the Montgomery u-coordinate; about a third of
+/// the time of the variable-base ladder.
 pub fn public_key(private: &[u8; 32]) -> [u8; 32] {
-    x25519_dalek::x25519(*private, x25519_dalek::X25519_BASEPOINT_BYTES)
+    MontgomeryPoint::mul_base_clamped(*private).to_bytes()
 }
 
 /// X25519 Diffie-Hellman of `private` with `public`.
@@ -153,6 +156,33 @@ mod tests {
         let details = hex::decode("080110001a202217b50631f081c7107f98087681e70544162cd90a636c0132ac0420005c120d2080e2cfaa062880ae99a40f").expect("hex");
         let sig = sign_with_nonce(&root_priv, &details, &[0u8; 64]);
         assert_eq!(hex::encode(sig), "ed3814fd0fd3059b707ca31834963f5436e88765aa9a0e8accea5b187f8e0728c92b05fb5b0373e0a8926ecea3f5a25997d9b73d491851f859e9d1866328438a");
+    }
+
+    #[test]
+    fn public_keys_are_the_x25519_ladder_on_the_basepoint() {
+        // RFC 7748 §6.1.
+        let alice = h32("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a");
+        let bob = h32("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb");
+        assert_eq!(
+            hex::encode(public_key(&alice)),
+            "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"
+        );
+        assert_eq!(
+            hex::encode(public_key(&bob)),
+            "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f"
+        );
+        assert_eq!(
+            hex::encode(dh(&alice, &public_key(&bob))),
+            "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742"
+        );
+        // Raw and clamped keys, the extremes included: both clamp the same way.
+        let ladder = |k: &[u8; 32]| x25519_dalek::x25519(*k, x25519_dalek::X25519_BASEPOINT_BYTES);
+        let mut keys = vec![[0u8; 32], [0xFF; 32], [1u8; 32], alice, bob];
+        keys.extend((0..500).map(|_| rand::random::<[u8; 32]>()));
+        keys.extend((0..500).map(|_| generate_private()));
+        for k in keys {
+            assert_eq!(public_key(&k), ladder(&k), "{}", hex::encode(k));
+        }
     }
 
     #[test]

@@ -356,18 +356,61 @@ fn unpack_hex(value: u8) -> char {
     }
 }
 
+/// Attribute counts up to this are de-duplicated by comparing keys pairwise, with no allocation:
+/// a stanza has a handful of attributes, and a map per node cost more than the rest of the
+/// decode together.
+const LINEAR_DEDUP_MAX: usize = 16;
+
 /// Repeated keys keep the position of the first and the value of the last, as a map would.
-fn dedup_attrs(pairs: Vec<(String, AttrValue)>) -> Vec<(String, AttrValue)> {
-    let mut attrs: Vec<(String, AttrValue)> = Vec::with_capacity(pairs.len());
-    let mut seen: HashMap<String, usize> = HashMap::with_capacity(pairs.len());
-    for (key, value) in pairs {
-        match seen.get(&key).and_then(|&i| attrs.get_mut(i)) {
-            Some((_, slot)) => *slot = value,
+/// Compacts `pairs` in place; only more than [`LINEAR_DEDUP_MAX`] attributes (hostile or odd
+/// input) pay for a map, so that no input costs quadratic time.
+fn dedup_attrs(mut pairs: Vec<(String, AttrValue)>) -> Vec<(String, AttrValue)> {
+    if pairs.len() > LINEAR_DEDUP_MAX {
+        return dedup_attrs_hashed(pairs);
+    }
+    let mut kept = 0;
+    for i in 0..pairs.len() {
+        match pairs[..kept].iter().position(|(key, _)| *key == pairs[i].0) {
+            Some(first) => take_value(&mut pairs, first, i),
             None => {
-                seen.insert(key.clone(), attrs.len());
-                attrs.push((key, value));
+                pairs.swap(kept, i);
+                kept += 1;
             }
         }
     }
-    attrs
+    pairs.truncate(kept);
+    pairs
+}
+
+/// [`dedup_attrs`] through a map from each key to its first index; the keys are borrowed.
+fn dedup_attrs_hashed(mut pairs: Vec<(String, AttrValue)>) -> Vec<(String, AttrValue)> {
+    let mut first_of: Vec<usize> = {
+        let mut seen: HashMap<&str, usize> = HashMap::with_capacity(pairs.len());
+        pairs
+            .iter()
+            .enumerate()
+            .map(|(i, (key, _))| *seen.entry(key.as_str()).or_insert(i))
+            .collect()
+    };
+    let mut kept = 0;
+    for i in 0..pairs.len() {
+        let first = first_of[i];
+        if first == i {
+            // From here on, a first occurrence's entry holds where it was moved to.
+            first_of[i] = kept;
+            pairs.swap(kept, i);
+            kept += 1;
+        } else {
+            take_value(&mut pairs, first_of[first], i);
+        }
+    }
+    pairs.truncate(kept);
+    pairs
+}
+
+/// Moves the value at `from` into the kept pair at `to` (`to < from`); what is left at `from`
+/// is dropped with the tail.
+fn take_value(pairs: &mut [(String, AttrValue)], to: usize, from: usize) {
+    let (kept, rest) = pairs.split_at_mut(from);
+    std::mem::swap(&mut kept[to].1, &mut rest[0].1);
 }

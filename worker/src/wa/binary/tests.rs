@@ -812,6 +812,45 @@ fn keeps_the_last_value_of_a_repeated_attribute_in_the_first_position() {
     );
 }
 
+/// What the decoder makes of repeated keys: the first position, the last value.
+fn first_position_last_value(pairs: &[(String, AttrValue)]) -> Vec<(String, AttrValue)> {
+    let mut out: Vec<(String, AttrValue)> = Vec::new();
+    for (key, value) in pairs {
+        match out.iter_mut().find(|(k, _)| k == key) {
+            Some((_, slot)) => *slot = value.clone(),
+            None => out.push((key.clone(), value.clone())),
+        }
+    }
+    out
+}
+
+#[test]
+fn repeated_attributes_keep_first_position_and_last_value_at_every_count() {
+    // Up to 16 attributes are checked pairwise, more through a map: both sides of the switch.
+    for count in [2, 15, 16, 17, 40, 300] {
+        let attrs: Vec<(String, AttrValue)> = (0..count)
+            .map(|i| (format!("k{}", i * 7 % 5), AttrValue::Str(i.to_string())))
+            .chain([("last".to_owned(), AttrValue::Str("x".into()))])
+            .collect();
+        let node = Node {
+            attrs: attrs.clone(),
+            ..Node::new("iq")
+        };
+        let decoded = decode(&encode(&node)).expect("decodes");
+        assert_eq!(decoded.attrs, first_position_last_value(&attrs), "{count}");
+        assert_eq!(decoded.attrs.len(), 5.min(count) + 1, "{count}");
+    }
+    // No repeats: every attribute as it came, in order.
+    let distinct: Vec<(String, AttrValue)> = (0..40)
+        .map(|i| (format!("k{i}"), AttrValue::Str(i.to_string())))
+        .collect();
+    let node = Node {
+        attrs: distinct.clone(),
+        ..Node::new("iq")
+    };
+    assert_eq!(decode(&encode(&node)).expect("decodes").attrs, distinct);
+}
+
 // ---- hostile input ----
 
 #[test]
@@ -1126,6 +1165,20 @@ proptest! {
         let decoded = decode(&frame).expect("own encoding decodes");
         prop_assert_eq!(&decoded, &as_received(&node));
         prop_assert_eq!(encode(&decoded), frame);
+    }
+
+    #[test]
+    fn repeated_attributes_decode_as_a_map_would(
+        keys in prop::collection::vec(0u8..24, 0..40),
+    ) {
+        let attrs: Vec<(String, AttrValue)> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (format!("k{k}"), AttrValue::Str(i.to_string())))
+            .collect();
+        let node = Node { attrs: attrs.clone(), ..Node::new("iq") };
+        let decoded = decode(&encode(&node)).expect("own encoding decodes");
+        prop_assert_eq!(decoded.attrs, first_position_last_value(&attrs));
     }
 
     #[test]
