@@ -143,7 +143,7 @@ async fn run(args: WorkerArgs, token: CancellationToken) -> u8 {
         },
         None => ipc::detached(),
     };
-    let outcome = Box::pin(session::Session::new(&args, link, commands).run(token)).await;
+    let outcome = session_on_heap(&args, link, commands, token).await;
     let code = match outcome {
         Ok(()) => EXIT_OK,
         Err(e) => {
@@ -161,6 +161,19 @@ async fn run(args: WorkerArgs, token: CancellationToken) -> u8 {
     }
     info!(code, "worker exiting");
     code
+}
+
+/// The session's future, built on the heap by a frame of its own: built in `run`, the session
+/// (several KiB) would take room in the frame of every one of `run`'s polls, under every other
+/// frame for the worker's whole life.
+#[inline(never)]
+fn session_on_heap(
+    args: &WorkerArgs,
+    link: ipc::Link,
+    commands: tokio::sync::mpsc::UnboundedReceiver<ipc_protocol::ToWorker>,
+    token: CancellationToken,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), session::SessionError>> + '_>> {
+    Box::pin(session::Session::new(args, link, commands).run(token))
 }
 
 /// Asks the kernel for SIGTERM when the parent dies, then checks it has not died already.

@@ -636,6 +636,27 @@ fn build_binaries() -> anyhow::Result<()> {
     if release {
         command.arg("--release");
     }
+    // `cargo run` gives this process the variables of the package it runs. Build scripts (ring's
+    // among them) ask to rerun when such a variable changes, and cargo compares the values in
+    // its own environment: inherited, they would rebuild ring and all above it on every run.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || matches!(
+                name.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "OUT_DIR"
+            )
+        {
+            command.env_remove(name.as_ref());
+        }
+    }
     let status = command
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
