@@ -210,8 +210,9 @@ where
 /// Why the connection failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum TransportError {
+    /// Boxed: tungstenite's error is large, and every `Result` carrying this one would be too.
     #[error("websocket failed: {0}")]
-    Ws(#[from] WsError),
+    Ws(Box<WsError>),
     /// The TLS handshake failed: most often a certificate no trusted root vouches for.
     #[error("tls handshake failed: {0}")]
     Tls(rustls::Error),
@@ -244,7 +245,13 @@ impl TransportError {
                 return TransportError::Tls(tls.clone());
             }
         }
-        TransportError::Ws(e)
+        TransportError::Ws(Box::new(e))
+    }
+}
+
+impl From<WsError> for TransportError {
+    fn from(e: WsError) -> Self {
+        TransportError::Ws(Box::new(e))
     }
 }
 
