@@ -611,9 +611,9 @@ fn print_table(rows: &[Value], peer: Option<&Value>, tls: bool) {
     }
 }
 
-/// Builds the supervisor, worker and wa-sim binaries of this profile next to this one, so the
-/// documented `cargo run -p wa-sim --bin fleet-bench` is enough from a clean clone (cargo only
-/// builds the bench itself). A no-op when they are up to date.
+/// Builds the supervisor (the workers run the same binary) and wa-sim binaries of this profile
+/// next to this one, so the documented `cargo run -p wa-sim --bin fleet-bench` is enough from a
+/// clean clone (cargo only builds the bench itself). A no-op when they are up to date.
 fn build_binaries() -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let release = exe
@@ -625,12 +625,13 @@ fn build_binaries() -> anyhow::Result<()> {
     command.args([
         "build",
         "--locked",
-        "--bins",
         "-p",
         "supervisor",
         "-p",
-        "worker",
-        "-p",
+        "wa-sim",
+        "--bin",
+        "supervisor",
+        "--bin",
         "wa-sim",
     ]);
     if release {
