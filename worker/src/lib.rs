@@ -30,6 +30,7 @@ pub mod signal;
 pub mod store;
 mod transport;
 pub mod wa;
+mod wheel;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -67,7 +68,10 @@ pub fn main(args: WorkerArgs) -> ExitCode {
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
+        Ok(rt) => {
+            wheel::set_origin(tokio::time::Instant::now());
+            rt
+        }
         Err(e) => {
             error!(error = %e, "cannot start the runtime");
             return ExitCode::from(EXIT_FAILURE);

@@ -29,7 +29,7 @@ impl Keepalive {
     /// The first ping after one interval from `now`.
     pub(crate) fn new(now: Instant) -> Self {
         Keepalive {
-            next_ping: now + interval(),
+            next_ping: next_ping_after(now),
             awaiting: None,
         }
     }
@@ -49,7 +49,7 @@ impl Keepalive {
     pub(crate) fn ping_due(&mut self, now: Instant) -> bool {
         if self.awaiting.is_none() && now >= self.next_ping {
             self.awaiting = Some(now + PING_DEADLINE);
-            self.next_ping = now + interval();
+            self.next_ping = next_ping_after(now);
             true
         } else {
             false
@@ -62,9 +62,14 @@ impl Keepalive {
     }
 }
 
-fn interval() -> Duration {
-    Duration::from_millis(
-        MIN_INTERVAL_MS + rand::random::<u64>() % (MAX_INTERVAL_MS - MIN_INTERVAL_MS),
+/// A random instant 20 to 30 s after `now`, moved to where tokio's timer wakes the worker once
+/// for it ([`crate::wheel`]).
+fn next_ping_after(now: Instant) -> Instant {
+    let pick = MIN_INTERVAL_MS + rand::random::<u64>() % (MAX_INTERVAL_MS - MIN_INTERVAL_MS);
+    crate::wheel::align(
+        now + Duration::from_millis(pick),
+        now + Duration::from_millis(MIN_INTERVAL_MS),
+        now + Duration::from_millis(MAX_INTERVAL_MS),
     )
 }
 

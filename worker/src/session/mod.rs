@@ -903,7 +903,10 @@ impl Session {
                 self.release(DialOutcome::Success);
                 let now = Instant::now();
                 self.logged_in_at = Some(now);
-                self.stable_at = Some(now + self.backoff.reset_after);
+                // Up to 4 s late, where the timer wakes the worker once instead of three times.
+                let stable = now + self.backoff.reset_after;
+                let latest = stable + Duration::from_millis(4096);
+                self.stable_at = Some(crate::wheel::align(stable, stable, latest));
                 self.state.next_retry_at = None;
                 self.state.last_error = None;
                 self.set(WorkerStatus::Connected, None);
