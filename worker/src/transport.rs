@@ -106,7 +106,7 @@ async fn dial_stream(uri: Uri, mode: Mode) -> Result<MaybeTlsStream<TcpStream>, 
                 .map_err(|_| WsError::Tls(TlsError::InvalidDnsName))?;
             let tls = on_heap(|| TlsConnector::from(tls_config()).connect(name, tcp))
                 .await
-                .map_err(|e| TransportError::from_dial(WsError::Io(e)))?;
+                .map_err(TransportError::from_tls)?;
             Ok(MaybeTlsStream::Rustls(tls))
         }
     }
@@ -127,7 +127,7 @@ async fn upgrade(
     stream.write_all(&bytes).await.map_err(WsError::Io)?;
     stream.flush().await.map_err(WsError::Io)?;
     let mut answer = Vec::with_capacity(1024);
-    let (status, head_len) = loop {
+    let head_len = loop {
         if answer.len() >= MAX_UPGRADE_ANSWER {
             return Err(TransportError::Upgrade(format!(
                 "the answer's head exceeds {MAX_UPGRADE_ANSWER} bytes"
@@ -145,12 +145,12 @@ async fn upgrade(
             Ok(httparse::Status::Partial) => continue,
             Ok(httparse::Status::Complete(head_len)) => {
                 check_upgrade(&response, &key)?;
-                break (response.code, head_len);
+                break head_len;
             }
             Err(e) => return Err(TransportError::Upgrade(format!("bad answer: {e}"))),
         }
     };
-    debug!(?status, "websocket upgraded");
+    debug!("websocket upgraded");
     let rest = answer.split_off(head_len);
     Ok(WebSocketStream::from_partially_read(stream, rest, Role::Client, Some(config)).await)
 }
@@ -234,18 +234,15 @@ impl TransportError {
         )
     }
 
-    /// A dial's error, with a TLS failure (which tokio-tungstenite hands over as an I/O error
-    /// around rustls' own) told apart.
-    fn from_dial(e: WsError) -> Self {
-        if let WsError::Io(io) = &e {
-            if let Some(tls) = io
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            {
-                return TransportError::Tls(tls.clone());
-            }
+    /// The TLS handshake's error: tokio-rustls hands rustls' own over inside an I/O error.
+    fn from_tls(e: std::io::Error) -> Self {
+        match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            Some(tls) => TransportError::Tls(tls.clone()),
+            None => WsError::Io(e).into(),
         }
-        TransportError::Ws(Box::new(e))
     }
 }
 
