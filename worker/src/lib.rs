@@ -32,6 +32,8 @@ mod transport;
 pub mod wa;
 mod wheel;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -147,7 +149,11 @@ async fn run(args: WorkerArgs, token: CancellationToken) -> u8 {
         },
         None => ipc::detached(),
     };
-    let outcome = session_on_heap(&args, link, commands, token).await;
+    // Built on the heap by a frame of its own: built here, the session (several KiB) would take
+    // room in the frame of every one of `run`'s polls, under every other frame for the
+    // worker's whole life.
+    let session = || session::Session::new(&args, link, commands).run(token);
+    let outcome = on_heap(session).await;
     let code = match outcome {
         Ok(()) => EXIT_OK,
         Err(e) => {
@@ -167,17 +173,17 @@ async fn run(args: WorkerArgs, token: CancellationToken) -> u8 {
     code
 }
 
-/// The session's future, built on the heap by a frame of its own: built in `run`, the session
-/// (several KiB) would take room in the frame of every one of `run`'s polls, under every other
-/// frame for the worker's whole life.
+/// The future `make` builds, made on the heap by a function of its own and polled through a
+/// pointer. Each async fn's poll reserves stack for every future it builds, all at once; built
+/// here, a large one takes room in this short frame only.
 #[inline(never)]
-fn session_on_heap(
-    args: &WorkerArgs,
-    link: ipc::Link,
-    commands: tokio::sync::mpsc::UnboundedReceiver<ipc_protocol::ToWorker>,
-    token: CancellationToken,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), session::SessionError>> + '_>> {
-    Box::pin(session::Session::new(args, link, commands).run(token))
+pub(crate) fn on_heap<'a, T, F>(
+    make: impl FnOnce() -> F,
+) -> Pin<Box<dyn Future<Output = T> + Send + 'a>>
+where
+    F: Future<Output = T> + Send + 'a,
+{
+    Box::pin(make())
 }
 
 /// Asks the kernel for SIGTERM when the parent dies, then checks it has not died already.
