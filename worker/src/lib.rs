@@ -32,8 +32,6 @@ mod transport;
 pub mod wa;
 mod wheel;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -149,11 +147,7 @@ async fn run(args: WorkerArgs, token: CancellationToken) -> u8 {
         },
         None => ipc::detached(),
     };
-    // Built on the heap by a frame of its own: built here, the session (several KiB) would take
-    // room in the frame of every one of `run`'s polls, under every other frame for the
-    // worker's whole life.
-    let session = || session::Session::new(&args, link, commands).run(token);
-    let outcome = on_heap(session).await;
+    let outcome = session_on_heap(&args, link, commands, token).await;
     let code = match outcome {
         Ok(()) => EXIT_OK,
         Err(e) => {
@@ -173,17 +167,17 @@ async fn run(args: WorkerArgs, token: CancellationToken) -> u8 {
     code
 }
 
-/// The future `make` builds, made on the heap by a function of its own and polled through a
-/// pointer. Each async fn's poll reserves stack for every future it builds, all at once; built
-/// here, a large one takes room in this short frame only.
+/// The session's future, built on the heap by a frame of its own: built in `run`, the session
+/// (several KiB) would take room in the frame of every one of `run`'s polls, under every other
+/// frame for the worker's whole life.
 #[inline(never)]
-pub(crate) fn on_heap<'a, T, F>(
-    make: impl FnOnce() -> F,
-) -> Pin<Box<dyn Future<Output = T> + Send + 'a>>
-where
-    F: Future<Output = T> + Send + 'a,
-{
-    Box::pin(make())
+fn session_on_heap(
+    args: &WorkerArgs,
+    link: ipc::Link,
+    commands: tokio::sync::mpsc::UnboundedReceiver<ipc_protocol::ToWorker>,
+    token: CancellationToken,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), session::SessionError>> + '_>> {
+    Box::pin(session::Session::new(args, link, commands).run(token))
 }
 
 /// Asks the kernel for SIGTERM when the parent dies, then checks it has not died already.

@@ -7,6 +7,8 @@
 //! never builds it. SNI is the URL's host name (none for an IP address), no ALPN: as
 //! tokio-tungstenite's own default.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
 use futures_util::{SinkExt, StreamExt};
@@ -102,7 +104,7 @@ async fn dial_stream(uri: Uri, mode: Mode) -> Result<MaybeTlsStream<TcpStream>, 
         Mode::Tls => {
             let name = ServerName::try_from(host.to_owned())
                 .map_err(|_| WsError::Tls(TlsError::InvalidDnsName))?;
-            let tls = crate::on_heap(|| TlsConnector::from(tls_config()).connect(name, tcp))
+            let tls = on_heap(|| TlsConnector::from(tls_config()).connect(name, tcp))
                 .await
                 .map_err(TransportError::from_tls)?;
             Ok(MaybeTlsStream::Rustls(tls))
@@ -192,6 +194,19 @@ fn check_upgrade(response: &httparse::Response<'_, '_>, key: &str) -> Result<(),
     Ok(())
 }
 
+/// The future `make` builds, made on the heap by a function of its own and polled through a
+/// pointer. Each async fn's poll reserves stack for every future it builds, all at once; built
+/// here, a large one takes room in this short frame only.
+#[inline(never)]
+pub(crate) fn on_heap<'a, T, F>(
+    make: impl FnOnce() -> F,
+) -> Pin<Box<dyn Future<Output = T> + Send + 'a>>
+where
+    F: Future<Output = T> + Send + 'a,
+{
+    Box::pin(make())
+}
+
 /// Why the connection failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum TransportError {
@@ -278,8 +293,8 @@ impl Connection {
         // Each step's future goes to the heap, awaited on its own, and the upgrade is done
         // here: tokio-tungstenite's one-call dial nests them in a future of over 10 KiB whose
         // polls reserved 40 to 70 KiB of stack, and a worker keeps every stack page it touched.
-        let stream = crate::on_heap(|| dial_stream(request.uri().clone(), mode)).await?;
-        let ws = crate::on_heap(|| upgrade(stream, request, config)).await?;
+        let stream = on_heap(|| dial_stream(request.uri().clone(), mode)).await?;
+        let ws = on_heap(|| upgrade(stream, request, config)).await?;
         Ok(Connection {
             ws: Box::new(ws),
             frames: FrameDecoder::new(),

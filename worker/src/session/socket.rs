@@ -99,7 +99,7 @@ impl Dialer {
     pub(crate) fn dial(&self, dial: Dial) -> DialFuture {
         match self {
             Dialer::Network => Box::pin(async move {
-                let connect = crate::on_heap(|| connect::connect(dial));
+                let connect = crate::transport::on_heap(|| connect::connect(dial));
                 match tokio::time::timeout(CONNECT_DEADLINE, connect).await {
                     Ok(result) => result.map(|conn| Socket::Ws(Box::new(conn))),
                     Err(_) => Err(ConnectError::TimedOut),
