@@ -171,7 +171,9 @@ pub struct WorkerState {
     /// Consecutive failed connection attempts since the last stable connection (one that stayed
     /// up for `BACKOFF_RESET_AFTER_MS`).
     pub reconnect_attempts: u32,
-    /// Reconnections made since the worker started.
+    /// Reconnections made since the worker started. The supervisor shows its own count instead
+    /// (returns to `connected` across worker restarts, none for a fresh pairing), and writes it
+    /// here in the snapshots it publishes.
     pub reconnect_count: u32,
     /// When the next connection attempt is due, while waiting.
     pub next_retry_at: Option<UnixMillis>,

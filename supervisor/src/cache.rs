@@ -24,6 +24,9 @@ pub struct AccountView {
     pub started_at: Option<UnixMillis>,
     /// Times the worker process was restarted after an unexpected exit.
     pub restarts: u32,
+    /// Whether the account has been `connected` since it was last paired (or since the
+    /// supervisor started): the next `connected` after a loss is a reconnect.
+    connected_before: bool,
 }
 
 impl AccountView {
@@ -49,7 +52,33 @@ impl AccountView {
             pid: None,
             started_at: None,
             restarts: 0,
+            connected_before: false,
         }
+    }
+
+    /// Counts reconnects as an operator means them, into `state.reconnect_count`: the account
+    /// was `connected`, lost it (a dropped socket, a stream error, a crashed or restarted
+    /// worker) and is `connected` again. The supervisor keeps the count, so a worker restart
+    /// does not reset it; the registration's own restart after a scan (stream error 515) is not
+    /// one, since the account had not been connected yet; and a new pairing (`needs_qr`) starts
+    /// over from 0. Called on every change of the view, with the state before it.
+    fn count_reconnects(&mut self, before: &WorkerState) {
+        let count = before.reconnect_count;
+        self.state.reconnect_count = match self.state.status {
+            WorkerStatus::NeedsQr => {
+                self.connected_before = false;
+                0
+            }
+            WorkerStatus::Connected if before.status != WorkerStatus::Connected => {
+                let was = std::mem::replace(&mut self.connected_before, true);
+                if was {
+                    count.saturating_add(1)
+                } else {
+                    count
+                }
+            }
+            _ => count,
+        };
     }
 }
 
@@ -174,6 +203,7 @@ impl Cache {
             accounts.tally.sub(view);
             let before = view.state.clone();
             f(view);
+            view.count_reconnects(&before);
             accounts.tally.add(view);
             (before, view.state.clone())
         };
@@ -288,6 +318,51 @@ mod tests {
             tally.add(&view);
         }
         tally
+    }
+
+    #[test]
+    fn reconnects_count_returns_to_connected_across_worker_restarts_but_not_pairing() {
+        let cache = Cache::default();
+        cache.insert(AccountView::idle(account("a"), false));
+        let a = AccountId::parse("a").expect("valid id");
+        let count = || cache.get(&a).expect("view").state.reconnect_count;
+        // What the worker says of its own count is replaced by the supervisor's.
+        let report = |status: WorkerStatus, worker_count: u32| {
+            cache.update(&a, |v| {
+                v.state = WorkerState {
+                    status,
+                    reconnect_count: worker_count,
+                    ..WorkerState::default()
+                };
+            });
+        };
+        // A scan, the registration's 515 restart, the login: a fresh pairing, no reconnect.
+        report(WorkerStatus::NeedsQr, 0);
+        report(WorkerStatus::Connecting, 1);
+        report(WorkerStatus::Connected, 1);
+        assert_eq!(count(), 0);
+        // A dropped socket and back.
+        report(WorkerStatus::Reconnecting, 1);
+        report(WorkerStatus::Connecting, 2);
+        report(WorkerStatus::Connected, 2);
+        assert_eq!(count(), 1);
+        // A snapshot that changes nothing else counts nothing.
+        report(WorkerStatus::Connected, 2);
+        assert_eq!(count(), 1);
+        // The worker crashes and a new one logs in: its own count starts at 0, ours goes on.
+        cache.update(&a, |v| {
+            v.pid = None;
+            v.state.status = WorkerStatus::Reconnecting;
+        });
+        report(WorkerStatus::Connecting, 0);
+        report(WorkerStatus::Connected, 0);
+        assert_eq!(count(), 2);
+        // Logged out and paired again: a new device starts over.
+        report(WorkerStatus::LoggedOut, 0);
+        assert_eq!(count(), 2);
+        report(WorkerStatus::NeedsQr, 0);
+        report(WorkerStatus::Connected, 0);
+        assert_eq!(count(), 0);
     }
 
     #[test]

@@ -124,6 +124,8 @@ pub async fn run(config: Config) -> Result<()> {
     };
     let plan = boot::plan(bootable, jitter, &mut rand::thread_rng());
     info!(accounts = total, booting = plan.len(), "accounts loaded");
+    let booted: std::collections::HashSet<_> = plan.iter().map(|(id, _)| id.clone()).collect();
+    let settle_by = started + boot::settle_deadline(&plan);
 
     let runtime_dir = RuntimeDir::create().map_err(Error::Ipc)?;
     let ipc = IpcListener::bind(&runtime_dir).map_err(Error::Ipc)?;
@@ -193,6 +195,13 @@ pub async fn run(config: Config) -> Result<()> {
         max_connections: config.http_max_connections,
         fd_limit,
     };
+    tracker.spawn(fleet::report_boot(
+        state.cache.clone(),
+        booted,
+        started,
+        settle_by,
+        token.child_token(),
+    ));
     let server = HttpServer::new(listener, http::router(state.clone()), limits, state.cache);
     let cap = server.cap();
     if config.http_max_connections > cap {

@@ -18,6 +18,7 @@ mod e2e {
     mod overload;
     mod pacing;
     mod phones;
+    mod readme;
     mod restart;
     mod sealed;
     mod secrets;

@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use ipc_protocol::{AccountId, UnixMillis};
+use ipc_protocol::{AccountId, UnixMillis, WorkerStatus};
 use serde::Deserialize;
 use serde_json::json;
 use tracing::info;
@@ -15,12 +15,14 @@ use worker::Browser;
 use super::content_type::RequireJson;
 use super::dashboard::masked_phone;
 use super::error::ApiError;
-use super::{parse_id, phone, AppState};
+use super::{parse_id, phone, qr, AppState};
 use crate::fleet::Command;
 use crate::registry::{generate_id, Account, RegistryError};
 use crate::sessions_dir;
 
 const MAX_NAME_LEN: usize = 100;
+/// How long add-account waits for the first QR to put it in its answer (`qrCode`).
+const FIRST_QR_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// `GET /api/whatsapp/accounts`.
 pub async fn list(State(state): State<AppState>) -> impl IntoResponse {
@@ -156,12 +158,22 @@ pub async fn add(
         })?;
     info!(account = %id, "account added");
     state.fleet.command(Command::Added(account)).await?;
+    // As the seed did: the first QR, when the worker shows one soon enough.
+    let view = qr::wait_for_qr(&state, &id, FIRST_QR_WAIT).await;
+    let status = view
+        .as_ref()
+        .map_or(WorkerStatus::Connecting, |v| v.state.status);
+    let qr_code = match view.as_ref().and_then(|v| v.state.qr.as_deref()) {
+        Some(qr) => Some(qr::data_url(qr)?),
+        None => None,
+    };
+    let mut account = json!({ "accountId": id, "status": status });
+    if let Some(qr_code) = qr_code {
+        account["qrCode"] = qr_code.into();
+    }
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "success": true,
-            "account": { "accountId": id, "status": "connecting" },
-        })),
+        Json(json!({ "success": true, "account": account })),
     ))
 }
 

@@ -17,6 +17,7 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::error::ApiError;
+use super::health::ServiceHealth;
 use super::page::Page;
 use super::{iso_now, phone, AppState};
 use crate::cache::{AccountView, Tally};
@@ -45,6 +46,7 @@ pub async fn json(
     let path = state.health.dir().display().to_string();
     let timestamp = iso_now();
     let uptime = state.started.elapsed().as_secs();
+    let health = ServiceHealth::of(&state, &state.cache.tally());
     let body = state.cache.read_all(|views, tally| {
         let dashboard = Dashboard {
             accounts: Accounts {
@@ -53,7 +55,8 @@ pub async fn json(
             },
             handshakes: Handshakes::from(budget),
             service: Service {
-                status: if writable { "healthy" } else { "degraded" },
+                status: health.word(),
+                reason: health.problem.clone(),
                 uptime,
                 version: env!("CARGO_PKG_VERSION"),
             },
@@ -178,7 +181,11 @@ impl From<BudgetStats> for Handshakes {
 
 #[derive(Serialize)]
 struct Service {
+    /// `healthy` or `unhealthy`, as `/health` says it.
     status: &'static str,
+    /// Why it is unhealthy, as `/health` says it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
     uptime: u64,
     version: &'static str,
 }
@@ -426,6 +433,7 @@ mod tests {
                 handshakes: Handshakes::from(budget),
                 service: Service {
                     status: "healthy",
+                    reason: None,
                     uptime: 7,
                     version: env!("CARGO_PKG_VERSION"),
                 },

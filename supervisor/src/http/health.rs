@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::AppState;
-use crate::cache::writes_fail;
+use crate::cache::{writes_fail, Tally};
 use crate::sessions_dir;
 
 const PROBE_EVERY: Duration = Duration::from_secs(1);
@@ -94,6 +94,65 @@ impl HealthProbe {
     }
 }
 
+/// The service's health, in the one vocabulary `/health` and the dashboard share: `healthy`, or
+/// `unhealthy` with the reason, while the sessions directory refuses the probe's writes or any
+/// worker reports that its writes fail (a volume with a little space left takes the probe but
+/// not a creds file).
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct ServiceHealth {
+    /// Why the service is unhealthy; `None` when it is healthy.
+    pub problem: Option<String>,
+}
+
+impl ServiceHealth {
+    /// Reads the probe and the cache's running tally: its cost does not grow with the number
+    /// of accounts (only a failing one makes it look for the first reason).
+    pub fn of(state: &AppState, tally: &Tally) -> Self {
+        let problem = state.health.problem().or_else(|| {
+            if tally.storage_failing == 0 {
+                return None;
+            }
+            // No account names or error texts here: /health needs no token. The accounts show
+            // theirs to the admin.
+            let reason = state.cache.read_all(|mut views, _| {
+                views.find_map(|v| {
+                    v.state
+                        .reason
+                        .as_ref()
+                        .filter(|r| writes_fail(Some(r)))
+                        .map(Reason::as_string)
+                })
+            });
+            Some(format!(
+                "{}: {} account(s) cannot write to the volume",
+                reason.unwrap_or_default(),
+                tally.storage_failing
+            ))
+        });
+        let problem = match problem {
+            None if !state.health.writable() => {
+                Some("the sessions directory is not writable".to_owned())
+            }
+            other => other,
+        };
+        ServiceHealth { problem }
+    }
+
+    /// Healthy: nothing keeps the accounts' state from being written.
+    pub fn ok(&self) -> bool {
+        self.problem.is_none()
+    }
+
+    /// `healthy` or `unhealthy`.
+    pub fn word(&self) -> &'static str {
+        if self.ok() {
+            "healthy"
+        } else {
+            "unhealthy"
+        }
+    }
+}
+
 /// The body of `GET /health`. Its fields are in the order a JSON object with sorted keys has
 /// them, so the bytes are those the API always answered.
 #[derive(Debug, Serialize)]
@@ -116,37 +175,17 @@ struct Health {
 /// grow with the number of accounts (only a failing one makes it look for the first reason).
 pub async fn check(State(state): State<AppState>) -> impl IntoResponse {
     let tally = state.cache.tally();
-    let problem = state.health.problem().or_else(|| {
-        if tally.storage_failing == 0 {
-            return None;
-        }
-        // No account names or error texts here: /health needs no token. The accounts show
-        // theirs to the admin.
-        let reason = state.cache.read_all(|mut views, _| {
-            views.find_map(|v| {
-                v.state
-                    .reason
-                    .as_ref()
-                    .filter(|r| writes_fail(Some(r)))
-                    .map(Reason::as_string)
-            })
-        });
-        Some(format!(
-            "{}: {} account(s) cannot write to the volume",
-            reason.unwrap_or_default(),
-            tally.storage_failing
-        ))
-    });
-    let writable = problem.is_none() && state.health.writable();
-    let ok = writable;
+    let service = ServiceHealth::of(&state, &tally);
+    let ok = service.ok();
+    let writable = ok;
     let body = Health {
         accounts_total: tally.total,
         connected: tally.status(WorkerStatus::Connected),
         needs_qr: tally.status(WorkerStatus::NeedsQr),
         ok,
-        reason: problem,
         sessions_dir_writable: writable,
-        status: if ok { "healthy" } else { "unhealthy" },
+        status: service.word(),
+        reason: service.problem,
         uptime_s: state.started.elapsed().as_secs(),
         workers_running: tally.running,
     };

@@ -1,7 +1,9 @@
 //! `GET /api/whatsapp/qr/:accountId`: an HTML page with the live QR, or the QR as JSON, PNG or
-//! SVG (`?format=json|png|svg`).
+//! SVG (`?format=json|png|svg`). `&wait=N` (seconds, at most [`MAX_WAIT`]) waits for a QR the
+//! worker has not shown yet, so a script can read it right after adding the account.
 
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
@@ -16,12 +18,15 @@ use serde_json::json;
 use super::error::ApiError;
 use super::page::Page;
 use super::{iso, parse_id, AppState};
+use crate::cache::AccountView;
 
 /// The route, as the router and the auth middleware name it.
 pub const ROUTE: &str = "/api/whatsapp/qr/{account_id}";
 /// The page, with the account id filled in outside its script.
 static QR_PAGE: LazyLock<Page> = LazyLock::new(|| Page::new(include_str!("qr.html")));
 
+/// The longest `wait` a QR request may ask for (below the 30 s request timeout).
+pub const MAX_WAIT: Duration = Duration::from_secs(25);
 /// Pixels per QR module in the PNG.
 const PNG_SCALE: usize = 8;
 /// Light modules around the code, as the QR spec asks.
@@ -37,22 +42,42 @@ pub async fn show(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&raw)?;
-    let view = state
-        .cache
-        .get(&id)
-        .ok_or_else(|| ApiError::account_not_found(id.as_str()))?;
+    if !state.cache.contains(&id) {
+        return Err(ApiError::account_not_found(id.as_str()));
+    }
     let format = format(query.as_deref());
+    let wait = param(query.as_deref(), "wait")
+        .map(|raw| {
+            raw.parse::<u64>()
+                .ok()
+                .map(Duration::from_secs)
+                .filter(|w| *w <= MAX_WAIT)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_wait",
+                        format!("wait is whole seconds, 0 to {}", MAX_WAIT.as_secs()),
+                    )
+                })
+        })
+        .transpose()?
+        .unwrap_or_default();
+    match format {
+        None | Some("html") => return Ok(page(id.as_str())),
+        Some("json" | "png" | "svg") => {}
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_format",
+                format!("format {other:?} is not one of html, json, png, svg"),
+            ))
+        }
+    }
+    let view = wait_for_qr(&state, &id, wait)
+        .await
+        .ok_or_else(|| ApiError::account_not_found(id.as_str()))?;
     let qr = view.state.qr.clone();
     match format {
-        None | Some("html") => Ok(page(id.as_str())),
         Some("json") => {
-            let data_url = match &qr {
-                Some(q) => Some(format!(
-                    "data:image/png;base64,{}",
-                    STANDARD.encode(png(q)?)
-                )),
-                None => None,
-            };
+            let data_url = qr.as_deref().map(data_url).transpose()?;
             Ok(Json(json!({
                 "accountId": id,
                 "status": view.state.status,
@@ -85,10 +110,7 @@ pub async fn show(
             )
                 .into_response())
         }
-        Some(other) => Err(ApiError::bad_request(
-            "invalid_format",
-            format!("format {other:?} is not one of html, json, png, svg"),
-        )),
+        _ => Ok(page(id.as_str())),
     }
 }
 
@@ -98,12 +120,54 @@ pub fn is_page_query(query: Option<&str>) -> bool {
 }
 
 fn format(query: Option<&str>) -> Option<&str> {
+    param(query, "format")
+}
+
+fn param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
     query
         .unwrap_or("")
         .split('&')
         .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == "format")
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
+}
+
+/// The account's view once it has a QR, or as it is when `within` has passed first or when it
+/// is connected (it will not get one). `None` once the account is gone. Woken by the cache's
+/// events, not by polling.
+pub async fn wait_for_qr(
+    state: &AppState,
+    id: &ipc_protocol::AccountId,
+    within: Duration,
+) -> Option<AccountView> {
+    // Subscribed before the first look, so no change falls between the two.
+    let mut live = state.cache.events.subscribe(None).live;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let view = state.cache.get(id)?;
+        if view.state.qr.is_some()
+            || view.state.status == ipc_protocol::WorkerStatus::Connected
+            || tokio::time::Instant::now() >= deadline
+        {
+            return Some(view);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {}
+            event = live.recv() => {
+                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = event {
+                    return Some(view);
+                }
+            }
+        }
+    }
+}
+
+/// The QR as a PNG data URL (`data:image/png;base64,…`), as the seed's add-account gave it.
+pub fn data_url(qr: &str) -> Result<String, ApiError> {
+    Ok(format!(
+        "data:image/png;base64,{}",
+        STANDARD.encode(png(qr)?)
+    ))
 }
 
 fn no_qr(id: &str) -> ApiError {

@@ -128,6 +128,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/sessions", get(sessions))
         .route("/linked-devices", get(linked_devices))
         .route("/stats", get(stats))
+        .route("/root-key", get(root_key))
         .route("/send", post(send))
         .route("/inbox", get(inbox))
         .route("/read", post(read))
@@ -466,6 +467,12 @@ async fn linked_devices(
 
 async fn sessions(State(shared): State<Arc<Shared>>) -> Json<Value> {
     Json(json!(shared.registry().sessions()))
+}
+
+/// `GET /root-key`: the root public key, in hex, as plain text (what `WA_TRUST_ROOT` takes), so
+/// a shell can read it: `WA_TRUST_ROOT=$(curl -s localhost:7002/root-key)`.
+async fn root_key(State(shared): State<Arc<Shared>>) -> String {
+    hex::encode(shared.pki.root_public())
 }
 
 async fn stats(State(shared): State<Arc<Shared>>) -> Json<Value> {

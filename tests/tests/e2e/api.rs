@@ -116,6 +116,15 @@ fn every_route_answers_with_the_documented_fields() {
         "qr json",
     );
     assert!(qr["qr"].is_null(), "no qr before the protocol pairs");
+    for bad in ["abc", "-1", "26", "1.5"] {
+        let r = sup.call(
+            "GET",
+            &format!("/api/whatsapp/qr/new-one?format=json&wait={bad}"),
+            None,
+        );
+        assert_eq!(r.status, 400, "wait={bad}: {}", r.text());
+        assert_eq!(r.json()["error"]["code"], "invalid_wait", "{}", r.text());
+    }
     let page = sup.call("GET", "/api/whatsapp/qr/new-one", None);
     assert_eq!(page.status, 200);
     assert!(page

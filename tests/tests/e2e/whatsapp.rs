@@ -4,6 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use serde_json::{json, Value};
 use wa_sim::harness::{wait_until, Sim, Supervisor, Volume};
 
@@ -90,6 +91,21 @@ fn an_added_account_shows_a_qr_is_scanned_and_connects_with_durable_creds() {
         Some(r#"{"name":"First","accountId":"first"}"#),
     );
     assert_eq!(r.status, 201);
+    // As the seed answered: the first QR comes with the account, as a PNG data URL.
+    let added = r.json();
+    assert_eq!(added["account"]["status"], "needs_qr", "{added}");
+    let png_b64 = added["account"]["qrCode"]
+        .as_str()
+        .and_then(|u| u.strip_prefix("data:image/png;base64,"))
+        .unwrap_or_else(|| panic!("qrCode: {added}"));
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(png_b64)
+        .expect("base64");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    // A script that reads the QR right away gets it (`wait` covers a worker still dialling).
+    let waited = sup.call("GET", "/api/whatsapp/qr/first?format=json&wait=20", None);
+    assert_eq!(waited.status, 200);
+    assert!(waited.json()["qr"].is_string(), "{}", waited.text());
     let qr = wait_qr(&sup, "first");
     let page = qr_json(&sup, "first");
     assert!(page["qrCode"]
@@ -193,6 +209,13 @@ fn thirty_paired_accounts_all_reconnect_after_a_restart() {
         .filter(|s| s["state"] == "logged_in")
         .count();
     assert_eq!(logged_in, 30);
+    let done = sup.wait_event("boot complete: ", STATE_DEADLINE);
+    let line = done["message"].as_str().unwrap_or_default();
+    assert!(
+        line.starts_with("boot complete: 30/30 connected, 0 need QR, in ") && line.ends_with(" s"),
+        "the seed's line, once boot has settled: {done}"
+    );
+    assert_eq!(done["level"], "INFO", "{done}");
 }
 
 #[test]
@@ -333,13 +356,17 @@ fn a_dropped_socket_reconnects_with_backoff_and_counts_it() {
     let before = status(&sup, "flaky")["reconnectCount"]
         .as_u64()
         .expect("count");
+    assert_eq!(
+        before, 0,
+        "a fresh pairing (and its 515 restart) is not a reconnect"
+    );
     let conn = sim.wait_logged_in(&jid, STATE_DEADLINE);
     let (code, _) = sim.post("/drop", &json!({ "jid": jid }));
     assert_eq!(code, 200);
     wait_until("a reconnect after the drop", STATE_DEADLINE, || {
         let a = status(&sup, "flaky");
         let count = a["reconnectCount"].as_u64().unwrap_or(0);
-        if a["status"] == "connected" && count > before {
+        if a["status"] == "connected" && count == 1 {
             Ok(())
         } else {
             Err(a.to_string())
@@ -359,6 +386,17 @@ fn a_dropped_socket_reconnects_with_backoff_and_counts_it() {
             .any(|l| l.contains("connection failed; will retry") && l.contains("flaky")),
         "went through the backoff path"
     );
+    // A new worker process (an admin restart) starts its own count at 0; the account's goes on.
+    let r = sup.call("POST", "/api/whatsapp/accounts/flaky/restart", None);
+    assert!(r.status < 300, "{}", r.text());
+    wait_until("a reconnect after the restart", STATE_DEADLINE, || {
+        let a = status(&sup, "flaky");
+        if a["status"] == "connected" && a["reconnectCount"] == 2 {
+            Ok(())
+        } else {
+            Err(a.to_string())
+        }
+    });
 }
 
 #[test]
