@@ -1,7 +1,7 @@
 //! The admin API: fields, auth, and bad input.
 
 use wa_sim::harness::process::TOKEN;
-use wa_sim::harness::{Supervisor, Volume};
+use wa_sim::harness::{wait_until, Supervisor, Volume};
 
 use super::STATE_DEADLINE;
 
@@ -142,13 +142,18 @@ fn every_route_answers_with_the_documented_fields() {
     assert_eq!(root.status, 200);
     assert!(root.text().contains("/api/status/dashboard"));
 
-    let metrics = sup.call("GET", "/metrics", None);
-    assert_eq!(metrics.status, 200);
-    let text = metrics.text();
-    assert!(
-        text.contains("wafleet_account_status{account=\"new-one\",status=\"reconnecting\"} 1"),
-        "{text}"
-    );
+    // The account dials a refused address: it goes between `connecting` and `reconnecting`, so
+    // a loaded machine may catch it in either; wait for the one the dashboard showed.
+    let text = wait_until("new-one reconnecting in /metrics", STATE_DEADLINE, || {
+        let metrics = sup.call("GET", "/metrics", None);
+        assert_eq!(metrics.status, 200);
+        let text = metrics.text();
+        if text.contains("wafleet_account_status{account=\"new-one\",status=\"reconnecting\"} 1") {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    });
     assert!(
         text.contains("wafleet_account_status{account=\"acct-a\",status=\"connected\"} 0"),
         "{text}"
