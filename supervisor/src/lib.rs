@@ -23,6 +23,7 @@ pub mod error;
 pub mod events;
 pub mod fleet;
 pub mod http;
+pub mod import;
 pub mod ipc;
 pub mod registry;
 pub mod seal;
