@@ -370,8 +370,32 @@ fn is_paired_folder(folder: &Path) -> bool {
 }
 
 /// At boot: one warning per seed folder that holds accounts not imported yet, with the command
-/// that imports them.
+/// that imports them. Baileys folders inside the sessions directory itself (the seed run with
+/// the same `SESSIONS_PATH`) are named too, with where to move them first: the import never
+/// writes into its source.
 pub fn warn_pending(sessions: &Path, railway_mount: Option<&Path>, known: &[AccountId]) {
+    let inside = pending(sessions, known);
+    if !inside.is_empty() {
+        let to = sessions
+            .parent()
+            .unwrap_or(sessions)
+            .join(SEED_AUTH_DIR);
+        tracing::warn!(
+            count = inside.len(),
+            accounts = %inside.join(","),
+            dir = %sessions.display(),
+            command = %format!(
+                "mkdir -p {to} && mv {} {to}/ && supervisor import baileys {to}",
+                inside
+                    .iter()
+                    .map(|id| sessions.join(id).display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                to = to.display()
+            ),
+            "Baileys auth folders of the Node.js backend sit in the sessions directory: stop the supervisor, move them out and import them with the command (no QR needed)"
+        );
+    }
     for dir in seed_dirs(sessions, railway_mount) {
         let waiting = pending(&dir, known);
         if waiting.is_empty() {
