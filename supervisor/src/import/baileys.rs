@@ -839,3 +839,151 @@ fn sender_key(value: &Value) -> Result<Vec<u8>, String> {
         SenderKeyRecord::from_parts(parts).map_err(|e| format!("the record does not load: {e}"))?;
     Ok(record.to_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use worker::signal::CiphertextMessage;
+
+    /// A fresh key pair as libsignal-node writes it: base64, the public half with `0x05`.
+    fn pair() -> (String, String) {
+        let private = xeddsa::generate_private();
+        let mut public = vec![0x05];
+        public.extend_from_slice(&xeddsa::public_key(&private));
+        (STANDARD.encode(public), STANDARD.encode(private))
+    }
+
+    fn key() -> String {
+        STANDARD.encode(rand::random::<[u8; 32]>())
+    }
+
+    /// One libsignal-node session entry; `sending` false leaves its sending chain out.
+    fn entry(closed: i64, used: i64, sending: bool, chains: Value) -> Value {
+        let (ours, ours_private) = pair();
+        let mut chains = chains.as_object().cloned().unwrap_or_default();
+        if sending {
+            chains.insert(
+                ours.clone(),
+                json!({"chainKey": {"counter": 2, "key": key()}, "chainType": 1, "messageKeys": {}}),
+            );
+        }
+        json!({
+            "registrationId": 77,
+            "currentRatchet": {
+                "ephemeralKeyPair": {"pubKey": ours, "privKey": ours_private},
+                "lastRemoteEphemeralKey": pair().0,
+                "previousCounter": -1,
+                "rootKey": key(),
+            },
+            "indexInfo": {
+                "baseKey": pair().0, "baseKeyType": 1, "closed": closed, "used": used,
+                "created": 1, "remoteIdentityKey": pair().0,
+            },
+            "_chains": chains,
+        })
+    }
+
+    #[test]
+    fn states_chains_counters_and_the_pending_prekey_carry_over() {
+        let (closed_chain, _) = pair();
+        let (live_chain, _) = pair();
+        let (empty_chain, _) = pair();
+        let mut open = entry(
+            -1,
+            50,
+            true,
+            json!({
+                // A chain libsignal-node closed: only its skipped key is of use.
+                closed_chain: {"chainKey": {"counter": 3}, "chainType": 2, "messageKeys": {"3": key()}},
+                // A closed chain with nothing left: dropped.
+                empty_chain: {"chainKey": {"counter": 0}, "chainType": 2, "messageKeys": {}},
+                live_chain: {"chainKey": {"counter": 4, "key": key()}, "chainType": 2, "messageKeys": {"1": key(), "10": key()}},
+            }),
+        );
+        let base = pair().0;
+        open["pendingPreKey"] = json!({"baseKey": base, "preKeyId": 7, "signedKeyId": 1});
+        let record = json!({
+            "_sessions": {
+                "a": entry(100, 10, true, json!({})),
+                "b": open,
+                "c": entry(200, 20, true, json!({})),
+                "d": entry(300, 30, false, json!({})),
+            },
+            "version": "v1",
+        });
+        let address = Address::new("15551234567", 0).expect("address");
+        let imported = session(&record, address, [9; 32], 42)
+            .expect("converts")
+            .expect("usable");
+        assert_eq!(
+            imported.dropped_states, 1,
+            "the state without a sending chain"
+        );
+        let mut record = SessionRecord::from_bytes(&imported.record).expect("loads");
+        assert_eq!(record.archived_count(), 2);
+        let current = record.current().expect("the open state is current");
+        assert_eq!(current.remote_registration_id(), 77);
+        assert_eq!(current.receiving_chain_count(), 2);
+        assert!(current.has_pending_pre_key());
+        // libsignal-node's counter 2 (last key used) is our next index 3; previousCounter -1 is 0.
+        let CiphertextMessage::PreKey(message) = record.encrypt(&[1; 16]).expect("encrypts") else {
+            panic!("a pending prekey means a pkmsg");
+        };
+        assert_eq!(message.pre_key_id(), Some(7));
+        assert_eq!(message.signed_pre_key_id(), 1);
+        assert_eq!(
+            STANDARD.encode([&[5u8][..], message.base_key().as_bytes()].concat()),
+            base
+        );
+        assert_eq!(message.registration_id(), 42);
+        assert_eq!(
+            (
+                message.message().counter(),
+                message.message().previous_counter()
+            ),
+            (3, 0)
+        );
+    }
+
+    #[test]
+    fn a_record_with_no_usable_state_is_left_out_and_a_broken_one_is_named() {
+        let address = Address::new("15551234567", 0).expect("address");
+        let none = json!({"_sessions": {"d": entry(300, 30, false, json!({}))}, "version": "v1"});
+        assert!(session(&none, address.clone(), [9; 32], 1)
+            .expect("converts")
+            .is_none());
+        let mut bad = entry(-1, 1, true, json!({}));
+        bad["currentRatchet"]["ephemeralKeyPair"]["privKey"] = json!(key());
+        let bad = json!({"_sessions": {"x": bad}});
+        let problem =
+            session(&bad, address, [9; 32], 1).expect_err("a key pair that does not match");
+        assert!(problem.contains("ratchet key pair"), "{problem}");
+    }
+
+    #[test]
+    fn byte_strings_come_in_three_forms_and_names_in_their_file_forms() {
+        let want = vec![1u8, 2, 250];
+        for form in [
+            json!("AQL6"),
+            json!({"type": "Buffer", "data": "AQL6"}),
+            json!({"type": "Buffer", "data": [1, 2, 250]}),
+        ] {
+            assert_eq!(bytes(&form, "x").expect("bytes"), want);
+        }
+        assert!(bytes(&json!({"type": "Buffer", "data": [256]}), "x").is_err());
+        assert!(bytes(&json!(12), "x").is_err());
+        let (group, sender) =
+            sender_key_name("15551234567-1600000000@g.us--100000000000001_1--12").expect("name");
+        assert_eq!(group, "15551234567-1600000000@g.us");
+        assert_eq!(sender.to_string(), "100000000000001_1.12");
+        assert!(sender_key_name("no-device").is_none());
+        assert_eq!(
+            address_of("100000000000001_1.0")
+                .map(|a| a.to_string())
+                .as_deref(),
+            Some("100000000000001_1.0")
+        );
+        assert!(address_of("nodevice").is_none());
+    }
+}

@@ -376,10 +376,7 @@ fn is_paired_folder(folder: &Path) -> bool {
 pub fn warn_pending(sessions: &Path, railway_mount: Option<&Path>, known: &[AccountId]) {
     let inside = pending(sessions, known);
     if !inside.is_empty() {
-        let to = sessions
-            .parent()
-            .unwrap_or(sessions)
-            .join(SEED_AUTH_DIR);
+        let to = sessions.parent().unwrap_or(sessions).join(SEED_AUTH_DIR);
         tracing::warn!(
             count = inside.len(),
             accounts = %inside.join(","),

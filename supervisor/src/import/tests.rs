@@ -406,7 +406,14 @@ fn boot_finds_the_seed_accounts_not_imported_yet() {
     let known = [AccountId::parse("shop").expect("id")];
     assert!(pending(&dirs[0], &known).is_empty());
     assert!(pending(&volume.path().join("missing"), &[]).is_empty());
-    assert!(pending(&sessions, &known).is_empty(), "wafleet's own creds are not Baileys'");
+    assert!(
+        pending(&sessions, &known).is_empty(),
+        "wafleet's own creds are not Baileys'"
+    );
     copy_dir(&dirs[0].join("shop"), &sessions.join("cafe"));
-    assert_eq!(pending(&sessions, &known), ["cafe"], "the seed ran on the same folder");
+    assert_eq!(
+        pending(&sessions, &known),
+        ["cafe"],
+        "the seed ran on the same folder"
+    );
 }
