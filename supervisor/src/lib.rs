@@ -23,6 +23,7 @@ pub mod error;
 pub mod events;
 pub mod fleet;
 pub mod http;
+pub mod import;
 pub mod ipc;
 pub mod registry;
 pub mod seal;
@@ -100,6 +101,8 @@ pub async fn run(config: Config) -> Result<()> {
         path: sessions.clone(),
         source,
     })?;
+    let ids: Vec<_> = accounts.iter().map(|a| a.id.clone()).collect();
+    import::warn_pending(&sessions, config.railway_volume_mount_path.as_deref(), &ids);
     let fd_limit = raise_fd_limit(accounts.len());
     let admin_token = Arc::new(admin_token::resolve(
         config.admin_token.as_deref(),

@@ -28,6 +28,25 @@ enum Sub {
         #[command(subcommand)]
         action: SessionsAction,
     },
+    /// Imports accounts of another client with their device identity (no QR needed).
+    Import {
+        #[command(subcommand)]
+        from: ImportFrom,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportFrom {
+    /// Baileys multi-file auth folders: one folder (creds.json, session-*.json, …), or the
+    /// Node.js backend's `baileys_auth/` holding one folder per account id. The source is only
+    /// read.
+    Baileys {
+        /// The auth folder, or the folder of auth folders.
+        dir: std::path::PathBuf,
+        /// The new account's id (one folder), or which account folder to import (a parent).
+        #[arg(long)]
+        account: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,6 +90,53 @@ fn sessions(config: &supervisor::Config, action: &SessionsAction) -> ExitCode {
     }
 }
 
+/// `supervisor import baileys <DIR> [--account ID]`: prints what was imported and skipped;
+/// fails when any account was refused.
+fn import_baileys(
+    config: &supervisor::Config,
+    dir: &std::path::Path,
+    account: Option<&str>,
+) -> ExitCode {
+    let sessions = supervisor::sessions_dir::resolve(config);
+    let sessions = match supervisor::sessions_dir::prove_writable(&sessions)
+        .and_then(|()| sessions.canonicalize())
+    {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!(
+                "supervisor: the sessions directory {} is not writable: {e}",
+                sessions.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(text) = &config.sessions_key {
+        match volume::seal::SessionsKey::parse(text) {
+            Ok(key) => volume::seal::install(volume::seal::Sealer::new(&sessions, Some(key))),
+            Err(e) => {
+                eprintln!("supervisor: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let report = match supervisor::import::import_baileys(&sessions, dir, account) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("supervisor: {e}; nothing written");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!(
+        "{}",
+        supervisor::import::summary(&report, &sessions, config.sessions_key.is_some())
+    );
+    if report.any_refused() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 /// The worker's own command line: `supervisor worker --account …`, parsed without building the
 /// supervisor's whole command tree (clap's tree for every supervisor key would stay in each
 /// worker's heap as allocator slack).
@@ -91,6 +157,9 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Sub::Worker(args)) => return worker::main(*args),
         Some(Sub::Sessions { action }) => return sessions(&cli.config, &action),
+        Some(Sub::Import {
+            from: ImportFrom::Baileys { dir, account },
+        }) => return import_baileys(&cli.config, &dir, account.as_deref()),
         None => {}
     }
     let config = cli.config;

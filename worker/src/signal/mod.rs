@@ -24,6 +24,7 @@
 //!  session.rs    SessionRecord: archive (40), promotion, pkmsg handling, bytes
 //!  sender_key.rs SenderKeyRecord: states (5), group encrypt/decrypt, bytes
 //!  padding.rs    WhatsApp random padding (1..=16)
+//!  parts.rs      records from plain parts (imports from other clients)
 //!  storage.rs    the protobufs records are stored as
 //!  error.rs      SignalError with retry-receipt reason codes
 //! ```
@@ -39,6 +40,7 @@ mod error;
 mod kdf;
 mod keys;
 mod padding;
+mod parts;
 mod ratchet;
 mod sender_key;
 mod session;
@@ -53,6 +55,7 @@ pub use keys::{
     KeyPair, LocalIdentity, PrivateKey, PublicKey, DJB_KEY_TYPE, SERIALIZED_PUBLIC_KEY_LEN,
 };
 pub use padding::{pad, unpad, MAX_PADDING};
+pub use parts::{ChainParts, SenderKeyStateParts, SessionStateParts};
 pub use ratchet::{
     CiphertextMessage, SessionState, MAX_FORWARD_JUMP, MAX_RECEIVING_CHAINS, MAX_SKIPPED_KEYS,
 };

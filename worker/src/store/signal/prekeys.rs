@@ -149,17 +149,14 @@ impl KeyStore {
         Ok(next.unwrap_or(FIRST_PREKEY_ID))
     }
 
-    /// Takes over the one-time prekeys and counter a v1 `creds.json` carried. Idempotent, so
-    /// a crash before `creds.json` is rewritten only repeats it: the batch is overwritten with
-    /// the same keys, and a counter already stored is kept.
+    /// Takes over the one-time prekeys and counter a v1 `creds.json` carried (or an imported
+    /// Baileys folder held). Idempotent, so a crash before `creds.json` is rewritten only
+    /// repeats it: the batch is overwritten with the same keys, and a counter already stored is
+    /// kept.
     ///
     /// # Errors
     /// [`KeyStoreError::Io`] or [`KeyStoreError::Corrupt`].
-    pub(in crate::store) fn import_legacy_prekeys(
-        &self,
-        keys: &[PreKey],
-        next_id: u32,
-    ) -> Result<()> {
+    pub fn import_legacy_prekeys(&self, keys: &[PreKey], next_id: u32) -> Result<()> {
         let dir = self.dir(PREKEYS_DIR, Kind::PreKeys)?;
         let counter = dir.join(NEXT_ID_FILE);
         if record::read(&counter, Kind::PreKeyCounter)?.is_none() {
