@@ -9,7 +9,9 @@
 //      panel shows the change and a message the sim sent;
 //   4. a pairing code and a test message from the panel show their answers (or error texts);
 //   5. at 390 px the page does not scroll sideways, rows become cards;
-//   6. log out from the page through its confirmation dialog: the row turns `logged_out`.
+//   6. log out from the page through its confirmation dialog: the row turns `logged_out`;
+//   7. restart takes the florist back (`connected`); delete, cancelled once then confirmed,
+//      removes the bakery; with the session gone, the next action leads to /login.
 // Screenshots go to target/browser-screenshots/ (printed). Every wait has a deadline; every
 // process (sim, supervisor, browser and its children) is killed by pid at the end, also on
 // failure. Exit 0 means every step happened; anything else prints why and exits 1.
@@ -61,12 +63,20 @@ function start(name, bin, args, env, stream, isReady) {
   return { child, ready, tail };
 }
 
-function killAll() {
-  for (const { child } of children.reverse()) {
-    if (child.exitCode !== null || child.signalCode !== null) continue;
-    // Each was spawned as its own process group: the browser's renderers and zygote go too.
-    try { process.kill(-child.pid, 'SIGKILL'); } catch { /* already gone */ }
+// Ends every process still running: SIGTERM first (Chromium then reaps its own renderers),
+// SIGKILL to each one's process group after a deadline, and waits until each is reaped.
+async function killAll() {
+  const running = children.filter(({ child }) => child.exitCode === null && child.signalCode === null);
+  const exits = running.map(({ child }) => new Promise((r) => child.once('exit', r)));
+  for (const { child } of running) {
+    try { process.kill(child.pid, 'SIGTERM'); } catch { /* gone */ }
   }
+  await within(5_000, 'the processes to stop', Promise.all(exits)).catch(() => {});
+  for (const { child } of children) {
+    // Each was spawned as its own process group: whatever is left of it goes too.
+    try { process.kill(-child.pid, 'SIGKILL'); } catch { /* the group is gone */ }
+  }
+  await within(5_000, 'the processes to be reaped', Promise.all(exits)).catch((e) => log(e.message));
 }
 
 async function stopSupervisor(sup) {
@@ -127,7 +137,7 @@ async function main() {
   mkdirSync(shots, { recursive: true });
   const sessions = mkdtempSync(join(tmpdir(), 'wafleet-browser-'));
   const profile = mkdtempSync(join(tmpdir(), 'wafleet-chromium-'));
-  const timer = setTimeout(() => { log(`FAILED: the ${DEADLINE_MS} ms deadline passed`); killAll(); process.exit(1); }, DEADLINE_MS);
+  const timer = setTimeout(() => { log(`FAILED: the ${DEADLINE_MS} ms deadline passed`); killAll().then(() => process.exit(1)); }, DEADLINE_MS);
   let sup;
   let browser;
   let page;
@@ -287,9 +297,32 @@ async function main() {
     log('logged out from the page: the row turned logged_out, still without a reload');
     await page.screenshot({ path: join(shots, '6-logged-out.png'), fullPage: true });
 
+    // Restart takes the florist back from the other client; delete removes the bakery.
+    const florist = page.locator('tbody[data-id="florist"]');
+    await florist.getByRole('button', { name: 'Manage' }).click();
+    await florist.getByRole('button', { name: 'Restart' }).click();
+    await page.locator('tbody[data-id="florist"][data-status="connected"]').waitFor();
+    await florist.getByRole('button', { name: 'Manage' }).click();
+    await bakery.getByRole('button', { name: 'Manage' }).click();
+    await bakery.getByRole('button', { name: 'Delete\u2026' }).click();
+    await dialog.waitFor({ state: 'visible' });
+    await dialog.getByRole('button', { name: 'Cancel' }).click();
+    if (await bakery.count() !== 1) throw new Error('a cancelled delete removed the row');
+    await bakery.getByRole('button', { name: 'Delete\u2026' }).click();
+    await dialog.getByRole('button', { name: 'Delete' }).click();
+    await bakery.waitFor({ state: 'detached' });
+    await until('the bakery to be gone', async () => ((await statusOf(base, 'bakery')) === undefined ? true : undefined));
+    log('restart took the florist back (connected); delete (after a cancelled one) removed the bakery');
+
     if (problems.length) throw new Error(`the page reported errors:\n${problems.join('\n')}`);
+
+    // A session that ends: the next API call sends the page to /login.
+    await context.clearCookies();
+    await florist.getByRole('button', { name: 'Manage' }).click();
+    await Promise.all([page.waitForURL(/\/login/), florist.getByRole('button', { name: 'Restart' }).click()]);
+    log('with the session gone, an action leads to /login');
     log('screenshots in', shots);
-    log('OK: logged in, added an account, scanned its QR from the page, saw it connect and log out live, and fits 390 px');
+    log('OK: logged in, added an account, scanned its QR from the page, saw it connect and log out live, restarted and deleted from the page, fits 390 px');
   } catch (e) {
     if (page) {
       await page.screenshot({ path: join(shots, 'failure.png'), fullPage: true }).catch(() => {});
@@ -300,15 +333,15 @@ async function main() {
     clearTimeout(timer);
     await browser?.close().catch(() => {});
     if (sup) await stopSupervisor(sup).catch(() => {});
-    killAll();
+    await killAll();
     rmSync(sessions, { recursive: true, force: true });
     rmSync(profile, { recursive: true, force: true });
   }
 }
 
-for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => { killAll(); process.exit(1); });
-main().then(() => process.exit(0), (e) => {
+for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => { killAll().then(() => process.exit(1)); });
+main().then(() => process.exit(0), async (e) => {
   log('FAILED:', e.stack ?? e.message);
-  killAll();
+  await killAll();
   process.exit(1);
 });
