@@ -257,7 +257,10 @@ async function main() {
     const sendOut = body.locator('form.send output');
     await sendOut.filter({ hasText: /^(queued|sent|delivered|read) \(id / }).waitFor();
     log('test message:', await sendOut.innerText());
+    // Its status moves on live, in the form and in the events panel.
+    await sendOut.filter({ hasText: /^(sent|delivered|read) \(id / }).waitFor();
     await body.locator('li[data-type="message.status"]').first().waitFor();
+    log('test message, live:', await sendOut.innerText());
     await page.screenshot({ path: join(shots, '3-connected-events.png'), fullPage: true });
     await body.getByRole('button', { name: 'Manage' }).click();
     await page.screenshot({ path: join(shots, '1-desktop-dashboard.png'), fullPage: true });
