@@ -150,6 +150,32 @@ pub fn writes_fail(reason: Option<&Reason>) -> bool {
     )
 }
 
+/// The events one change of a view produces, their data built from the view as it was written.
+#[derive(Debug, Default)]
+struct Changes {
+    /// `account.status`, when the status or reason changed.
+    status: Option<serde_json::Value>,
+    /// `account.qr`, when the QR did.
+    qr: Option<serde_json::Value>,
+}
+
+impl Changes {
+    /// What changed from `before` (none for a new account) to `after`.
+    fn between(before: Option<&WorkerState>, after: &AccountView) -> Changes {
+        let now = &after.state;
+        let status_changed =
+            before.is_none_or(|b| b.status != now.status || b.reason != now.reason);
+        let qr_changed = match before {
+            Some(b) => b.qr != now.qr,
+            None => now.qr.is_some(),
+        };
+        Changes {
+            status: status_changed.then(|| events::status_data(after)),
+            qr: qr_changed.then(|| events::qr_data(now)),
+        }
+    }
+}
+
 /// The views and their [`Tally`], changed together.
 #[derive(Debug, Default)]
 struct Accounts {
@@ -172,16 +198,15 @@ impl Cache {
     /// Inserts or replaces an account's view.
     pub fn insert(&self, view: AccountView) {
         let id = view.account.id.clone();
-        let old = {
+        let changes = Changes::between(None, &view);
+        {
             let mut accounts = self.write();
             accounts.tally.add(&view);
-            let old = accounts.views.insert(id.clone(), view.clone());
-            if let Some(old) = &old {
-                accounts.tally.sub(old);
+            if let Some(old) = accounts.views.insert(id.clone(), view) {
+                accounts.tally.sub(&old);
             }
-            old
-        };
-        self.publish_changes(&id, old.as_ref().map(|v| &v.state), &view.state);
+        }
+        self.publish(&id, changes);
     }
 
     /// Removes an account.
@@ -194,7 +219,7 @@ impl Cache {
 
     /// Applies `f` to the account's view, if there is one.
     pub fn update(&self, id: &AccountId, f: impl FnOnce(&mut AccountView)) {
-        let changed = {
+        let changes = {
             let mut guard = self.write();
             let accounts = &mut *guard;
             let Some(view) = accounts.views.get_mut(id) else {
@@ -205,9 +230,9 @@ impl Cache {
             f(view);
             view.count_reconnects(&before);
             accounts.tally.add(view);
-            (before, view.state.clone())
+            Changes::between(Some(&before), view)
         };
-        self.publish_changes(id, Some(&changed.0), &changed.1);
+        self.publish(id, changes);
     }
 
     /// A message arrived (`message.received`) or one of ours moved on (`message.status`).
@@ -226,22 +251,13 @@ impl Cache {
             .publish(EventKind::CallReceived, id, events::call_data(call));
     }
 
-    /// Publishes `account.status` when the status or reason changed, `account.qr` when the QR
-    /// did.
-    fn publish_changes(&self, id: &AccountId, before: Option<&WorkerState>, after: &WorkerState) {
-        let status_changed =
-            before.is_none_or(|b| b.status != after.status || b.reason != after.reason);
-        if status_changed {
-            self.events
-                .publish(EventKind::AccountStatus, id, events::status_data(after));
+    /// Publishes what [`Changes::between`] found, after the lock is released.
+    fn publish(&self, id: &AccountId, changes: Changes) {
+        if let Some(data) = changes.status {
+            self.events.publish(EventKind::AccountStatus, id, data);
         }
-        let qr_changed = match before {
-            Some(b) => b.qr != after.qr,
-            None => after.qr.is_some(),
-        };
-        if qr_changed {
-            self.events
-                .publish(EventKind::AccountQr, id, events::qr_data(after));
+        if let Some(data) = changes.qr {
+            self.events.publish(EventKind::AccountQr, id, data);
         }
     }
 
@@ -318,6 +334,68 @@ mod tests {
             tally.add(&view);
         }
         tally
+    }
+
+    /// The events published so far, as `(type, data)`.
+    fn published(cache: &Cache) -> Vec<(&'static str, serde_json::Value)> {
+        cache
+            .events
+            .subscribe(Some(0))
+            .backlog
+            .iter()
+            .map(|e| (e.kind.as_str(), e.data.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_status_event_carries_what_the_dashboard_shows_of_the_account() {
+        let cache = Cache::default();
+        cache.insert(AccountView::idle(account("shop"), false));
+        let id = AccountId::parse("shop").expect("valid id");
+        let events = published(&cache);
+        assert_eq!(events.len(), 1, "{events:?}");
+        let (kind, data) = &events[0];
+        assert_eq!(*kind, "account.status");
+        assert_eq!(data["name"], "shop");
+        assert_eq!(data["status"], "needs_qr");
+        assert_eq!(data["needsQR"], true);
+
+        cache.update(&id, |v| {
+            v.state.status = WorkerStatus::Reconnecting;
+            v.state.reason = Some(Reason::Network);
+            v.state.last_error = Some("connection refused".into());
+            v.state.next_retry_at = Some(UnixMillis(1_700_000_009_000));
+            v.state.last_event_at = Some(UnixMillis(1_700_000_008_000));
+            v.state.reconnect_attempts = 2;
+            v.state.reconnect_count = 5;
+        });
+        let events = published(&cache);
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!(
+            events[1].1,
+            serde_json::json!({
+                "status": "reconnecting",
+                "reason": "network",
+                "error": "connection refused",
+                "nextRetryAt": 1_700_000_009_000u64,
+                "phone": null,
+                "name": "shop",
+                "reconnectCount": 5,
+                "reconnectAttempts": 2,
+                "lastSeen": 1_700_000_008_000u64,
+                "needsQR": false,
+                "dialQueuedSince": null,
+            })
+        );
+
+        // Activity alone is not an event; a QR is its own.
+        cache.update(&id, |v| v.state.last_event_at = Some(UnixMillis(1)));
+        assert_eq!(published(&cache).len(), 2);
+        cache.update(&id, |v| v.state.qr = Some("2@ref".into()));
+        let events = published(&cache);
+        assert_eq!(events.len(), 3, "{events:?}");
+        assert_eq!(events[2].0, "account.qr");
+        assert_eq!(events[2].1["qr"], "2@ref");
     }
 
     #[test]

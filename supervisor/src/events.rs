@@ -14,9 +14,11 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use ipc_protocol::{AccountId, UnixMillis, WorkerState};
+use ipc_protocol::{AccountId, UnixMillis, WorkerState, WorkerStatus};
 use serde::Serialize;
 use tokio::sync::broadcast;
+
+use crate::cache::AccountView;
 
 /// Events kept for resumes.
 pub const RING_LEN: usize = 2048;
@@ -170,14 +172,23 @@ impl EventBus {
     }
 }
 
-/// The data of an `account.status` event.
-pub fn status_data(state: &WorkerState) -> serde_json::Value {
+/// The data of an `account.status` event: the status, its reason and error text, and the
+/// account's other dashboard fields as they stand (times in Unix milliseconds), so a live
+/// page needs nothing but the stream.
+pub fn status_data(view: &AccountView) -> serde_json::Value {
+    let state = &view.state;
     serde_json::json!({
         "status": state.status,
         "reason": state.reason,
         "error": state.last_error,
         "nextRetryAt": state.next_retry_at.map(|t| t.0),
         "phone": state.phone.as_deref().map(crate::http::mask_reported_phone),
+        "name": view.account.name,
+        "reconnectCount": state.reconnect_count,
+        "reconnectAttempts": state.reconnect_attempts,
+        "lastSeen": state.last_event_at.or(state.last_message_at).map(|t| t.0),
+        "needsQR": state.status == WorkerStatus::NeedsQr || state.qr.is_some(),
+        "dialQueuedSince": state.dial_queued_since.map(|t| t.0),
     })
 }
 

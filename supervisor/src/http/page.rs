@@ -159,6 +159,21 @@ mod tests {
         assert_ne!(policy(&changed), policy(include_str!("dashboard.html")));
     }
 
+    #[test]
+    fn pages_that_post_a_form_send_their_origin_with_it() {
+        // Every answer says `Referrer-Policy: no-referrer`, under which a browser sends
+        // `Origin: null` with a form it posts, and origin.rs refuses that. A page with a form
+        // keeps its referrer to this server, so its posts carry the real Origin.
+        for (name, template) in TEMPLATES {
+            if template.contains("method=\"post\"") {
+                assert!(
+                    template.contains("<meta name=\"referrer\" content=\"same-origin\">"),
+                    "{name} posts a form without a same-origin referrer policy"
+                );
+            }
+        }
+    }
+
     /// ` onclick=`, ` onload=` and the like.
     fn has_event_handler_attribute(html: &str) -> bool {
         html.match_indices(" on").any(|(i, _)| {
