@@ -367,6 +367,7 @@ mod tests {
             v.state.next_retry_at = Some(UnixMillis(1_700_000_009_000));
             v.state.last_event_at = Some(UnixMillis(1_700_000_008_000));
             v.state.reconnect_attempts = 2;
+            // The worker's own count is replaced by the supervisor's (none yet).
             v.state.reconnect_count = 5;
         });
         let events = published(&cache);
@@ -380,7 +381,7 @@ mod tests {
                 "nextRetryAt": 1_700_000_009_000u64,
                 "phone": null,
                 "name": "shop",
-                "reconnectCount": 5,
+                "reconnectCount": 0,
                 "reconnectAttempts": 2,
                 "lastSeen": 1_700_000_008_000u64,
                 "needsQR": false,
