@@ -129,6 +129,11 @@ pub const ROUTES: &[Route] = &[
     ),
     route(
         "POST",
+        "/api/whatsapp/accounts/{account_id}/pairing-code",
+        Access::Admin,
+    ),
+    route(
+        "POST",
         "/api/whatsapp/accounts/{account_id}/restart",
         Access::Admin,
     ),
@@ -189,6 +194,9 @@ fn handler(route: &Route) -> MethodRouter<AppState> {
         ("POST", "/api/whatsapp/add-account") => post(accounts::add),
         ("GET", qr::ROUTE) => get(qr::show),
         ("POST", "/api/whatsapp/accounts/{account_id}/qr") => post(accounts::request_qr),
+        ("POST", "/api/whatsapp/accounts/{account_id}/pairing-code") => {
+            post(accounts::pairing_code)
+        }
         ("POST", "/api/whatsapp/accounts/{account_id}/restart") => post(accounts::restart),
         ("POST", "/api/whatsapp/accounts/{account_id}/logout") => post(accounts::logout),
         ("DELETE", "/api/whatsapp/accounts/{account_id}") => delete(accounts::remove),
