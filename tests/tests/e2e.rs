@@ -15,6 +15,7 @@ mod e2e {
     mod leftovers;
     mod messages;
     mod online;
+    mod pairing_code;
     mod overload;
     mod pacing;
     mod phones;
