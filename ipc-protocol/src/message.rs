@@ -592,4 +592,44 @@ mod tests {
             Some(Reason::Other("server_error_0503".into()))
         );
     }
+
+    #[test]
+    fn pairing_code_frames_have_their_documented_json() {
+        let ask = ToWorker::RequestPairingCode {
+            request: 3,
+            phone: "15551234567".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&ask).expect("json"),
+            serde_json::json!({"type": "request_pairing_code", "request": 3, "phone": "15551234567"})
+        );
+        let code = ToSupervisor::PairingCodeAnswer {
+            request: 3,
+            outcome: PairingCodeOutcome::Code {
+                code: "ABCDEFGH".into(),
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&code).expect("json"),
+            serde_json::json!({"type": "pairing_code_answer", "request": 3,
+                "outcome": {"outcome": "code", "code": "ABCDEFGH"}})
+        );
+        for refusal in [
+            PairingCodeRefusal::AlreadyPaired,
+            PairingCodeRefusal::NotConnected,
+            PairingCodeRefusal::InvalidPhone,
+            PairingCodeRefusal::ServerRefused("400 bad-request".into()),
+            PairingCodeRefusal::ConnectionLost,
+        ] {
+            let frame = ToSupervisor::PairingCodeAnswer {
+                request: 1,
+                outcome: PairingCodeOutcome::Refused { refusal },
+            };
+            let text = serde_json::to_string(&frame).expect("json");
+            assert_eq!(
+                serde_json::from_str::<ToSupervisor>(&text).expect("parses"),
+                frame
+            );
+        }
+    }
 }

@@ -15,9 +15,9 @@ mod e2e {
     mod leftovers;
     mod messages;
     mod online;
-    mod pairing_code;
     mod overload;
     mod pacing;
+    mod pairing_code;
     mod phones;
     mod restart;
     mod sealed;

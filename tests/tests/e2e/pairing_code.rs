@@ -59,7 +59,9 @@ fn an_account_pairs_by_code_and_logs_in_again_after_a_restart_without_a_qr() {
             "{code}"
         );
         assert!(
-            sup.log().iter().all(|l| !l.contains(&code[..4]) || !l.contains(&code[5..])),
+            sup.log()
+                .iter()
+                .all(|l| !l.contains(&code[..4]) || !l.contains(&code[5..])),
             "the code stays out of the log"
         );
         assert!(
@@ -89,7 +91,11 @@ fn an_account_pairs_by_code_and_logs_in_again_after_a_restart_without_a_qr() {
     let sup = start(&volume, &sim, &[]);
     wait_connected(&sup, "coded");
     sim.wait_logged_in(&jid, STATE_DEADLINE);
-    assert_eq!(sim.stats()["registrations"], registrations, "no new registration");
+    assert_eq!(
+        sim.stats()["registrations"],
+        registrations,
+        "no new registration"
+    );
     assert!(qr_json(&sup, "coded")["qr"].is_null());
 }
 
@@ -140,7 +146,13 @@ fn bad_phones_unknown_accounts_and_unknown_companions_get_clear_errors() {
     let volume = Volume::new();
     let sup = start(&volume, &sim, &[]);
     add(&sup, "asks");
-    for bad in ["", "12345", "0712345678", "+40 (712) 345 678", "4071234567890123"] {
+    for bad in [
+        "",
+        "12345",
+        "0712345678",
+        "+40 (712) 345 678",
+        "4071234567890123",
+    ] {
         let (status, body) = ask_code(&sup, "asks", bad);
         assert_eq!(status, 400, "{bad}: {body}");
         assert_eq!(body["error"]["code"], "invalid_phone");
