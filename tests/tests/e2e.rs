@@ -19,6 +19,7 @@ mod e2e {
     mod pacing;
     mod pairing_code;
     mod phones;
+    mod remote_link;
     mod restart;
     mod sealed;
     mod secrets;
