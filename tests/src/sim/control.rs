@@ -285,16 +285,18 @@ async fn enter_code(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult
     let entry = link_code::enter(&mut shared.registry(), &phone, now(), unix_now())?;
     // The phone's key derivations (PBKDF2, 2^17 rounds each) run off the async threads.
     let wrapped = entry.wrapped_companion().to_vec();
-    let derived = tokio::task::spawn_blocking(move || {
-        use worker::wa::{link_code as lc, xeddsa};
-        let companion = lc::unwrap(&code, &wrapped).map_err(|_| EnterError::NoCompanion)?;
-        let primary = xeddsa::generate_private();
-        let wrapped_primary = lc::wrap(&code, &xeddsa::public_key(&primary));
-        Ok::<_, EnterError>((companion, primary, wrapped_primary))
-    })
-    .await
-    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "key derivation failed"))??;
-    let (companion, primary, wrapped_primary) = derived;
+    use worker::wa::{link_code as lc, xeddsa};
+    let primary = xeddsa::generate_private();
+    let own = xeddsa::public_key(&primary);
+    let typed = code.clone();
+    let unwrapped = tokio::task::spawn_blocking(move || lc::unwrap(&typed, &wrapped));
+    let wrapping = tokio::task::spawn_blocking(move || lc::wrap(&code, &own));
+    let failed = |_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "key derivation failed");
+    let companion = unwrapped
+        .await
+        .map_err(failed)?
+        .map_err(|_| EnterError::NoCompanion)?;
+    let wrapped_primary = wrapping.await.map_err(failed)?;
     let outcome = link_code::deliver(
         &mut shared.registry(),
         entry,
