@@ -125,13 +125,20 @@ fn a_link_shows_one_accounts_qr_pairs_it_by_code_and_is_refused_once_used_even_a
         assert_eq!(status, 404, "{text}");
         assert!(text.contains("link_invalid"), "{text}");
 
-        // Pair through the link's own form, with the sim's phone.
-        let (status, text) = anonymous(
-            &sup,
-            "POST",
-            &format!("{url}/pairing-code"),
-            Some("{\"phone\":\"+1 555 000 4001\"}"),
-        );
+        // Pair through the link's own form, with the sim's phone, as the page's fetch sends it
+        // (its same-origin referrer policy gives it the real Origin; `Origin: null`, what a
+        // no-referrer page would send, is refused).
+        let path = format!("{url}/pairing-code");
+        let body = Some("{\"phone\":\"+1 555 000 4001\"}");
+        let r = sup.call_with("POST", &path, &[("Origin", "null")], body);
+        assert_eq!(r.status, 403, "{}", r.text());
+        let origin = sup.origin();
+        let browser = [
+            ("Origin", origin.as_str()),
+            ("Sec-Fetch-Site", "same-origin"),
+        ];
+        let r = sup.call_with("POST", &path, &browser, body);
+        let (status, text) = (r.status, r.text());
         assert_eq!(status, 200, "{text}");
         let code: serde_json::Value = serde_json::from_str(&text).expect("json");
         let code = code["code"].as_str().expect("code").to_owned();

@@ -8,6 +8,9 @@
 //!    ([`accept_pair_success`]), the caller persists the creds, and we reply
 //!    `<pair-device-sign>`.
 //! 4. The server answers with `<stream:error code=515>`: reconnect at once, now to log in.
+//!
+//! A pairing code (`pair_code.rs`) runs beside the refs on the same connection; its
+//! `pair-success` is checked with the adv secret derived with the phone, then with the QR's.
 
 use std::collections::VecDeque;
 use std::time::Duration;
