@@ -19,6 +19,8 @@
 //!    │ ── DialRequest { seq } ────────────────▶ │ before every dial: the fleet's handshake
 //!    │ ◀──────────── DialGranted { seq } ────── │ budget grants permits in request order
 //!    │ ── DialDone { seq, outcome } ──────────▶ │ handshake over (or withdrawn): permit back
+//!    │ ◀── RequestPairingCode { request, phone } │ pairing by phone-number code (API)
+//!    │ ── PairingCodeAnswer { request, outcome }▶ │ the code once WhatsApp took the hello, or why not
 //!    │ ◀──────────────────────────── Shutdown   │ (or SIGTERM, or EOF on the link)
 //!    │ ── Flushed ────────────────────────────▶ │ creds proven durable
 //!    │ ── Goodbye { reason } ─────────────────▶ │ last words, then the worker exits
@@ -36,13 +38,14 @@ pub mod messaging;
 pub use codec::{encode, FrameDecoder, FrameReader, FrameWriter, MAX_FRAME_LEN};
 pub use error::FrameError;
 pub use message::{
-    AccountId, CallEvent, DialOutcome, InvalidAccountId, Reason, ToSupervisor, ToWorker,
-    UnixMillis, WorkerState, WorkerStatus,
+    AccountId, CallEvent, DialOutcome, InvalidAccountId, PairingCodeOutcome, PairingCodeRefusal,
+    Reason, ToSupervisor, ToWorker, UnixMillis, WorkerState, WorkerStatus,
 };
 pub use messaging::{
     Direction, MessageQuery, MessageRecord, MessageStatus, OutgoingText, QueryAnswer, SendOutcome,
     SendRefusal,
 };
 
-/// Version of this protocol; a worker whose Hello carries another one is refused.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// Version of this protocol; a worker whose Hello carries another one is refused. 4 added
+/// `RequestPairingCode` and `PairingCodeAnswer`.
+pub const PROTOCOL_VERSION: u32 = 4;

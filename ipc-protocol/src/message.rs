@@ -67,6 +67,46 @@ pub enum ToSupervisor {
         /// How it ended.
         outcome: DialOutcome,
     },
+    /// The answer to `RequestPairingCode`.
+    PairingCodeAnswer {
+        /// The `request` of the `RequestPairingCode`.
+        request: u64,
+        /// The code, or why there is none.
+        outcome: PairingCodeOutcome,
+    },
+}
+
+/// What became of a request for a pairing code (wa-protocol.md §7).
+#[derive(Clone, Debug, Deserialize, Eq, PartialEq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum PairingCodeOutcome {
+    /// The server took the companion's hello: the user types `code` on the phone.
+    Code {
+        /// Eight characters of `123456789ABCDEFGHJKLMNPQRSTVWXYZ`, without the dash.
+        code: String,
+    },
+    /// No code.
+    Refused {
+        /// Why.
+        refusal: PairingCodeRefusal,
+    },
+}
+
+/// Why a worker gave no pairing code.
+#[derive(Clone, Debug, Deserialize, Eq, PartialEq, Serialize)]
+#[serde(tag = "refusal", content = "detail", rename_all = "snake_case")]
+pub enum PairingCodeRefusal {
+    /// The account is paired already: log it out first.
+    AlreadyPaired,
+    /// The worker has no registration connection and could not open one (it retries, or
+    /// waits for a QR request).
+    NotConnected,
+    /// The phone number is not 7 to 15 digits in international form.
+    InvalidPhone,
+    /// WhatsApp answered the hello with an error (its text).
+    ServerRefused(String),
+    /// The registration connection ended before WhatsApp answered.
+    ConnectionLost,
 }
 
 /// What a `<call>` stanza says (wa-protocol.md §9.2): who, which call, what happened.
@@ -145,6 +185,15 @@ pub enum ToWorker {
     DialGranted {
         /// The `seq` of the `DialRequest`.
         seq: u64,
+    },
+    /// Start pairing by phone-number code (wa-protocol.md §7) on the registration connection
+    /// (dialling one first if none is open), and answer `PairingCodeAnswer` once WhatsApp has
+    /// taken the hello.
+    RequestPairingCode {
+        /// Echoed in the answer.
+        request: u64,
+        /// The account's phone number: digits only, international form.
+        phone: String,
     },
 }
 
@@ -544,5 +593,45 @@ mod tests {
             "server_error_0503".parse::<Reason>().ok(),
             Some(Reason::Other("server_error_0503".into()))
         );
+    }
+
+    #[test]
+    fn pairing_code_frames_have_their_documented_json() {
+        let ask = ToWorker::RequestPairingCode {
+            request: 3,
+            phone: "15551234567".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&ask).expect("json"),
+            serde_json::json!({"type": "request_pairing_code", "request": 3, "phone": "15551234567"})
+        );
+        let code = ToSupervisor::PairingCodeAnswer {
+            request: 3,
+            outcome: PairingCodeOutcome::Code {
+                code: "ABCDEFGH".into(),
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&code).expect("json"),
+            serde_json::json!({"type": "pairing_code_answer", "request": 3,
+                "outcome": {"outcome": "code", "code": "ABCDEFGH"}})
+        );
+        for refusal in [
+            PairingCodeRefusal::AlreadyPaired,
+            PairingCodeRefusal::NotConnected,
+            PairingCodeRefusal::InvalidPhone,
+            PairingCodeRefusal::ServerRefused("400 bad-request".into()),
+            PairingCodeRefusal::ConnectionLost,
+        ] {
+            let frame = ToSupervisor::PairingCodeAnswer {
+                request: 1,
+                outcome: PairingCodeOutcome::Refused { refusal },
+            };
+            let text = serde_json::to_string(&frame).expect("json");
+            assert_eq!(
+                serde_json::from_str::<ToSupervisor>(&text).expect("parses"),
+                frame
+            );
+        }
     }
 }

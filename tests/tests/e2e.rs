@@ -17,8 +17,10 @@ mod e2e {
     mod online;
     mod overload;
     mod pacing;
+    mod pairing_code;
     mod phones;
     mod readme;
+    mod remote_link;
     mod restart;
     mod sealed;
     mod secrets;

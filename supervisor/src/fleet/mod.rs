@@ -140,6 +140,8 @@ pub enum Ask {
     Send(OutgoingText),
     /// Read the message store.
     Query(MessageQuery),
+    /// A pairing code for this phone (digits only).
+    PairingCode(String),
 }
 
 /// The worker's answer to an [`Ask`].
@@ -149,6 +151,8 @@ pub enum Answer {
     Sent(SendOutcome),
     /// To `Query`.
     Queried(QueryAnswer),
+    /// To `PairingCode`.
+    PairingCode(ipc_protocol::PairingCodeOutcome),
 }
 
 /// An admin command.
@@ -625,6 +629,7 @@ impl Fleet {
         worker.send(match ask {
             Ask::Send(message) => ToWorker::Send { request, message },
             Ask::Query(query) => ToWorker::Query { request, query },
+            Ask::PairingCode(phone) => ToWorker::RequestPairingCode { request, phone },
         });
     }
 
@@ -698,6 +703,11 @@ impl Fleet {
             ToSupervisor::QueryAnswer { request, answer } => {
                 if let Some(reply) = worker.asks.remove(&request) {
                     let _ = reply.send(Ok(Answer::Queried(answer)));
+                }
+            }
+            ToSupervisor::PairingCodeAnswer { request, outcome } => {
+                if let Some(reply) = worker.asks.remove(&request) {
+                    let _ = reply.send(Ok(Answer::PairingCode(outcome)));
                 }
             }
             ToSupervisor::Message(record) => self.cache.message(id, &record),

@@ -1,4 +1,5 @@
-//! Account routes: list, add, and the per-account actions (qr, restart, logout, delete).
+//! Account routes: list, add, and the per-account actions (qr, pairing code, restart, logout,
+//! delete).
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -6,7 +7,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use ipc_protocol::{AccountId, UnixMillis, WorkerStatus};
+use std::time::Duration;
+
+use ipc_protocol::{AccountId, PairingCodeOutcome, PairingCodeRefusal, UnixMillis, WorkerStatus};
 use serde::Deserialize;
 use serde_json::json;
 use tracing::info;
@@ -16,7 +19,7 @@ use super::content_type::RequireJson;
 use super::dashboard::masked_phone;
 use super::error::ApiError;
 use super::{parse_id, phone, qr, AppState};
-use crate::fleet::Command;
+use crate::fleet::{Answer, Ask, Command, CommandError};
 use crate::registry::{generate_id, Account, RegistryError};
 use crate::sessions_dir;
 
@@ -200,6 +203,132 @@ pub async fn request_qr(
     ))
 }
 
+/// How long the pairing-code route waits for the worker: it may have to dial and register
+/// first, then WhatsApp answers the hello.
+const PAIRING_CODE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The body of `POST /api/whatsapp/accounts/:id/pairing-code`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PairingCodeBody {
+    phone: String,
+}
+
+/// `POST /api/whatsapp/accounts/:id/pairing-code` `{"phone"}`: a code to type on the phone
+/// (WhatsApp > Linked devices > Link with phone number), `{"success":true,"code":"ABCD-EFGH"}`.
+///
+/// # Errors
+/// 400 for a bad body or phone, 404 for an unknown account, 409 when it is paired already,
+/// 415 when the body is not declared JSON, 502 when WhatsApp refused, 503 when its worker does
+/// not run or has no connection, 504 when no answer came in time.
+pub async fn pairing_code(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    _json: RequireJson,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = known(&state, &raw)?;
+    let body = super::error::body_or_error(body, super::MAX_BODY_LEN)?;
+    let req: PairingCodeBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))?;
+    code_for(&state, id, &req.phone).await.map(Json)
+}
+
+/// Asks `id`'s worker for a pairing code for `raw_phone`: the answer body, or the error.
+///
+/// # Errors
+/// As [`pairing_code`].
+pub(super) async fn code_for(
+    state: &AppState,
+    id: AccountId,
+    raw_phone: &str,
+) -> Result<serde_json::Value, ApiError> {
+    let phone = pairing_phone(raw_phone).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_phone",
+            "phone must be 7 to 15 digits in international form (country code first, no              leading 0); +, spaces and dashes are ignored",
+        )
+    })?;
+    if state
+        .cache
+        .read_one(&id, |v| v.state.jid.is_some())
+        .unwrap_or(false)
+    {
+        return Err(already_paired());
+    }
+    info!(account = %id, phone = %super::phone::mask(&format!("+{phone}")), "pairing code requested");
+    let asked = state.fleet.ask(id.clone(), Ask::PairingCode(phone));
+    let outcome = match tokio::time::timeout(PAIRING_CODE_DEADLINE, asked).await {
+        Ok(Ok(Answer::PairingCode(outcome))) => outcome,
+        Ok(Ok(_)) => return Err(ApiError::internal("the worker answered another question")),
+        Ok(Err(CommandError::NotRunning)) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "worker_not_running",
+                "no worker runs for this account; restart it",
+            ))
+        }
+        Ok(Err(e)) => return Err(e.into()),
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "worker_timeout",
+                "the account's worker did not get a code from WhatsApp in time",
+            ))
+        }
+    };
+    match outcome {
+        PairingCodeOutcome::Code { code } => {
+            info!(account = %id, "pairing code issued");
+            Ok(json!({ "success": true, "code": worker::wa::link_code::display_code(&code) }))
+        }
+        PairingCodeOutcome::Refused { refusal } => Err(match refusal {
+            PairingCodeRefusal::AlreadyPaired => already_paired(),
+            PairingCodeRefusal::InvalidPhone => {
+                ApiError::bad_request("invalid_phone", "WhatsApp does not take this phone number")
+            }
+            PairingCodeRefusal::NotConnected => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_connected",
+                "the account's worker has no connection to WhatsApp yet; try again shortly",
+            ),
+            PairingCodeRefusal::ConnectionLost => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "connection_lost",
+                "the connection to WhatsApp ended before it answered (or a newer code request \
+                 replaced this one); try again",
+            ),
+            PairingCodeRefusal::ServerRefused(text) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "whatsapp_refused",
+                format!("WhatsApp refused the pairing code request: {text}"),
+            ),
+        }),
+    }
+}
+
+fn already_paired() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "already_paired",
+        "this account is paired already; log it out first",
+    )
+}
+
+/// A phone for the pairing code: `+`, spaces and dashes dropped, then 7 to 15 digits without a
+/// leading 0.
+fn pairing_phone(raw: &str) -> Option<String> {
+    let digits: String = raw
+        .trim()
+        .chars()
+        .filter(|c| !matches!(c, '+' | ' ' | '-'))
+        .collect();
+    ((7..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0'))
+    .then_some(digits)
+}
+
 /// `POST /api/whatsapp/accounts/:id/restart`.
 ///
 /// # Errors
@@ -258,4 +387,29 @@ fn accepted(
         body["qrUrl"] = json!(url);
     }
     (StatusCode::ACCEPTED, Json(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairing_phones_are_digits_in_international_form() {
+        assert_eq!(
+            pairing_phone(" +40 712-345-678 ").as_deref(),
+            Some("40712345678")
+        );
+        assert_eq!(pairing_phone("15551234567").as_deref(), Some("15551234567"));
+        for bad in [
+            "",
+            "+",
+            "123456",
+            "0712345678",
+            "+40 (712) 345",
+            "4071234567890123",
+            "40712a45678",
+        ] {
+            assert_eq!(pairing_phone(bad), None, "{bad}");
+        }
+    }
 }

@@ -109,7 +109,9 @@ pub async fn send(
             })),
         )),
         Answer::Sent(SendOutcome::Refused { refusal }) => Err(refused(refusal)),
-        Answer::Queried(_) => Err(ApiError::internal("the worker answered another question")),
+        Answer::Queried(_) | Answer::PairingCode(_) => {
+            Err(ApiError::internal("the worker answered another question"))
+        }
     }
 }
 

@@ -19,6 +19,7 @@ mod dashboard;
 mod error;
 mod events;
 mod health;
+mod link;
 mod login;
 mod messages;
 mod metrics;
@@ -117,6 +118,9 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/login", Access::Public),
     route("POST", "/login", Access::Public),
     route("POST", "/logout", Access::Public),
+    route("GET", "/link/{token}", Access::Public),
+    route("GET", "/link/{token}/qr", Access::Public),
+    route("POST", "/link/{token}/pairing-code", Access::Public),
     route("GET", "/", Access::Admin),
     route("GET", "/api/status/dashboard", Access::Admin),
     route("GET", "/api/whatsapp/accounts", Access::Admin),
@@ -125,6 +129,16 @@ pub const ROUTES: &[Route] = &[
     route(
         "POST",
         "/api/whatsapp/accounts/{account_id}/qr",
+        Access::Admin,
+    ),
+    route(
+        "POST",
+        "/api/whatsapp/accounts/{account_id}/pairing-code",
+        Access::Admin,
+    ),
+    route(
+        "POST",
+        "/api/whatsapp/accounts/{account_id}/link-url",
         Access::Admin,
     ),
     route(
@@ -183,12 +197,19 @@ fn handler(route: &Route) -> MethodRouter<AppState> {
         ("GET", "/login") => get(login::page),
         ("POST", "/login") => post(login::submit),
         ("POST", "/logout") => post(login::logout),
+        ("GET", "/link/{token}") => get(link::page),
+        ("GET", "/link/{token}/qr") => get(link::qr),
+        ("POST", "/link/{token}/pairing-code") => post(link::pairing_code),
         ("GET", "/") => get(dashboard::page),
         ("GET", "/api/status/dashboard") => compressed(get(dashboard::json)),
         ("GET", "/api/whatsapp/accounts") => compressed(get(accounts::list)),
         ("POST", "/api/whatsapp/add-account") => post(accounts::add),
         ("GET", qr::ROUTE) => get(qr::show),
         ("POST", "/api/whatsapp/accounts/{account_id}/qr") => post(accounts::request_qr),
+        ("POST", "/api/whatsapp/accounts/{account_id}/pairing-code") => {
+            post(accounts::pairing_code)
+        }
+        ("POST", "/api/whatsapp/accounts/{account_id}/link-url") => post(link::create),
         ("POST", "/api/whatsapp/accounts/{account_id}/restart") => post(accounts::restart),
         ("POST", "/api/whatsapp/accounts/{account_id}/logout") => post(accounts::logout),
         ("DELETE", "/api/whatsapp/accounts/{account_id}") => delete(accounts::remove),

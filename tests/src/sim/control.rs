@@ -4,6 +4,10 @@
 //!
 //! ```text
 //! POST /scan     {"qr","phone"[,"platform"]}      → {"ok":true,"jid":"<phone>:<device>@s.whatsapp.net"}
+//! POST /enter-code {"phone","code"[,"platform"]}   → {"ok":true,"jid":"<phone>:<device>@s.whatsapp.net"}
+//!                the code a companion asked for with companion_hello, typed on that phone
+//!                (`link_code`); 403 for a wrong code (the companion stays unpaired), 404 when
+//!                no companion waits for a code for this phone
 //! POST /message  {"jid"[,"text","timeout_ms"]}     → {"ok":true,"acked":true|false,"id"[,"error"]}
 //! POST /conflict {"jid"}  stream:error conflict replaced + close          → {"ok":true}
 //! POST /logout   {"jid"}  stream:error 401 device_removed + close; removed → {"ok":true}
@@ -45,7 +49,8 @@
 //! GET  /pushes?jid=<device> → what the device answered to pushes, and every ack it sent
 //! ```
 //!
-//! 1. `/scan` returns once `pair-success` is on the socket (not after the 515 reconnect).
+//! 1. `/scan` returns once `pair-success` is on the socket (not after the 515 reconnect);
+//!    `/enter-code` once the companion's `companion_finish` is checked and `pair-success` queued.
 //! 2. The disconnect hooks return once the connection is closed; 404 when the device has no
 //!    live, logged-in connection (`/logout` also succeeds for a known device that is offline:
 //!    the phone unlinks it, and its next login fails with 401).
@@ -81,6 +86,7 @@ use super::connection::Command;
 use super::delivery;
 use super::faults::Fault;
 use super::groups::{self, GroupRefused};
+use super::link_code::{self, EnterError};
 use super::peer::{self, SendRefused};
 use super::phone::{self, Qr, ScanError, DEFAULT_PLATFORM};
 use super::policy;
@@ -111,6 +117,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/scan", post(scan))
+        .route("/enter-code", post(enter_code))
         .route("/message", post(message))
         .route("/conflict", post(|s, b| hook(s, b, Hook::Conflict)))
         .route("/logout", post(|s, b| hook(s, b, Hook::Logout)))
@@ -243,6 +250,71 @@ async fn scan(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
             Ok(Json(json!({ "ok": true, "jid": plan.jid.to_string() })))
         }
         _ => Err(ScanError::ConnectionGone.into()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnterCodeBody {
+    phone: Number,
+    code: String,
+    platform: Option<String>,
+}
+
+/// How long `/enter-code` waits for the companion's `companion_finish` (it derives a key with
+/// 2^17 PBKDF2 rounds first).
+const FINISH_WAIT: Duration = Duration::from_secs(60);
+
+impl From<EnterError> for ApiError {
+    fn from(e: EnterError) -> Self {
+        let status = match e {
+            EnterError::BadCode | EnterError::BadPhone => StatusCode::BAD_REQUEST,
+            EnterError::NoCompanion => StatusCode::NOT_FOUND,
+            EnterError::InProgress => StatusCode::CONFLICT,
+            EnterError::WrongCode | EnterError::BundleMismatch(_) => StatusCode::FORBIDDEN,
+            EnterError::NoFinish(_) => StatusCode::GONE,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+async fn enter_code(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
+    let body: EnterCodeBody = parse(&body)?;
+    let phone = body.phone.text();
+    let code = worker::wa::link_code::normalize_code(&body.code).ok_or(EnterError::BadCode)?;
+    let platform = body.platform.unwrap_or_else(|| DEFAULT_PLATFORM.to_owned());
+    let entry = link_code::enter(&mut shared.registry(), &phone, now(), unix_now())?;
+    // The phone's key derivations (PBKDF2, 2^17 rounds each) run off the async threads.
+    let wrapped = entry.wrapped_companion().to_vec();
+    use worker::wa::{link_code as lc, xeddsa};
+    let primary = xeddsa::generate_private();
+    let own = xeddsa::public_key(&primary);
+    let typed = code.clone();
+    let unwrapped = tokio::task::spawn_blocking(move || lc::unwrap(&typed, &wrapped));
+    let wrapping = tokio::task::spawn_blocking(move || lc::wrap(&code, &own));
+    let failed = |_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "key derivation failed");
+    let companion = unwrapped
+        .await
+        .map_err(failed)?
+        .map_err(|_| EnterError::NoCompanion)?;
+    let wrapped_primary = wrapping.await.map_err(failed)?;
+    let outcome = link_code::deliver(
+        &mut shared.registry(),
+        entry,
+        companion,
+        primary,
+        wrapped_primary,
+        &platform,
+        unix_now(),
+    )?;
+    match tokio::time::timeout(FINISH_WAIT, outcome).await {
+        Ok(Ok(Ok(jid))) => Ok(Json(json!({ "ok": true, "jid": jid.to_string() }))),
+        Ok(Ok(Err(e))) => Err(e.into()),
+        Ok(Err(_)) => Err(EnterError::NoFinish("its registration connection closed").into()),
+        Err(_) => {
+            link_code::abandon(&mut shared.registry(), &phone);
+            Err(EnterError::NoFinish("no companion_finish in time").into())
+        }
     }
 }
 

@@ -9,7 +9,7 @@
 //!              │                          minimum, failures played, silence)
 //!              │    session               node loop: pairing (refs, pair-success, 515) or
 //!              │                          login (success, IQs, acks); commands from other tasks
-//!              ├─ control               http://127.0.0.1:Q: /scan (phone), /message (delivery),
+//!              ├─ control               http://127.0.0.1:Q: /scan /enter-code (phone), /message (delivery),
 //!              │                          /conflict /logout /drop /restart /error /end (faults),
 //!              │                          /silence /failure /version /sw.js (policy),
 //!              │                          /group, /config, /sessions, /stats, /relayed,
@@ -49,6 +49,7 @@ pub mod faults;
 mod groups;
 mod handshake;
 mod iq;
+pub mod link_code;
 mod login;
 pub mod pacing;
 mod pairing;

@@ -218,6 +218,7 @@ pub(crate) fn start(
             pair_device_id: id,
             refs: schedule,
             pending: None,
+            link_code: None,
         });
     }
     Ok(node)
@@ -261,6 +262,9 @@ pub(crate) fn on_node(registry: &mut Registry, conn: ConnId, node: &Node) -> Ste
         return Step::default();
     }
     let answers_pair_success = registration.pending.as_ref().is_some_and(|p| p.iq_id == id);
+    if kind == "set" && node.child("link_code_companion_reg").is_some() {
+        return super::link_code::on_iq(registry, conn, node, super::registry::now());
+    }
     match kind.as_str() {
         "result" | "error" if answers_pair_success => finish(registry, conn, node, &kind),
         "get" | "set" => {
@@ -329,10 +333,18 @@ pub(crate) fn deadline(registry: &Registry, conn: ConnId) -> Option<Instant> {
     let registration = registry.conn(conn)?.registration.as_ref()?;
     match &registration.pending {
         Some(pending) => Some(pending.sent_at + PAIR_REPLY_DEADLINE),
-        None => registration
-            .refs
-            .last_expiry()
-            .map(|at| at + EXHAUSTED_GRACE),
+        // A pairing code keeps the connection for its lifetime even when the refs run out.
+        None => {
+            let refs = registration
+                .refs
+                .last_expiry()
+                .map(|at| at + EXHAUSTED_GRACE);
+            let code = registration
+                .link_code
+                .as_ref()
+                .map(super::link_code::deadline);
+            refs.max(code)
+        }
     }
 }
 

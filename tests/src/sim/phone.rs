@@ -24,7 +24,7 @@ use worker::wa::proto::{AdvDeviceIdentity, AdvSignedDeviceIdentity, AdvSignedDev
 use worker::wa::xeddsa;
 
 use super::connection::Command;
-use super::pairing::RefStatus;
+use super::pairing::{RefStatus, RegistrationKeys};
 use super::registry::{ConnId, ConnState, Device, DeviceState, Registry};
 
 /// The deep-link prefix whatsmeow and Baileys put before the QR fields (§6.3).
@@ -193,7 +193,49 @@ pub(crate) fn scan(
             ScanError::UnknownRef
         });
     };
+    Ok(offer(
+        registry,
+        Offer {
+            conn,
+            commands,
+            keys,
+            noise_public: qr.noise_public,
+            adv_secret: qr.adv_secret,
+        },
+        phone,
+        platform,
+        now,
+        now_unix,
+    ))
+}
 
+/// The companion the phone links, as its registration connection presented it.
+pub(crate) struct Offer {
+    pub(crate) conn: ConnId,
+    pub(crate) commands: mpsc::UnboundedSender<Command>,
+    pub(crate) keys: RegistrationKeys,
+    pub(crate) noise_public: [u8; 32],
+    /// The HMAC key of `pair-success`: the QR's, or the one derived with a pairing code.
+    pub(crate) adv_secret: [u8; 32],
+}
+
+/// Step 3: makes `phone` an account if new, records the companion as a pending device and
+/// builds its `pair-success`.
+pub(crate) fn offer(
+    registry: &mut Registry,
+    offer: Offer,
+    phone: &str,
+    platform: &str,
+    now: Instant,
+    now_unix: u64,
+) -> ScanPlan {
+    let Offer {
+        conn,
+        commands,
+        keys,
+        noise_public,
+        adv_secret,
+    } = offer;
     let iq_id = registry.next_id().to_string();
     let account = registry.account_or_create(phone, now_unix);
     let (device_id, key_index) = account.allocate_device();
@@ -210,12 +252,7 @@ pub(crate) fn scan(
         account.identity_private(),
         &[&ACCOUNT_SIGNATURE_PREFIX[..], &details, &keys.identity].concat(),
     );
-    let container = adv_container(
-        &details,
-        &account_public,
-        &account_signature,
-        &qr.adv_secret,
-    );
+    let container = adv_container(&details, &account_public, &account_signature, &adv_secret);
     let jid = Jid::device(phone, DEFAULT_USER_SERVER, device_id);
     let lid = Jid::device(account.lid.as_str(), "lid", device_id);
     account.devices.insert(
@@ -224,7 +261,7 @@ pub(crate) fn scan(
             id: device_id,
             key_index,
             state: DeviceState::Pending,
-            noise_public: qr.noise_public,
+            noise_public,
             keys,
             prekeys: Default::default(),
             uploaded: false,
@@ -249,12 +286,12 @@ pub(crate) fn scan(
             sent_at: now,
         });
     }
-    Ok(ScanPlan {
+    ScanPlan {
         conn,
         commands,
         pair_success,
         jid,
-    })
+    }
 }
 
 /// `ADVSignedDeviceIdentityHMAC{details = ADVSignedDeviceIdentity{D, accountKey, accountSig},

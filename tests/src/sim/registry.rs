@@ -330,6 +330,8 @@ pub(crate) struct Registration {
     pub(crate) pair_device_id: String,
     pub(crate) refs: RefSchedule,
     pub(crate) pending: Option<PendingPair>,
+    /// A pairing code's hello (`link_code.rs`).
+    pub(crate) link_code: Option<super::link_code::CodeRegistration>,
 }
 
 /// How a delivered stanza was confirmed.

@@ -60,6 +60,7 @@ fn paths(template: &str) -> Vec<String> {
             template
                 .replace("{account_id}", &id)
                 .replace("{message_id}", &id)
+                .replace("{token}", &id)
         })
         .collect()
 }

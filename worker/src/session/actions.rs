@@ -127,6 +127,13 @@ pub(crate) enum Report {
     DecryptFailed,
     /// A call rang or changed.
     Call(ipc_protocol::CallEvent),
+    /// The answer to a pairing code request.
+    PairingCode {
+        /// The supervisor's request.
+        request: u64,
+        /// The code, or why not.
+        outcome: ipc_protocol::PairingCodeOutcome,
+    },
 }
 
 impl Actions {

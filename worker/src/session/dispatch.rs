@@ -8,7 +8,7 @@ use tracing::{debug, warn};
 use super::actions::Actions;
 use super::request::Purpose;
 use super::stage::{Ctx, Stage};
-use super::{events, keepalive, login, logout, pair, pushes, receipts, receive, send};
+use super::{events, keepalive, login, logout, pair, pair_code, pushes, receipts, receive, send};
 use crate::wa::binary::Node;
 
 /// A stanza handler.
@@ -51,7 +51,7 @@ pub(crate) fn on_timer(ctx: &mut Ctx<'_>) -> Actions {
         return Actions::none();
     }
     match ctx.stage {
-        Stage::ExpectScan(_) => pair::show_next_qr(ctx),
+        Stage::ExpectScan(..) => pair::show_next_qr(ctx),
         Stage::Online(_) => keepalive::on_tick(ctx),
         Stage::ExpectLogoutConfirmation { .. } => logout::on_deadline(ctx),
         Stage::ExpectPairDevice | Stage::ExpectRestart | Stage::ExpectSuccess => Actions::none(),
@@ -82,6 +82,8 @@ fn on_iq(ctx: &mut Ctx<'_>, iq: &Node) -> Actions {
     match purpose {
         Purpose::Ping => keepalive::on_pong(ctx, iq),
         Purpose::Logout => logout::on_answer(ctx, iq),
+        Purpose::LinkCodeHello => pair_code::on_hello_answer(ctx, iq),
+        Purpose::LinkCodeFinish => pair_code::on_finish_answer(ctx, iq),
         Purpose::PrekeyCount if ok => login::on_prekey_count(ctx, iq),
         Purpose::Devices if ok => send::on_devices(ctx, iq),
         Purpose::Bundles if ok => send::on_bundles(ctx, iq),

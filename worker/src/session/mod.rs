@@ -40,6 +40,7 @@ mod login;
 mod logout;
 mod messages;
 mod pair;
+mod pair_code;
 mod payload;
 mod pushes;
 mod receipts;
@@ -242,6 +243,9 @@ pub(crate) struct Session {
     /// The creds in memory hold a change whose save failed: saved again once the volume takes
     /// writes, and at shutdown. Otherwise the file already holds them, durably.
     creds_unsaved: bool,
+    /// A pairing code asked for before the registration connection reached the scan: its
+    /// request and phone, started once `pair-device` has arrived.
+    pending_code: Option<(u64, String)>,
 }
 
 impl Session {
@@ -264,6 +268,11 @@ impl Session {
             settings: Settings {
                 qr_lifetime: (c.qr_ref_timeout_ms > 0)
                     .then(|| Duration::from_millis(c.qr_ref_timeout_ms)),
+                platform_id: match c.wa_browser.platform_type {
+                    0 => "1".to_owned(),
+                    other => other.to_string(),
+                },
+                platform_display: format!("{} ({})", c.wa_browser.platform, c.wa_browser.name),
             },
             dialer: Dialer::Network,
             link,
@@ -286,6 +295,7 @@ impl Session {
             logged_in_at: None,
             stable_at: None,
             creds_unsaved: false,
+            pending_code: None,
         }
     }
 
@@ -551,6 +561,7 @@ impl Session {
             ToWorker::Query { request, .. } => debug!(request, "command: query"),
             ToWorker::Confirm { ids } => debug!(count = ids.len(), "command: confirm"),
             ToWorker::DialGranted { .. } => {}
+            ToWorker::RequestPairingCode { request, .. } => info!(request, "command: pairing code"),
             other => info!(?other, "command"),
         }
         match (cmd, phase) {
@@ -634,7 +645,81 @@ impl Session {
                     phase => Ok(phase),
                 }
             }
+            (ToWorker::RequestPairingCode { request, phone }, phase) => {
+                self.on_pairing_code(request, phone, phase).await
+            }
             (ToWorker::Shutdown, phase) => Ok(phase),
+        }
+    }
+
+    /// A pairing code for `phone` (pair_code.rs): asked on the registration connection at the
+    /// scan, or held until the connection gets there (dialling one if none is on the way).
+    async fn on_pairing_code(
+        &mut self,
+        request: u64,
+        phone: String,
+        phase: Phase,
+    ) -> Result<Phase, SessionError> {
+        use ipc_protocol::PairingCodeRefusal as Refusal;
+        let refusal = if self.is_paired() {
+            Some(Refusal::AlreadyPaired)
+        } else if !pair_code::valid_phone(&phone) {
+            Some(Refusal::InvalidPhone)
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            self.report(pair_code::refused(request, refusal));
+            return Ok(phase);
+        }
+        if let Some((earlier, _)) = self.pending_code.take() {
+            self.report(pair_code::refused(earlier, Refusal::ConnectionLost));
+        }
+        match phase {
+            Phase::Open(mut live) if matches!(live.stage, stage::Stage::ExpectScan(..)) => {
+                let actions = self.decide(&mut live, |ctx| pair_code::start(ctx, request, &phone));
+                self.apply_open(live, actions).await
+            }
+            Phase::Open(live) if self.registration => {
+                self.pending_code = Some((request, phone));
+                Ok(Phase::Open(live))
+            }
+            phase @ (Phase::Queued(_) | Phase::Dialing(_)) => {
+                self.pending_code = Some((request, phone));
+                Ok(phase)
+            }
+            Phase::Idle | Phase::Waiting(_) => {
+                self.state.reconnect_attempts = 0;
+                let phase = self.dial()?;
+                if matches!(phase, Phase::Idle) {
+                    self.report(pair_code::refused(request, Refusal::NotConnected));
+                } else {
+                    info!("pairing code requested; dialling to register first");
+                    self.pending_code = Some((request, phone));
+                }
+                Ok(phase)
+            }
+            phase => {
+                self.report(pair_code::refused(request, Refusal::NotConnected));
+                Ok(phase)
+            }
+        }
+    }
+
+    /// Starts a held pairing code once the connection is at the scan.
+    async fn start_pending_code(&mut self, phase: Phase) -> Result<Phase, SessionError> {
+        match phase {
+            Phase::Open(mut live)
+                if self.pending_code.is_some()
+                    && matches!(live.stage, stage::Stage::ExpectScan(..)) =>
+            {
+                let Some((request, phone)) = self.pending_code.take() else {
+                    return Ok(Phase::Open(live));
+                };
+                let actions = self.decide(&mut live, |ctx| pair_code::start(ctx, request, &phone));
+                self.apply_open(live, actions).await
+            }
+            phase => Ok(phase),
         }
     }
 
@@ -664,7 +749,8 @@ impl Session {
             (Event::Node(Ok(node)), Phase::Open(mut live)) => {
                 self.last_frame_at = Some(UnixMillis::now());
                 let actions = self.decide(&mut live, |ctx| dispatch::on_node(ctx, &node));
-                self.apply_open(live, actions).await
+                let phase = self.apply_open(live, actions).await?;
+                self.start_pending_code(phase).await
             }
             (Event::Node(Err(e)), Phase::Open(live)) => {
                 self.after_disconnect(Some(live), network(e)).await
@@ -920,6 +1006,9 @@ impl Session {
                 self.touch();
             }
             Report::Call(call) => self.link.send(ToSupervisor::Call(call)),
+            Report::PairingCode { request, outcome } => self
+                .link
+                .send(ToSupervisor::PairingCodeAnswer { request, outcome }),
         }
     }
 
@@ -1005,6 +1094,21 @@ impl Session {
     ) -> (bool, Option<Duration>) {
         if let Some(mut live) = live {
             live.socket.close().await;
+            // A code asked for on this connection that WhatsApp never answered dies with it.
+            if let stage::Stage::ExpectScan(_, Some(code)) = &mut live.stage {
+                if let Some(request) = code.take_request() {
+                    self.report(pair_code::refused(
+                        request,
+                        ipc_protocol::PairingCodeRefusal::ConnectionLost,
+                    ));
+                }
+            }
+        }
+        if let Some((request, _)) = self.pending_code.take() {
+            self.report(pair_code::refused(
+                request,
+                ipc_protocol::PairingCodeRefusal::ConnectionLost,
+            ));
         }
         self.release(outcome);
         self.state.qr = None;
@@ -1117,6 +1221,12 @@ impl Session {
 
     /// Step 4: count the failure and wait.
     fn retry_later(&mut self, reason: Reason, error: String) -> Phase {
+        if let Some((request, _)) = self.pending_code.take() {
+            self.report(pair_code::refused(
+                request,
+                ipc_protocol::PairingCodeRefusal::NotConnected,
+            ));
+        }
         self.state.reconnect_attempts = self.state.reconnect_attempts.saturating_add(1);
         let (status, delay) = match self.backoff.after_failure(
             self.state.reconnect_attempts,

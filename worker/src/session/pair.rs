@@ -8,6 +8,9 @@
 //!    ([`accept_pair_success`]), the caller persists the creds, and we reply
 //!    `<pair-device-sign>`.
 //! 4. The server answers with `<stream:error code=515>`: reconnect at once, now to log in.
+//!
+//! A pairing code (`pair_code.rs`) runs beside the refs on the same connection; its
+//! `pair-success` is checked with the adv secret derived with the phone, then with the QR's.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -26,7 +29,7 @@ use super::actions::{Actions, Persist, Report};
 use super::events::Disconnect;
 use super::stage::{Ctx, Stage};
 use crate::store::creds::{Creds, Me};
-use crate::store::secret::{Blob, Bytes};
+use crate::store::secret::{Blob, Bytes, Secret};
 use crate::wa::binary::{Jid, Node};
 use crate::wa::proto::{
     AdvDeviceIdentity, AdvSignedDeviceIdentity, AdvSignedDeviceIdentityHmac, ADV_ENCRYPTION_HOSTED,
@@ -79,9 +82,12 @@ impl QrRotation {
         }
     }
 
-    /// Moves to the next ref; `None` when they have run out.
+    /// Moves to the next ref; `None` (and no deadline) when they have run out.
     pub(crate) fn advance(&mut self, now: Instant) -> Option<(&str, Instant)> {
-        let reference = self.refs.pop_front()?;
+        let Some(reference) = self.refs.pop_front() else {
+            self.current = None;
+            return None;
+        };
         let lifetime = self.fixed_lifetime.unwrap_or(if self.first {
             FIRST_REF_LIFETIME
         } else {
@@ -244,13 +250,13 @@ pub(crate) fn on_pair_device(ctx: &mut Ctx<'_>, iq: &Node, pair_device: &Node) -
     if let Some(from) = iq.get_attr("from") {
         ack.set_attr("to".into(), from.clone());
     }
-    *ctx.stage = Stage::ExpectScan(QrRotation::new(pair_device, ctx.settings.qr_lifetime));
+    *ctx.stage = Stage::ExpectScan(QrRotation::new(pair_device, ctx.settings.qr_lifetime), None);
     show_next_qr(ctx).and_send(ack)
 }
 
 /// A ref expired: show the next one, or end the pairing when they have run out.
 pub(crate) fn show_next_qr(ctx: &mut Ctx<'_>) -> Actions {
-    let (Stage::ExpectScan(qr), Some(creds)) = (&mut *ctx.stage, ctx.creds) else {
+    let (Stage::ExpectScan(qr, code), Some(creds)) = (&mut *ctx.stage, ctx.creds) else {
         return Actions::none();
     };
     match qr.advance(ctx.now) {
@@ -258,6 +264,8 @@ pub(crate) fn show_next_qr(ctx: &mut Ctx<'_>) -> Actions {
             qr: qr_string(reference, creds),
             expires_in: expires.saturating_duration_since(ctx.now),
         }),
+        // A pairing code still good keeps the connection until it expires.
+        None if code.as_ref().is_some_and(|c| ctx.now < c.expires) => Actions::none(),
         None => Actions::end(Disconnect::QrExhausted),
     }
 }
@@ -267,12 +275,29 @@ pub(crate) fn on_pair_success(ctx: &mut Ctx<'_>, iq: &Node) -> Actions {
     let Some(creds) = ctx.creds else {
         return Actions::none();
     };
-    if !matches!(ctx.stage, Stage::ExpectScan(_) | Stage::ExpectPairDevice) {
+    if !matches!(ctx.stage, Stage::ExpectScan(..) | Stage::ExpectPairDevice) {
         warn!("pair-success outside a pairing ignored");
         return Actions::none();
     }
+    let code_secret = match &*ctx.stage {
+        Stage::ExpectScan(_, Some(code)) => code.adv_secret(),
+        _ => None,
+    };
     let mut candidate = creds.clone();
-    match accept_pair_success(iq, &mut candidate) {
+    let mut accepted = Err(PairError::HmacMismatch);
+    // The pairing code's adv secret first (§7.5), then the QR's: a QR scanned meanwhile
+    // still pairs.
+    if let Some(secret) = code_secret {
+        candidate.adv_secret = Secret::new(Bytes(secret));
+        accepted = accept_pair_success(iq, &mut candidate);
+        if accepted.is_err() {
+            candidate = creds.clone();
+        }
+    }
+    if matches!(accepted, Err(PairError::HmacMismatch)) {
+        accepted = accept_pair_success(iq, &mut candidate);
+    }
+    match accepted {
         Ok(paired) => {
             info!(jid = %paired.jid.to_non_ad().masked(), "paired");
             *ctx.stage = Stage::ExpectRestart;

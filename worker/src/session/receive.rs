@@ -120,6 +120,9 @@ pub(crate) fn on_notification(ctx: &mut Ctx<'_>, notification: &Node) -> Actions
             }
         }
     }
+    if kind.as_deref() == Some("link_code_companion_reg") {
+        actions = actions.merge(super::pair_code::on_notification(ctx, notification));
+    }
     if kind.as_deref() == Some("devices") {
         for key in ["from", "lid"] {
             if let Some(user) = notification.attr_jid(key) {

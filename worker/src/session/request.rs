@@ -26,6 +26,10 @@ pub(crate) enum Purpose {
     GroupInfo,
     /// The clean IQ that answers a dirty bit.
     CleanDirty,
+    /// `companion_hello` of a pairing code.
+    LinkCodeHello,
+    /// `companion_finish` of a pairing code.
+    LinkCodeFinish,
 }
 
 /// Ids and the IQs awaiting an answer, for one connection.

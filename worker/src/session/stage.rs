@@ -2,6 +2,7 @@
 //!
 //! ```text
 //!  unpaired:  ExpectPairDevice ──pair-device──▶ ExpectScan ──pair-success──▶ ExpectRestart ─(515)─▶ new connection
+//!                                              (a pairing code rides along: pair_code.rs)
 //!  paired:    ExpectSuccess ──success──▶ Online ──admin logout──▶ ExpectLogoutConfirmation ─▶ logged_out
 //! ```
 
@@ -11,6 +12,7 @@ use tokio::time::Instant;
 
 use super::keepalive::Keepalive;
 use super::pair::QrRotation;
+use super::pair_code::LinkCode;
 use super::request::Requests;
 use super::send::Outbound;
 use super::socket::Socket;
@@ -25,8 +27,9 @@ use crate::store::signal::KeyStore;
 pub(crate) enum Stage {
     /// A registration connection, before the server's `pair-device` refs.
     ExpectPairDevice,
-    /// Showing QR refs until the phone scans one.
-    ExpectScan(QrRotation),
+    /// Showing QR refs until the phone scans one, or takes the pairing code if one was asked
+    /// for.
+    ExpectScan(QrRotation, Option<Box<LinkCode>>),
     /// The pairing is answered; the server will end the stream with a 515.
     ExpectRestart,
     /// A login connection, before `<success>`.
@@ -53,7 +56,8 @@ impl Stage {
     /// The next instant a timer must fire in this stage.
     pub(crate) fn deadline(&self) -> Option<Instant> {
         match self {
-            Stage::ExpectScan(qr) => qr.deadline(),
+            // Once the refs have run out, a code still good keeps the connection.
+            Stage::ExpectScan(qr, code) => qr.deadline().or(code.as_ref().map(|c| c.expires)),
             Stage::Online(keepalive) => Some(keepalive.deadline()),
             Stage::ExpectLogoutConfirmation { deadline } => Some(*deadline),
             Stage::ExpectPairDevice | Stage::ExpectRestart | Stage::ExpectSuccess => None,
@@ -105,6 +109,11 @@ impl Live {
 pub(crate) struct Settings {
     /// Replaces the protocol's QR ref lifetimes (tests, `QR_REF_TIMEOUT_MS`).
     pub(crate) qr_lifetime: Option<Duration>,
+    /// `companion_platform_id` of a pairing code hello: `DeviceProps.platformType` in decimal
+    /// (Baileys' choice; Chrome is `1`).
+    pub(crate) platform_id: String,
+    /// `companion_platform_display`: `Browser (OS)`, e.g. `Chrome (Mac OS)`.
+    pub(crate) platform_display: String,
 }
 
 /// What a handler may read, and the connection state it may change in memory. Everything

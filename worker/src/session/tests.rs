@@ -1478,3 +1478,63 @@ async fn the_attempt_counter_survives_short_logins_and_resets_after_a_stable_min
     );
     h.stop().await;
 }
+
+/// A code asked for before the connection is at the scan is held, goes out once `pair-device`
+/// has come, reaches the supervisor once WhatsApp answers, and keeps the connection after the
+/// QR refs have run out until the code expires.
+#[tokio::test(start_paused = true)]
+async fn a_pairing_code_waits_for_the_scan_and_outlives_the_qr_refs() {
+    use ipc_protocol::{PairingCodeOutcome, PairingCodeRefusal};
+    let mut h = Harness::start(None);
+    let mut server = h.next_dial().await.accept();
+    h.commands
+        .send(ToWorker::RequestPairingCode {
+            request: 1,
+            phone: "0123".into(),
+        })
+        .expect("send");
+    assert_eq!(
+        h.next_report().await,
+        ToSupervisor::PairingCodeAnswer {
+            request: 1,
+            outcome: PairingCodeOutcome::Refused {
+                refusal: PairingCodeRefusal::InvalidPhone
+            }
+        }
+    );
+    h.commands
+        .send(ToWorker::RequestPairingCode {
+            request: 2,
+            phone: "15551234567".into(),
+        })
+        .expect("send");
+    server.push(pair_device(&["ref-1"]));
+    let ack = sent(&mut server, "iq").await;
+    assert_eq!(ack.attr_str("id").as_deref(), Some("pd-1"));
+    let hello = sent(&mut server, "iq").await;
+    let reg = hello.child("link_code_companion_reg").expect("hello");
+    assert_eq!(reg.attr_str("stage").as_deref(), Some("companion_hello"));
+    server.push(
+        result(&hello).children(vec![Node::new("link_code_companion_reg").children(vec![
+            Node::new("link_code_pairing_ref").bytes(b"REF".to_vec()),
+        ])]),
+    );
+    let ToSupervisor::PairingCodeAnswer {
+        request: 2,
+        outcome: PairingCodeOutcome::Code { code },
+    } = h.next_report().await
+    else {
+        panic!("no code");
+    };
+    assert_eq!(
+        crate::wa::link_code::normalize_code(&code).as_deref(),
+        Some(code.as_str())
+    );
+    // The only ref expires after 60 s; the code keeps the connection to 180 s.
+    let t0 = tokio::time::Instant::now();
+    h.state_where("qr exhausted", |s| s.reason == Some(Reason::QrExhausted))
+        .await;
+    assert_eq!(t0.elapsed().as_secs(), 180, "the code's lifetime");
+    assert!(closed(&mut server).await);
+    h.stop().await;
+}

@@ -5,6 +5,7 @@
 pub mod binary;
 pub mod e2e;
 pub mod frame;
+pub mod link_code;
 pub mod message_id;
 pub mod noise;
 pub mod phash;
