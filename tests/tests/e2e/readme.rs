@@ -1,6 +1,6 @@
 //! The README's command sequences, run as a newcomer pastes them: "Try it without a phone" (the
-//! simulator, the supervisor, then adding an account, scanning its QR and watching it connect)
-//! and the Admin API's curl block, each in a fresh `bash`. Only what a test must change is
+//! simulator, the supervisor, adding an account, scanning its QR and watching it connect, then
+//! pairing a second one by code) and the Admin API's curl block, each in a fresh `bash`. Only what a test must change is
 //! changed: the fixed ports become free loopback ports, `/tmp/wafleet-demo` a temp dir, and
 //! `./target/debug/` the directory the binaries were built in.
 
@@ -162,7 +162,10 @@ fn run_block(what: &str, script: &str, env: &[(&str, &str)], cwd: &Path) -> Outp
 fn the_try_it_blocks_and_the_admin_api_block_work_when_pasted() {
     let readme = readme();
     let try_it = sh_blocks(&readme, "## Try it without a phone");
-    assert!(try_it.len() >= 3, "three blocks: sim, supervisor, account");
+    assert!(
+        try_it.len() >= 4,
+        "four blocks: sim, supervisor, account by QR, account by code"
+    );
     let admin = sh_blocks(&readme, "## Admin API");
     assert!(!admin.is_empty(), "the Admin API's curl block");
 
@@ -219,6 +222,19 @@ fn the_try_it_blocks_and_the_admin_api_block_work_when_pasted() {
         "add-account answered with the first QR:\n{stdout}"
     );
     assert!(!stdout.contains("malformed"), "{stdout}");
+
+    // 4. A second account, paired by phone-number code; the block ends once it is connected.
+    let out = run_block(
+        "the pairing-code block",
+        &rewrite.apply(&try_it[3]),
+        &[],
+        cwd,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(r#""ok":true"#),
+        "the phone took the code:\n{stdout}"
+    );
 
     // The Admin API's block, with ADMIN_TOKEN set as its first line expects.
     let out = run_block(
