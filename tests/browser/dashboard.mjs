@@ -7,7 +7,7 @@
 //   3. the sim's phone scans the QR read from the page's DOM; the row turns `connected` without
 //      a reload (a marker on `window` survives), problems stay first, and the account's events
 //      panel shows the change and a message the sim sent;
-//   4. a pairing code and a test message from the panel show their answers (or error texts);
+//   4. a pairing code (ABCD-EFGH) and a test message from the panel show their answers;
 //   5. at 390 px the page does not scroll sideways, rows become cards;
 //   6. log out from the page through its confirmation dialog: the row turns `logged_out`;
 //   7. restart takes the florist back (`connected`); delete, cancelled once then confirmed,
@@ -243,14 +243,18 @@ async function main() {
     await page.getByLabel('Sort by').selectOption('urgency');
     log('order:', order.join(', '), '; the filter and the sort work');
 
-    // A pairing code for the bakery (its answer or its error text), and a test message.
+    // A pairing code for the bakery, shown as ABCD-EFGH, and a test message.
     const bakery = page.locator('tbody[data-id="bakery"]');
     await bakery.getByRole('button', { name: 'Manage' }).click();
     await bakery.getByLabel('Phone number of the account').fill('+351 912 345 678');
     await bakery.getByRole('button', { name: 'Get pairing code' }).click();
     const pairOut = bakery.locator('form.pair output');
     await page.waitForFunction((el) => el.textContent && el.textContent !== 'asking\u2026', await pairOut.elementHandle());
-    log('pairing code answer:', await pairOut.innerText());
+    const pairAnswer = await pairOut.innerText();
+    if (!/\b[1-9A-HJ-NP-TV-Z]{4}-[1-9A-HJ-NP-TV-Z]{4}\b/.test(pairAnswer)) {
+      throw new Error(`the page shows no pairing code (ABCD-EFGH): ${pairAnswer}`);
+    }
+    log('pairing code answer:', pairAnswer);
     await bakery.getByRole('button', { name: 'Manage' }).click();
     await body.getByLabel('To (phone number or JID)').fill(`+${PHONE_FRIEND}`);
     await body.getByRole('button', { name: 'Send test message' }).click();
