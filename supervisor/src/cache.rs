@@ -5,7 +5,8 @@ use std::collections::{btree_map, BTreeMap};
 use std::sync::RwLock;
 
 use ipc_protocol::{
-    AccountId, Direction, MessageRecord, Reason, UnixMillis, WorkerState, WorkerStatus,
+    AccountId, Direction, MessageRecord, MessageStatus, Reason, UnixMillis, WorkerState,
+    WorkerStatus,
 };
 
 use crate::events::{self, EventBus, EventKind};
@@ -24,6 +25,22 @@ pub struct AccountView {
     pub started_at: Option<UnixMillis>,
     /// Times the worker process was restarted after an unexpected exit.
     pub restarts: u32,
+    /// What the supervisor counted of the account since it started (for `/metrics`).
+    pub activity: Activity,
+}
+
+/// An account's activity as the supervisor saw it since it started: counters that a worker's
+/// restart does not reset.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub struct Activity {
+    /// Incoming messages the workers reported.
+    pub received: u64,
+    /// Outgoing messages the server acknowledged (`sent`).
+    pub sent: u64,
+    /// Outgoing messages that will not be sent (`failed`).
+    pub send_failed: u64,
+    /// When the account last became `connected`.
+    pub connected_at: Option<UnixMillis>,
 }
 
 impl AccountView {
@@ -49,6 +66,7 @@ impl AccountView {
             pid: None,
             started_at: None,
             restarts: 0,
+            activity: Activity::default(),
         }
     }
 }
@@ -175,6 +193,11 @@ impl Cache {
             let before = view.state.clone();
             f(view);
             accounts.tally.add(view);
+            if view.state.status == WorkerStatus::Connected
+                && before.status != WorkerStatus::Connected
+            {
+                view.activity.connected_at = Some(UnixMillis::now());
+            }
             (before, view.state.clone())
         };
         self.publish_changes(id, Some(&changed.0), &changed.1);
@@ -182,6 +205,17 @@ impl Cache {
 
     /// A message arrived (`message.received`) or one of ours moved on (`message.status`).
     pub fn message(&self, id: &AccountId, record: &MessageRecord) {
+        if let Some(view) = self.write().views.get_mut(id) {
+            let counter = match (record.direction, record.status) {
+                (Direction::In, _) => Some(&mut view.activity.received),
+                (Direction::Out, MessageStatus::Sent) => Some(&mut view.activity.sent),
+                (Direction::Out, MessageStatus::Failed) => Some(&mut view.activity.send_failed),
+                (Direction::Out, _) => None,
+            };
+            if let Some(n) = counter {
+                *n = n.saturating_add(1);
+            }
+        }
         let kind = match record.direction {
             Direction::In => EventKind::MessageReceived,
             Direction::Out => EventKind::MessageStatus,

@@ -28,6 +28,8 @@ enum Sub {
         #[command(subcommand)]
         action: SessionsAction,
     },
+    /// Asks the local service's GET /health; exits 0 when it is up (a container HEALTHCHECK).
+    Healthcheck(supervisor::healthcheck::HealthcheckArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,6 +93,18 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Sub::Worker(args)) => return worker::main(*args),
         Some(Sub::Sessions { action }) => return sessions(&cli.config, &action),
+        Some(Sub::Healthcheck(args)) => {
+            return match supervisor::healthcheck::check(&args) {
+                Ok(line) => {
+                    println!("{line}");
+                    ExitCode::SUCCESS
+                }
+                Err(reason) => {
+                    eprintln!("{reason}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         None => {}
     }
     let config = cli.config;
