@@ -239,6 +239,20 @@ fn a_real_scrape_has_every_family_and_passes_promtool() {
     assert!(value(&text, "wafleet_dials_granted_total").is_some_and(|n| n >= 6.0));
     assert!(text.contains("wafleet_webhook_deliveries_total{result=\"failed\"} 0\n"));
 
+    // What the memory sample costs a worker (the scrape reads it at most every 10 s).
+    let pids = super::worker_pids(&sup.dashboard());
+    assert!(pids.len() >= 3, "{pids:?}");
+    let started = Instant::now();
+    for _ in 0..25 {
+        for pid in &pids {
+            std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).expect("smaps_rollup");
+        }
+    }
+    println!(
+        "smaps_rollup: {:?} a worker",
+        started.elapsed() / (25 * pids.len() as u32)
+    );
+
     match promtool() {
         Some(promtool) => {
             let (ok, said) = promtool_check(&promtool, &text);
