@@ -84,12 +84,22 @@ fn wait_status(sup: &Supervisor, id: &str, want: &str) {
 
 #[test]
 fn every_worker_line_and_every_account_line_of_the_supervisor_has_a_top_level_account() {
+    scenario("info");
+}
+
+#[test]
+fn at_debug_too_every_line_about_an_account_has_it_at_the_top_level() {
+    scenario("debug");
+}
+
+/// The scenario at `RUST_LOG=<level>`, then the checks.
+fn scenario(level: &str) {
     let sim = Sim::start(&[]);
     let volume = Volume::new();
     let mut sup = start(
         &volume,
         &sim,
-        &[("LOG_FORMAT", "json"), ("RUST_LOG", "info")],
+        &[("LOG_FORMAT", "json"), ("RUST_LOG", level)],
     );
     let alpha = pair(&sup, &sim, "alpha", ALPHA_PHONE);
     let beta = pair(&sup, &sim, "beta", BETA_PHONE);
@@ -161,7 +171,7 @@ fn every_worker_line_and_every_account_line_of_the_supervisor_has_a_top_level_ac
         }
     }
     println!(
-        "worker lines: {} top-level, {} nested, {} missing; supervisor lines about an account: \
+        "RUST_LOG={level}: worker lines: {} top-level, {} nested, {} missing; supervisor lines about an account: \
          {} top-level, {} nested, {} missing",
         worker[0], worker[1], worker[2], supervisor[0], supervisor[1], supervisor[2]
     );
