@@ -5,7 +5,8 @@ use std::collections::{btree_map, BTreeMap};
 use std::sync::RwLock;
 
 use ipc_protocol::{
-    AccountId, Direction, MessageRecord, Reason, UnixMillis, WorkerState, WorkerStatus,
+    AccountId, Direction, MessageRecord, MessageStatus, Reason, UnixMillis, WorkerState,
+    WorkerStatus,
 };
 
 use crate::events::{self, EventBus, EventKind};
@@ -27,6 +28,22 @@ pub struct AccountView {
     /// Whether the account has been `connected` since it was last paired (or since the
     /// supervisor started): the next `connected` after a loss is a reconnect.
     connected_before: bool,
+    /// What the supervisor counted of the account since it started (for `/metrics`).
+    pub activity: Activity,
+}
+
+/// An account's activity as the supervisor saw it since it started: counters that a worker's
+/// restart does not reset.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub struct Activity {
+    /// Incoming messages the workers reported.
+    pub received: u64,
+    /// Outgoing messages the server acknowledged (`sent`).
+    pub sent: u64,
+    /// Outgoing messages that will not be sent (`failed`).
+    pub send_failed: u64,
+    /// When the account last became `connected`.
+    pub connected_at: Option<UnixMillis>,
 }
 
 impl AccountView {
@@ -53,6 +70,7 @@ impl AccountView {
             started_at: None,
             restarts: 0,
             connected_before: false,
+            activity: Activity::default(),
         }
     }
 
@@ -230,6 +248,11 @@ impl Cache {
             f(view);
             view.count_reconnects(&before);
             accounts.tally.add(view);
+            if view.state.status == WorkerStatus::Connected
+                && before.status != WorkerStatus::Connected
+            {
+                view.activity.connected_at = Some(UnixMillis::now());
+            }
             Changes::between(Some(&before), view)
         };
         self.publish(id, changes);
@@ -237,6 +260,17 @@ impl Cache {
 
     /// A message arrived (`message.received`) or one of ours moved on (`message.status`).
     pub fn message(&self, id: &AccountId, record: &MessageRecord) {
+        if let Some(view) = self.write().views.get_mut(id) {
+            let counter = match (record.direction, record.status) {
+                (Direction::In, _) => Some(&mut view.activity.received),
+                (Direction::Out, MessageStatus::Sent) => Some(&mut view.activity.sent),
+                (Direction::Out, MessageStatus::Failed) => Some(&mut view.activity.send_failed),
+                (Direction::Out, _) => None,
+            };
+            if let Some(n) = counter {
+                *n = n.saturating_add(1);
+            }
+        }
         let kind = match record.direction {
             Direction::In => EventKind::MessageReceived,
             Direction::Out => EventKind::MessageStatus,

@@ -22,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod fleet;
+pub mod healthcheck;
 pub mod http;
 pub mod import;
 pub mod ipc;

@@ -33,6 +33,8 @@ enum Sub {
         #[command(subcommand)]
         from: ImportFrom,
     },
+    /// Asks the local service's GET /health; exits 0 when it is up (a container HEALTHCHECK).
+    Healthcheck(supervisor::healthcheck::HealthcheckArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,6 +162,18 @@ fn main() -> ExitCode {
         Some(Sub::Import {
             from: ImportFrom::Baileys { dir, account },
         }) => return import_baileys(&cli.config, &dir, account.as_deref()),
+        Some(Sub::Healthcheck(args)) => {
+            return match supervisor::healthcheck::check(&args) {
+                Ok(line) => {
+                    println!("{line}");
+                    ExitCode::SUCCESS
+                }
+                Err(reason) => {
+                    eprintln!("{reason}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         None => {}
     }
     let config = cli.config;

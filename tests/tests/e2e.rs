@@ -11,9 +11,12 @@ mod e2e {
     mod companion;
     mod events;
     mod flood;
+    mod healthcheck;
     mod ipc;
     mod leftovers;
+    mod logs;
     mod messages;
+    mod metrics;
     mod online;
     mod overload;
     mod pacing;

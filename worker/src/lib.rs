@@ -42,7 +42,7 @@ pub use config::{
     Browser, ConnectionArgs, TrustRoot, WaVersion, WorkerArgs, DEFAULT_BROWSER, DEFAULT_WA_VERSION,
     DEFAULT_WS_URL,
 };
-pub use logging::init_tracing;
+pub use logging::{init_tracing, init_worker_tracing};
 
 use crate::store::lock::{FileLock, LockError};
 
@@ -60,7 +60,7 @@ const IPC_DRAIN_DEADLINE: Duration = Duration::from_secs(2);
 /// Runs a worker to completion and returns its exit code. Installs tracing, the parent-death
 /// signal and a current-thread runtime; call it from `main` and nowhere else.
 pub fn main(args: WorkerArgs) -> ExitCode {
-    init_tracing(&args.log_format, None);
+    init_worker_tracing(&args.log_format, args.account.as_str());
     if let Err(code) = watch_parent(args.parent_pid) {
         return ExitCode::from(code);
     }

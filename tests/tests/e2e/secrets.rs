@@ -19,7 +19,7 @@ const INBOUND: &str = "inbound text 7f3a9c that only people may read";
 const OUTBOUND: &str = "outbound text 91c2e4 that only people may read";
 
 /// The private material in a creds file: base64 as stored, and hex.
-fn creds_secrets(creds: &Value) -> Vec<String> {
+pub(super) fn creds_secrets(creds: &Value) -> Vec<String> {
     let b64 = [
         &creds["noise_key"]["private"],
         &creds["identity_key"]["private"],
