@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::json;
 use wa_sim::harness::{wait_until, Sim, Supervisor, Volume};
@@ -239,20 +238,6 @@ fn a_real_scrape_has_every_family_and_passes_promtool() {
     assert!(value(&text, "wafleet_dials_granted_total").is_some_and(|n| n >= 6.0));
     assert!(text.contains("wafleet_webhook_deliveries_total{result=\"failed\"} 0\n"));
 
-    // What the memory sample costs a worker (the scrape reads it at most every 10 s).
-    let pids = super::worker_pids(&sup.dashboard());
-    assert!(pids.len() >= 3, "{pids:?}");
-    let started = Instant::now();
-    for _ in 0..25 {
-        for pid in &pids {
-            std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).expect("smaps_rollup");
-        }
-    }
-    println!(
-        "smaps_rollup: {:?} a worker",
-        started.elapsed() / (25 * pids.len() as u32)
-    );
-
     match promtool() {
         Some(promtool) => {
             let (ok, said) = promtool_check(&promtool, &text);
@@ -274,7 +259,7 @@ fn a_real_scrape_has_every_family_and_passes_promtool() {
 }
 
 #[test]
-fn a_scrape_at_a_thousand_accounts_stays_cheap() {
+fn a_scrape_at_a_thousand_accounts_is_valid_text_format() {
     let volume = Volume::new();
     for i in 0..1000 {
         volume.add_account(&format!("acct-{i:04}"), false);
@@ -288,23 +273,14 @@ fn a_scrape_at_a_thousand_accounts_stays_cheap() {
             Err(format!("{n} accounts"))
         }
     });
-    let mut times = Vec::new();
-    let mut text = String::new();
-    for _ in 0..5 {
-        let started = Instant::now();
-        text = scrape(&sup);
-        times.push(started.elapsed());
-    }
+    // What a scrape costs is a benchmark's to say (fleet-bench); here, that it stays valid.
+    let text = scrape(&sup);
     lint(&text).unwrap_or_else(|e| panic!("{e}"));
-    times.sort();
-    let median = times[times.len() / 2];
-    println!(
-        "a scrape at 1000 accounts: {} bytes, median {median:?} (debug build, over loopback)",
-        text.len()
-    );
-    assert!(
-        median < Duration::from_secs(1),
-        "a scrape at 1000 accounts took {median:?}"
+    assert_eq!(
+        text.matches("wafleet_account_status{account=\"acct-")
+            .count(),
+        1000 * 10,
+        "one sample per account and status"
     );
     if let Some(promtool) = promtool() {
         let (ok, said) = promtool_check(&promtool, &text);
