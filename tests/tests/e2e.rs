@@ -8,6 +8,7 @@ mod e2e {
     mod bad_input;
     mod boot;
     mod browser;
+    mod cli;
     mod companion;
     mod events;
     mod flood;
