@@ -16,6 +16,7 @@ mod e2e {
     mod leftovers;
     mod messages;
     mod online;
+    mod openapi;
     mod overload;
     mod pacing;
     mod phones;

@@ -23,6 +23,8 @@ use crate::sessions_dir;
 const MAX_NAME_LEN: usize = 100;
 
 /// `GET /api/whatsapp/accounts`.
+#[utoipa::path(get, path = "/api/whatsapp/accounts", tag = "accounts", summary = "Lists the accounts",
+    responses((status = 200, description = "Every account (gzip when asked)", body = super::openapi::AccountList)))]
 pub async fn list(State(state): State<AppState>) -> impl IntoResponse {
     let accounts: Vec<_> = state.cache.read_all(|views, _| {
         views
@@ -40,7 +42,7 @@ pub async fn list(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// The body of `POST /api/whatsapp/add-account`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AddAccount {
     name: String,
@@ -55,7 +57,7 @@ struct AddAccount {
 }
 
 /// `browser` as a string or as the seed's (Baileys') array.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 enum BrowserField {
     Text(String),
@@ -89,6 +91,10 @@ impl BrowserField {
 /// # Errors
 /// 400 for a bad body, name, phone or id; 409 for a duplicate; 413 for a body over 64 KiB;
 /// 415 when the body is not declared JSON.
+#[utoipa::path(post, path = "/api/whatsapp/add-account", tag = "accounts", summary = "Adds an account and starts pairing it",
+    request_body = AddAccount,
+    responses((status = 201, description = "Added; its worker starts", body = super::openapi::Added),
+        (status = 409, response = super::openapi::Error), (status = 507, response = super::openapi::Error)))]
 pub async fn add(
     State(state): State<AppState>,
     _json: RequireJson,
@@ -175,6 +181,9 @@ fn source_text(e: &RegistryError) -> String {
 ///
 /// # Errors
 /// 400 for an invalid id, 404 for an unknown account.
+#[utoipa::path(post, path = "/api/whatsapp/accounts/{account_id}/qr", tag = "accounts", summary = "Asks for a fresh QR",
+    params(("account_id" = String, Path, description = "The account id: [a-z0-9][a-z0-9_-]*, at most 64")),
+    responses((status = 202, description = "Asked; the QR shows at qrUrl", body = super::openapi::Accepted)))]
 pub async fn request_qr(
     state: State<AppState>,
     Path(raw): Path<String>,
@@ -192,6 +201,9 @@ pub async fn request_qr(
 ///
 /// # Errors
 /// 400 for an invalid id, 404 for an unknown account.
+#[utoipa::path(post, path = "/api/whatsapp/accounts/{account_id}/restart", tag = "accounts", summary = "Restarts the account's worker",
+    params(("account_id" = String, Path, description = "The account id: [a-z0-9][a-z0-9_-]*, at most 64")),
+    responses((status = 202, description = "Restarting", body = super::openapi::Accepted)))]
 pub async fn restart(
     state: State<AppState>,
     Path(raw): Path<String>,
@@ -205,6 +217,9 @@ pub async fn restart(
 ///
 /// # Errors
 /// 400 for an invalid id, 404 for an unknown account, 409 when no worker runs.
+#[utoipa::path(post, path = "/api/whatsapp/accounts/{account_id}/logout", tag = "accounts", summary = "Unlinks the device, keeps the account",
+    params(("account_id" = String, Path, description = "The account id: [a-z0-9][a-z0-9_-]*, at most 64")),
+    responses((status = 202, description = "Logging out", body = super::openapi::Accepted), (status = 409, response = super::openapi::Error)))]
 pub async fn logout(
     state: State<AppState>,
     Path(raw): Path<String>,
@@ -218,6 +233,9 @@ pub async fn logout(
 ///
 /// # Errors
 /// 400 for an invalid id, 404 for an unknown account.
+#[utoipa::path(delete, path = "/api/whatsapp/accounts/{account_id}", tag = "accounts", summary = "Unlinks, stops and archives the account",
+    params(("account_id" = String, Path, description = "The account id: [a-z0-9][a-z0-9_-]*, at most 64")),
+    responses((status = 202, description = "Deleting", body = super::openapi::Accepted)))]
 pub async fn remove(
     state: State<AppState>,
     Path(raw): Path<String>,

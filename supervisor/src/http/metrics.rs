@@ -11,6 +11,8 @@ use ipc_protocol::WorkerStatus;
 use super::AppState;
 
 /// `GET /metrics`.
+#[utoipa::path(get, path = "/metrics", tag = "service", summary = "Prometheus metrics",
+    responses((status = 200, description = "Prometheus text (gzip when asked)", content_type = "text/plain")))]
 pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
     // Written under the cache's read lock from the views themselves (no copy of each), with
     // the counts its running tally already keeps.

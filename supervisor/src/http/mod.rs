@@ -16,12 +16,14 @@ mod auth;
 mod connection_cap;
 mod content_type;
 mod dashboard;
+mod docs;
 mod error;
 mod events;
 mod health;
 mod login;
 mod messages;
 mod metrics;
+mod openapi;
 mod origin;
 mod page;
 mod phone;
@@ -171,6 +173,8 @@ pub const ROUTES: &[Route] = &[
     route("PUT", "/api/settings", Access::Admin),
     route("GET", "/api/events", Access::Admin),
     route("GET", "/metrics", Access::Admin),
+    route("GET", "/openapi.json", Access::Admin),
+    route("GET", "/docs", Access::Admin),
 ];
 
 /// The handler of one table entry.
@@ -203,6 +207,8 @@ fn handler(route: &Route) -> MethodRouter<AppState> {
         ("PUT", "/api/settings") => put(settings::set),
         ("GET", "/api/events") => get(events::stream),
         ("GET", "/metrics") => compressed(get(metrics::render)),
+        ("GET", "/openapi.json") => compressed(get(openapi::spec_json)),
+        ("GET", "/docs") => get(openapi::docs),
         (method, path) => panic!("route {method} {path} has no handler"),
     }
 }

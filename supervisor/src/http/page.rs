@@ -114,10 +114,11 @@ pub fn escape(text: &str) -> String {
 mod tests {
     use super::*;
 
-    const TEMPLATES: [(&str, &str); 3] = [
+    const TEMPLATES: [(&str, &str); 4] = [
         ("dashboard", include_str!("dashboard.html")),
         ("qr", include_str!("qr.html")),
         ("login", include_str!("login.html")),
+        ("docs", include_str!("docs.html")),
     ];
 
     #[test]
