@@ -18,6 +18,7 @@
 
 pub mod admin_token;
 pub mod cache;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod events;

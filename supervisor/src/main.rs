@@ -23,6 +23,9 @@ enum Sub {
     /// Runs one account's worker (spawned by the supervisor).
     #[command(hide = true)]
     Worker(Box<worker::WorkerArgs>),
+    /// Manages the accounts of a running service over its API (list, add, qr, pairing-code,
+    /// restart, logout, delete, send).
+    Accounts(supervisor::cli::AccountsArgs),
     /// Migrates a stopped volume's keys to or from encryption at rest (SESSIONS_KEY).
     Sessions {
         #[command(subcommand)]
@@ -139,6 +142,20 @@ fn import_baileys(
     }
 }
 
+/// `supervisor accounts …` parsed on its own: the service's settings (and their checks) play no
+/// part in a client.
+#[derive(Debug, Parser)]
+#[command(
+    name = "supervisor accounts",
+    bin_name = "supervisor accounts",
+    version,
+    about = "Manages the accounts of a running service over its API"
+)]
+struct AccountsCli {
+    #[command(flatten)]
+    args: supervisor::cli::AccountsArgs,
+}
+
 /// The worker's own command line: `supervisor worker --account …`, parsed without building the
 /// supervisor's whole command tree (clap's tree for every supervisor key would stay in each
 /// worker's heap as allocator slack).
@@ -155,9 +172,14 @@ fn main() -> ExitCode {
         let cli = WorkerCli::parse_from(std::env::args_os().skip(1));
         return worker::main(cli.args);
     }
+    if std::env::args_os().nth(1).is_some_and(|a| a == "accounts") {
+        let cli = AccountsCli::parse_from(std::env::args_os().skip(1));
+        return supervisor::cli::run(cli.args);
+    }
     let cli = Cli::parse();
     match cli.command {
         Some(Sub::Worker(args)) => return worker::main(*args),
+        Some(Sub::Accounts(args)) => return supervisor::cli::run(args),
         Some(Sub::Sessions { action }) => return sessions(&cli.config, &action),
         Some(Sub::Import {
             from: ImportFrom::Baileys { dir, account },

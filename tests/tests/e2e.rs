@@ -8,6 +8,7 @@ mod e2e {
     mod bad_input;
     mod boot;
     mod browser;
+    mod cli;
     mod companion;
     mod events;
     mod flood;
@@ -18,6 +19,7 @@ mod e2e {
     mod messages;
     mod metrics;
     mod online;
+    mod openapi;
     mod overload;
     mod pacing;
     mod pairing_code;

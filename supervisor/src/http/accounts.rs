@@ -28,6 +28,8 @@ const MAX_NAME_LEN: usize = 100;
 const FIRST_QR_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// `GET /api/whatsapp/accounts`.
+#[utoipa::path(get, path = "/api/whatsapp/accounts", tag = "accounts", summary = "Lists the accounts",
+    responses((status = 200, description = "Every account (gzip when asked)", body = super::openapi::AccountList)))]
 pub async fn list(State(state): State<AppState>) -> impl IntoResponse {
     let accounts: Vec<_> = state.cache.read_all(|views, _| {
         views
@@ -45,7 +47,7 @@ pub async fn list(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// The body of `POST /api/whatsapp/add-account`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AddAccount {
     name: String,
@@ -60,7 +62,7 @@ struct AddAccount {
 }
 
 /// `browser` as a string or as the seed's (Baileys') array.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 enum BrowserField {
     Text(String),
@@ -94,6 +96,10 @@ impl BrowserField {
 /// # Errors
 /// 400 for a bad body, name, phone or id; 409 for a duplicate; 413 for a body over 64 KiB;
 /// 415 when the body is not declared JSON.
+#[utoipa::path(post, path = "/api/whatsapp/add-account", tag = "accounts", summary = "Adds an account and starts pairing it",
+    request_body = AddAccount,
+    responses((status = 201, description = "Added; its worker starts", body = super::openapi::Added),
+        (status = 409, response = super::openapi::Error), (status = 507, response = super::openapi::Error)))]
 pub async fn add(
     State(state): State<AppState>,
     _json: RequireJson,
@@ -190,6 +196,9 @@ fn source_text(e: &RegistryError) -> String {
 ///
 /// # Errors
 /// 400 for an invalid id, 404 for an unknown account.
+#[utoipa::path(post, path = "/api/whatsapp/accounts/{account_id}/qr", tag = "accounts", summary = "Asks for a fresh QR",
+    params(("account_id" = String, Path, description = "The account id: [a-z0-9][a-z0-9_-]*, at most 64")),
+    responses((status = 202, description = "Asked; the QR shows at qrUrl", body = super::openapi::Accepted)))]
 pub async fn request_qr(
     state: State<AppState>,
     Path(raw): Path<String>,
@@ -208,7 +217,7 @@ pub async fn request_qr(
 const PAIRING_CODE_DEADLINE: Duration = Duration::from_secs(30);
 
 /// The body of `POST /api/whatsapp/accounts/:id/pairing-code`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PairingCodeBody {
     phone: String,
@@ -221,6 +230,11 @@ struct PairingCodeBody {
 /// 400 for a bad body or phone, 404 for an unknown account, 409 when it is paired already,
 /// 415 when the body is not declared JSON, 502 when WhatsApp refused, 503 when its worker does
 /// not run or has no connection, 504 when no answer came in time.
+#[utoipa::path(post, path = "/api/whatsapp/accounts/{account_id}/pairing-code", tag = "accounts", summary = "A code to link the account by phone number",
+    params(("account_id" = String, Path, description = "The account id: [a-z0-9][a-z0-9_-]*, at most 64")), request_body = PairingCodeBody,
+    responses((status = 200, description = "The code to type on the phone", body = super::openapi::PairingCode),
+        (status = 409, response = super::openapi::Error), (status = 502, response = super::openapi::Error),
+        (status = 503, response = super::openapi::Error), (status = 504, response = super::openapi::Error)))]
 pub async fn pairing_code(
     State(state): State<AppState>,
     Path(raw): Path<String>,
@@ -333,6 +347,9 @@ fn pairing_phone(raw: &str) -> Option<String> {
 ///
 /// # Errors
 /// 400 for an invalid id, 404 for an unknown account.
+#[utoipa::path(post, path = "/api/whatsapp/accounts/{account_id}/restart", tag = "accounts", summary = "Restarts the account's worker",
+    params(("account_id" = String, Path, description = "The account id: [a-z0-9][a-z0-9_-]*, at most 64")),
+    responses((status = 202, description = "Restarting", body = super::openapi::Accepted)))]
 pub async fn restart(
     state: State<AppState>,
     Path(raw): Path<String>,
@@ -346,6 +363,9 @@ pub async fn restart(
 ///
 /// # Errors
 /// 400 for an invalid id, 404 for an unknown account, 409 when no worker runs.
+#[utoipa::path(post, path = "/api/whatsapp/accounts/{account_id}/logout", tag = "accounts", summary = "Unlinks the device, keeps the account",
+    params(("account_id" = String, Path, description = "The account id: [a-z0-9][a-z0-9_-]*, at most 64")),
+    responses((status = 202, description = "Logging out", body = super::openapi::Accepted), (status = 409, response = super::openapi::Error)))]
 pub async fn logout(
     state: State<AppState>,
     Path(raw): Path<String>,
@@ -359,6 +379,9 @@ pub async fn logout(
 ///
 /// # Errors
 /// 400 for an invalid id, 404 for an unknown account.
+#[utoipa::path(delete, path = "/api/whatsapp/accounts/{account_id}", tag = "accounts", summary = "Unlinks, stops and archives the account",
+    params(("account_id" = String, Path, description = "The account id: [a-z0-9][a-z0-9_-]*, at most 64")),
+    responses((status = 202, description = "Deleting", body = super::openapi::Accepted)))]
 pub async fn remove(
     state: State<AppState>,
     Path(raw): Path<String>,

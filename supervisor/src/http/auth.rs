@@ -93,7 +93,7 @@ fn wants_page(request: &Request) -> bool {
         .get::<MatchedPath>()
         .map(MatchedPath::as_str)
     {
-        Some("/") => true,
+        Some("/" | "/docs") => true,
         Some(qr::ROUTE) => qr::is_page_query(request.uri().query()),
         _ => false,
     }

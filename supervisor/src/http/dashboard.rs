@@ -35,6 +35,10 @@ pub struct DashboardQuery {
 /// # Errors
 /// 400 for a query that does not parse or a status that does not exist (the message lists
 /// the valid ones).
+#[utoipa::path(get, path = "/api/status/dashboard", tag = "service", summary = "Every account and the fleet's state",
+    params(("status" = Option<String>, Query, description = "Comma-separated statuses: only accounts in one of them are listed")),
+    responses((status = 200, description = "The dashboard (gzip when asked)", body = super::openapi::Dashboard),
+        (status = 400, response = super::openapi::Error)))]
 pub async fn json(
     State(state): State<AppState>,
     query: Result<Query<DashboardQuery>, QueryRejection>,
@@ -290,6 +294,9 @@ pub fn masked_phone(v: &AccountView) -> Option<String> {
 static DASHBOARD_PAGE: LazyLock<Page> = LazyLock::new(|| Page::new(include_str!("dashboard.html")));
 
 /// `GET /`.
+#[utoipa::path(get, path = "/", tag = "pages", summary = "The dashboard page",
+    responses((status = 200, description = "The dashboard", content_type = "text/html"),
+        (status = 303, description = "A browser without a session goes to /login")))]
 pub async fn page() -> Response {
     DASHBOARD_PAGE.respond(StatusCode::OK, DASHBOARD_PAGE.template().to_owned())
 }

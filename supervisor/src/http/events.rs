@@ -41,6 +41,13 @@ pub struct EventsQuery {
 ///
 /// # Errors
 /// 400 for an invalid account id or last event id, 404 for an unknown account.
+#[utoipa::path(get, path = "/api/events", tag = "service", summary = "Server-Sent Events",
+    description = "account.status, account.qr, message.received, message.status, call.received; replayed after Last-Event-ID",
+    params(("account" = Option<String>, Query, description = "Only this account's events"),
+        ("lastEventId" = Option<String>, Query, description = "Resume after this event id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")),
+    responses((status = 200, description = "The event stream", content_type = "text/event-stream"),
+        (status = 400, response = super::openapi::Error), (status = 404, response = super::openapi::Error)))]
 pub async fn stream(
     State(state): State<AppState>,
     headers: HeaderMap,

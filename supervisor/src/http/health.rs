@@ -155,7 +155,7 @@ impl ServiceHealth {
 
 /// The body of `GET /health`. Its fields are in the order a JSON object with sorted keys has
 /// them, so the bytes are those the API always answered.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Health {
     accounts_total: usize,
     connected: usize,
@@ -173,6 +173,9 @@ struct Health {
 /// worker reports that its writes fail (a volume with a little space left takes the probe but
 /// not a creds file), with the reason. It reads the cache's running tally: its cost does not
 /// grow with the number of accounts (only a failing one makes it look for the first reason).
+#[utoipa::path(get, path = "/health", tag = "service", summary = "Aggregate health, without a token",
+    responses((status = 200, description = "Healthy", body = Health),
+        (status = 503, description = "The volume refuses writes (with a reason)", body = Health)))]
 pub async fn check(State(state): State<AppState>) -> impl IntoResponse {
     let tally = state.cache.tally();
     let service = ServiceHealth::of(&state, &tally);

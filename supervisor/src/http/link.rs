@@ -238,7 +238,7 @@ fn storage(e: &io::Error) -> ApiError {
 }
 
 /// The body of `POST /api/whatsapp/accounts/:id/link-url`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
     #[serde(rename = "ttlSeconds")]
@@ -250,6 +250,9 @@ struct CreateBody {
 /// # Errors
 /// 400 for a bad body or a lifetime outside 60 s to 7 days, 404 for an unknown account, 415
 /// when the body is not declared JSON, 500 when the secret cannot be stored.
+#[utoipa::path(post, path = "/api/whatsapp/accounts/{account_id}/link-url", tag = "accounts", summary = "A signed, expiring link for this account only",
+    params(("account_id" = String, Path, description = "The account id: [a-z0-9][a-z0-9_-]*, at most 64")), request_body = CreateBody,
+    responses((status = 200, description = "The link", body = super::openapi::LinkUrl), (status = 500, response = super::openapi::Error)))]
 pub async fn create(
     State(state): State<AppState>,
     UrlPath(raw): UrlPath<String>,
@@ -335,6 +338,11 @@ fn check(state: &AppState, token: &str) -> Result<Link, Failed> {
 static LINK_PAGE: LazyLock<Page> = LazyLock::new(|| Page::new(include_str!("link.html")));
 
 /// `GET /link/:token`: the page, or the refusal in the same page.
+#[utoipa::path(get, path = "/link/{token}", tag = "pages", summary = "The remote linking page: the account's live QR and a pairing-code form",
+    params(("token" = String, Path, description = "The signed link token")),
+    responses((status = 200, description = "The page", content_type = "text/html"),
+        (status = 404, description = "An invalid link (the page says so)", content_type = "text/html"),
+        (status = 410, description = "An expired or used link (the page says so)", content_type = "text/html")))]
 pub async fn page(State(state): State<AppState>, UrlPath(token): UrlPath<String>) -> Response {
     let (status, error) = match check(&state, &token) {
         Ok(_) => (StatusCode::OK, String::new()),
@@ -365,6 +373,10 @@ pub async fn page(State(state): State<AppState>, UrlPath(token): UrlPath<String>
 ///
 /// # Errors
 /// 404 for an invalid link, 410 once expired or used.
+#[utoipa::path(get, path = "/link/{token}/qr", tag = "pages", summary = "The linked account's status and live QR",
+    params(("token" = String, Path, description = "The signed link token")),
+    responses((status = 200, description = "Status and QR", body = super::openapi::LinkQr),
+        (status = 404, response = super::openapi::Error), (status = 410, response = super::openapi::Error)))]
 pub async fn qr(
     State(state): State<AppState>,
     UrlPath(token): UrlPath<String>,
@@ -392,7 +404,7 @@ pub async fn qr(
 }
 
 /// The body of `POST /link/:token/pairing-code`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CodeBody {
     phone: String,
@@ -402,6 +414,12 @@ struct CodeBody {
 ///
 /// # Errors
 /// 404 for an invalid link, 410 once expired or used, then as the admin route.
+#[utoipa::path(post, path = "/link/{token}/pairing-code", tag = "pages", summary = "A pairing code for the linked account",
+    params(("token" = String, Path, description = "The signed link token")), request_body = CodeBody,
+    responses((status = 200, description = "The code to type on the phone", body = super::openapi::PairingCode),
+        (status = 404, response = super::openapi::Error), (status = 410, response = super::openapi::Error),
+        (status = 409, response = super::openapi::Error), (status = 502, response = super::openapi::Error),
+        (status = 503, response = super::openapi::Error), (status = 504, response = super::openapi::Error)))]
 pub async fn pairing_code(
     State(state): State<AppState>,
     UrlPath(token): UrlPath<String>,

@@ -38,7 +38,7 @@ pub struct LoginQuery {
 }
 
 /// The form `POST /login` takes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct LoginForm {
     /// The admin token.
     token: String,
@@ -48,6 +48,9 @@ pub struct LoginForm {
 }
 
 /// `GET /login`.
+#[utoipa::path(get, path = "/login", tag = "pages", summary = "The login form",
+    params(("next" = Option<String>, Query, description = "Where to go after logging in")),
+    responses((status = 200, description = "The login page", content_type = "text/html")))]
 pub async fn page(Query(query): Query<LoginQuery>) -> Response {
     render(StatusCode::OK, query.next.as_deref(), None)
 }
@@ -56,6 +59,11 @@ pub async fn page(Query(query): Query<LoginQuery>) -> Response {
 ///
 /// # Errors
 /// 415 or 400 when the body is not the login form.
+#[utoipa::path(post, path = "/login", tag = "pages", summary = "Starts a browser session",
+    request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 303, description = "Logged in: the session cookie is set, and Location is `next` or `/`"),
+        (status = 401, description = "Not the admin token: the login page again", content_type = "text/html"),
+        (status = 400, response = super::openapi::Error), (status = 415, response = super::openapi::Error)))]
 pub async fn submit(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -93,6 +101,8 @@ pub async fn submit(
 }
 
 /// `POST /logout`.
+#[utoipa::path(post, path = "/logout", tag = "pages", summary = "Ends the browser session",
+    responses((status = 303, description = "The session is ended and its cookie cleared; Location is /login")))]
 pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(value) = session::cookie(&headers) {
         state.sessions.revoke(value);

@@ -41,7 +41,7 @@ const MAX_KEY_LEN: usize = 128;
 const DEFAULT_PAGE: u32 = 50;
 
 /// The body of a send.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SendBody {
     to: String,
@@ -56,6 +56,12 @@ struct SendBody {
 /// 400 for a bad body, recipient, text or id; 404 for an unknown account; 409 when the account
 /// was never paired; 429 when its outbox is full; 503 when its worker does not run; 507 when the
 /// message could not be made durable; 415 when the body is not declared JSON.
+#[utoipa::path(post, path = "/api/whatsapp/accounts/{account_id}/messages", tag = "messages", summary = "Queues a text message",
+    params(("account_id" = String, Path, description = "The account id: [a-z0-9][a-z0-9_-]*, at most 64")), request_body = SendBody,
+    responses((status = 202, description = "Durable in the account's outbox", body = super::openapi::Queued),
+        (status = 409, response = super::openapi::Error), (status = 429, response = super::openapi::Error),
+        (status = 503, response = super::openapi::Error), (status = 504, response = super::openapi::Error),
+        (status = 507, response = super::openapi::Error)))]
 pub async fn send(
     State(state): State<AppState>,
     Path(account): Path<String>,
@@ -119,6 +125,10 @@ pub async fn send(
 ///
 /// # Errors
 /// 404 for an unknown account or message; 503 when the worker does not run.
+#[utoipa::path(get, path = "/api/whatsapp/accounts/{account_id}/messages/{message_id}", tag = "messages", summary = "One message: its status and times",
+    params(("account_id" = String, Path, description = "The account id: [a-z0-9][a-z0-9_-]*, at most 64"), ("message_id" = String, Path, description = "The message id")),
+    responses((status = 200, description = "The message", body = super::openapi::OneMessage),
+        (status = 503, response = super::openapi::Error), (status = 504, response = super::openapi::Error)))]
 pub async fn get(
     State(state): State<AppState>,
     Path((account, message_id)): Path<(String, String)>,
@@ -161,6 +171,13 @@ pub struct ListQuery {
 /// # Errors
 /// 400 for a bad direction, cursor or limit; 404 for an unknown account; 503 when the worker
 /// does not run.
+#[utoipa::path(get, path = "/api/whatsapp/accounts/{account_id}/messages", tag = "messages", summary = "A page of messages, oldest first",
+    params(("account_id" = String, Path, description = "The account id: [a-z0-9][a-z0-9_-]*, at most 64"),
+        ("direction" = Option<String>, Query, description = "in (the default) or out"),
+        ("after" = Option<String>, Query, description = "A cursor from a previous page (its `next`)"),
+        ("limit" = Option<u32>, Query, description = "1 to 500, 50 by default")),
+    responses((status = 200, description = "One page", body = super::openapi::MessagePage),
+        (status = 503, response = super::openapi::Error), (status = 504, response = super::openapi::Error)))]
 pub async fn list(
     State(state): State<AppState>,
     Path(account): Path<String>,

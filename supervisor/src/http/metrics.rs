@@ -24,6 +24,8 @@ use super::AppState;
 pub const MEMORY_TTL: Duration = Duration::from_secs(10);
 
 /// `GET /metrics`.
+#[utoipa::path(get, path = "/metrics", tag = "service", summary = "Prometheus metrics",
+    responses((status = 200, description = "Prometheus text (gzip when asked)", content_type = "text/plain")))]
 pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
     let pids: Vec<u32> = state
         .cache

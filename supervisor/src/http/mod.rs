@@ -16,6 +16,7 @@ mod auth;
 mod connection_cap;
 mod content_type;
 mod dashboard;
+mod docs;
 mod error;
 mod events;
 mod health;
@@ -23,6 +24,7 @@ mod link;
 mod login;
 mod messages;
 mod metrics;
+mod openapi;
 mod origin;
 mod page;
 mod phone;
@@ -185,6 +187,8 @@ pub const ROUTES: &[Route] = &[
     route("PUT", "/api/settings", Access::Admin),
     route("GET", "/api/events", Access::Admin),
     route("GET", "/metrics", Access::Admin),
+    route("GET", "/openapi.json", Access::Admin),
+    route("GET", "/docs", Access::Admin),
 ];
 
 /// The handler of one table entry.
@@ -224,6 +228,8 @@ fn handler(route: &Route) -> MethodRouter<AppState> {
         ("PUT", "/api/settings") => put(settings::set),
         ("GET", "/api/events") => get(events::stream),
         ("GET", "/metrics") => compressed(get(metrics::render)),
+        ("GET", "/openapi.json") => compressed(get(openapi::spec_json)),
+        ("GET", "/docs") => get(openapi::docs),
         (method, path) => panic!("route {method} {path} has no handler"),
     }
 }

@@ -114,11 +114,12 @@ pub fn escape(text: &str) -> String {
 mod tests {
     use super::*;
 
-    const TEMPLATES: [(&str, &str); 4] = [
+    const TEMPLATES: [(&str, &str); 5] = [
         ("dashboard", include_str!("dashboard.html")),
         ("qr", include_str!("qr.html")),
         ("login", include_str!("login.html")),
         ("link", include_str!("link.html")),
+        ("docs", include_str!("docs.html")),
     ];
 
     #[test]

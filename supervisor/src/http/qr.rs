@@ -36,6 +36,12 @@ const QUIET_ZONE: usize = 4;
 ///
 /// # Errors
 /// 400 for an invalid id or format, 404 for an unknown account (or no QR, for png and svg).
+#[utoipa::path(get, path = "/api/whatsapp/qr/{account_id}", tag = "accounts", summary = "The account's live QR",
+    params(("account_id" = String, Path, description = "The account id: [a-z0-9][a-z0-9_-]*, at most 64"),
+        ("format" = Option<String>, Query, description = "html (the default), json, png or svg")),
+    responses((status = 200, description = "The QR page, or the QR as JSON, PNG or SVG",
+            content((String = "text/html"), (super::openapi::QrAnswer = "application/json"), (String = "image/png"), (String = "image/svg+xml"))),
+        (status = 303, description = "A browser without a session goes to /login")))]
 pub async fn show(
     State(state): State<AppState>,
     Path(raw): Path<String>,

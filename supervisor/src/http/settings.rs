@@ -18,6 +18,8 @@ use crate::fleet::FleetMsg;
 use crate::wa_version::{self, Source};
 
 /// `GET /api/settings`.
+#[utoipa::path(get, path = "/api/settings", tag = "service", summary = "The run-time settings",
+    responses((status = 200, description = "The settings", body = super::openapi::Settings)))]
 pub async fn show(State(state): State<AppState>) -> Json<Value> {
     Json(answer(&state))
 }
@@ -28,6 +30,10 @@ pub async fn show(State(state): State<AppState>) -> Json<Value> {
 /// 400 for a bad body, an unknown field or a malformed version, 413 for a body over 64 KiB,
 /// 415 when the body is not declared JSON, 507 or 500 when the volume refuses the write (then
 /// nothing changed).
+#[utoipa::path(put, path = "/api/settings", tag = "service", summary = "Changes run-time settings",
+    request_body = super::openapi::SettingsBody,
+    responses((status = 200, description = "Stored and in use", body = super::openapi::Settings),
+        (status = 500, response = super::openapi::Error), (status = 507, response = super::openapi::Error)))]
 pub async fn set(
     State(state): State<AppState>,
     _json: RequireJson,

@@ -22,6 +22,9 @@ use crate::webhook::url::WebhookUrl;
 ///
 /// # Errors
 /// 400 for an invalid id, 404 for an unknown account.
+#[utoipa::path(get, path = "/api/whatsapp/accounts/{account_id}/webhook", tag = "accounts", summary = "The account's own webhook URL",
+    params(("account_id" = String, Path, description = "The account id: [a-z0-9][a-z0-9_-]*, at most 64")),
+    responses((status = 200, description = "The URL, or null", body = super::openapi::WebhookAnswer)))]
 pub async fn show(
     State(state): State<AppState>,
     Path(raw): Path<String>,
@@ -40,6 +43,9 @@ pub async fn show(
 /// 400 for an invalid id, body or URL (or any field but `url`), 404 for an unknown account,
 /// 415 when the body is not declared JSON, 500 when `account.json` or the generated secret
 /// cannot be written.
+#[utoipa::path(put, path = "/api/whatsapp/accounts/{account_id}/webhook", tag = "accounts", summary = "Sets or clears the account's webhook URL",
+    params(("account_id" = String, Path, description = "The account id: [a-z0-9][a-z0-9_-]*, at most 64")), request_body = super::openapi::WebhookBody,
+    responses((status = 200, description = "Stored", body = super::openapi::WebhookAnswer), (status = 500, response = super::openapi::Error)))]
 pub async fn set(
     State(state): State<AppState>,
     Path(raw): Path<String>,
