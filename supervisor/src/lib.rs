@@ -193,6 +193,7 @@ pub async fn run(config: Config) -> Result<()> {
         webhooks,
         sessions: Arc::new(SessionStore::default()),
         versions,
+        hold_limit: Duration::from_millis(config.http_request_timeout_ms / 2),
     };
     let limits = HttpLimits {
         header_timeout: Duration::from_millis(config.http_header_timeout_ms),

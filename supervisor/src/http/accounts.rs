@@ -168,7 +168,7 @@ pub async fn add(
     info!(account = %id, "account added");
     state.fleet.command(Command::Added(account)).await?;
     // As the seed did: the first QR, when the worker shows one soon enough.
-    let view = qr::wait_for_qr(&state, &id, FIRST_QR_WAIT).await;
+    let view = qr::wait_for_qr(&state, &id, FIRST_QR_WAIT.min(state.hold_limit)).await;
     let status = view
         .as_ref()
         .map_or(WorkerStatus::Connecting, |v| v.state.status);

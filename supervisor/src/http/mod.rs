@@ -83,6 +83,9 @@ pub struct AppState {
     pub sessions: Arc<SessionStore>,
     /// The WhatsApp Web version the workers announce.
     pub versions: Arc<crate::wa_version::WaVersions>,
+    /// The longest a handler may hold a request waiting for a state (a QR): half the request
+    /// timeout, so the answer always beats the server's own 408.
+    pub hold_limit: std::time::Duration,
 }
 
 /// Who may call a route.

@@ -19,14 +19,16 @@ use super::error::ApiError;
 use super::page::Page;
 use super::{iso, parse_id, AppState};
 use crate::cache::AccountView;
+use ipc_protocol::WorkerStatus;
 
 /// The route, as the router and the auth middleware name it.
 pub const ROUTE: &str = "/api/whatsapp/qr/{account_id}";
 /// The page, with the account id filled in outside its script.
 static QR_PAGE: LazyLock<Page> = LazyLock::new(|| Page::new(include_str!("qr.html")));
 
-/// The longest `wait` a QR request may ask for (below the 30 s request timeout).
-pub const MAX_WAIT: Duration = Duration::from_secs(25);
+/// The longest `wait` a QR request may ask for (half the default 30 s request timeout; a lower
+/// `HTTP_REQUEST_TIMEOUT_MS` lowers it to half of that).
+pub const MAX_WAIT: Duration = Duration::from_secs(15);
 /// Pixels per QR module in the PNG.
 const PNG_SCALE: usize = 8;
 /// Light modules around the code, as the QR spec asks.
@@ -77,7 +79,7 @@ pub async fn show(
             ))
         }
     }
-    let view = wait_for_qr(&state, &id, wait)
+    let view = wait_for_qr(&state, &id, wait.min(state.hold_limit))
         .await
         .ok_or_else(|| ApiError::account_not_found(id.as_str()))?;
     let qr = view.state.qr.clone();
@@ -138,9 +140,10 @@ fn param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// The account's view once it has a QR, or as it is when `within` has passed first or when it
-/// is connected (it will not get one). `None` once the account is gone. Woken by the cache's
-/// events, not by polling.
+/// The account's view once it has a QR; or as it is when `within` has passed first, or when
+/// it is in a status that brings no QR soon (connected, or its dial failed: reconnecting,
+/// disconnected, ...). `None` once the account is gone. Woken by the cache's events, not by
+/// polling.
 pub async fn wait_for_qr(
     state: &AppState,
     id: &ipc_protocol::AccountId,
@@ -151,10 +154,12 @@ pub async fn wait_for_qr(
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let view = state.cache.get(id)?;
-        if view.state.qr.is_some()
-            || view.state.status == ipc_protocol::WorkerStatus::Connected
-            || tokio::time::Instant::now() >= deadline
-        {
+        // On its way to a QR: not spawned yet (`needs_qr` without one, `stopped`), dialling.
+        let on_its_way = matches!(
+            view.state.status,
+            WorkerStatus::NeedsQr | WorkerStatus::Connecting | WorkerStatus::Stopped
+        );
+        if view.state.qr.is_some() || !on_its_way || tokio::time::Instant::now() >= deadline {
             return Some(view);
         }
         tokio::select! {

@@ -116,7 +116,7 @@ fn every_route_answers_with_the_documented_fields() {
         "qr json",
     );
     assert!(qr["qr"].is_null(), "no qr before the protocol pairs");
-    for bad in ["abc", "-1", "26", "1.5"] {
+    for bad in ["abc", "-1", "16", "1.5"] {
         let r = sup.call(
             "GET",
             &format!("/api/whatsapp/qr/new-one?format=json&wait={bad}"),

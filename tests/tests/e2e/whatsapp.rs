@@ -103,7 +103,7 @@ fn an_added_account_shows_a_qr_is_scanned_and_connects_with_durable_creds() {
         .expect("base64");
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     // A script that reads the QR right away gets it (`wait` covers a worker still dialling).
-    let waited = sup.call("GET", "/api/whatsapp/qr/first?format=json&wait=20", None);
+    let waited = sup.call("GET", "/api/whatsapp/qr/first?format=json&wait=15", None);
     assert_eq!(waited.status, 200);
     assert!(waited.json()["qr"].is_string(), "{}", waited.text());
     let qr = wait_qr(&sup, "first");
