@@ -1,8 +1,6 @@
 //! `supervisor accounts …`: the real binary as a client of a real supervisor and its workers
 //! against wa-sim. The QR it draws in the terminal is decoded (rqrr) and scanned at the sim.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
@@ -255,62 +253,41 @@ fn a_wrong_token_or_no_service_is_a_clear_error_and_a_failure() {
     assert!(run.stderr.contains("not an account id"), "{run:?}");
 }
 
-/// `pairing-code` posts `{"phone"}` to the account's route and prints the code it gets back
-/// (here from a stand-in for the service that records the request).
+/// `pairing-code` asks the real route for a code and prints it; typed on the simulated phone,
+/// it pairs the account.
 #[test]
-fn pairing_code_posts_the_phone_and_prints_the_code() {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let server = std::thread::spawn(move || {
-        let (stream, _) = listener.accept().expect("accept");
-        let mut reader = BufReader::new(stream);
-        let mut head = Vec::new();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).expect("read");
-            if line == "\r\n" || line.is_empty() {
-                break;
-            }
-            head.push(line.trim_end().to_owned());
-        }
-        let length: usize = head
-            .iter()
-            .find_map(|h| {
-                h.to_ascii_lowercase()
-                    .strip_prefix("content-length:")
-                    .map(|v| v.trim().parse().expect("length"))
-            })
-            .unwrap_or(0);
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body).expect("body");
-        let answer = r#"{"success":true,"code":"ABCD-EFGH"}"#;
-        write!(
-            reader.get_mut(),
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
-            answer.len()
-        )
-        .expect("answer");
-        (head, String::from_utf8(body).expect("utf-8"))
-    });
-    let run = cli_at(
-        &url,
-        Some(TOKEN),
-        &["pairing-code", "shop", "--phone", "+40 712 345 678"],
+fn pairing_code_prints_a_code_that_pairs_the_account() {
+    let sim = Sim::start(&[]);
+    let volume = Volume::new();
+    let sup = start(&volume, &sim, &[]);
+    ok(&sup, &["add", "--name", "Shop", "--id", "shop"]);
+    let run = cli(
+        &sup,
+        &["pairing-code", "shop", "--phone", "+1 555 000 4001"],
     );
-    let (head, body) = server.join().expect("server");
     assert_eq!(run.code, Some(0), "{run:?}");
-    assert_eq!(run.stdout.trim(), "ABCD-EFGH", "{run:?}");
-    assert!(run.stderr.contains("Link with phone number"), "{run:?}");
-    assert_eq!(
-        head[0],
-        "POST /api/whatsapp/accounts/shop/pairing-code HTTP/1.1"
+    let code = run.stdout.trim().to_owned();
+    assert!(
+        code.len() == 9
+            && code.as_bytes()[4] == b'-'
+            && code
+                .chars()
+                .filter(|c| *c != '-')
+                .all(|c| "123456789ABCDEFGHJKLMNPQRSTVWXYZ".contains(c)),
+        "a code as ABCD-EFGH: {run:?}"
     );
-    assert!(head
-        .iter()
-        .any(|h| h.eq_ignore_ascii_case(&format!("authorization: Bearer {TOKEN}"))));
-    assert!(head
-        .iter()
-        .any(|h| h.eq_ignore_ascii_case("content-type: application/json")));
-    let body: Value = serde_json::from_str(&body).expect("json body");
-    assert_eq!(body, serde_json::json!({"phone": "+40 712 345 678"}));
+    assert!(run.stderr.contains("Link with phone number"), "{run:?}");
+    let (status, entered) = sim.post(
+        "/enter-code",
+        &serde_json::json!({ "phone": "15550004001", "code": code }),
+    );
+    assert_eq!(status, 200, "{entered}");
+    wait_status(&sup, "shop", "connected", STATE_DEADLINE);
+    // Once paired, a code is refused with the API's own words.
+    let run = cli(
+        &sup,
+        &["pairing-code", "shop", "--phone", "+1 555 000 4001"],
+    );
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("already_paired"), "{run:?}");
 }
