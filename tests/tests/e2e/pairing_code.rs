@@ -5,19 +5,8 @@
 use serde_json::json;
 use wa_sim::harness::{wait_until, Sim, Supervisor, Volume};
 
-use super::whatsapp::{qr_json, start, wait_qr};
+use super::whatsapp::{add, qr_json, start};
 use super::STATE_DEADLINE;
-
-/// Adds `id` and waits until its worker is at the scan (a QR shows).
-fn add(sup: &Supervisor, id: &str) {
-    let r = sup.call(
-        "POST",
-        "/api/whatsapp/add-account",
-        Some(&json!({"name": id, "accountId": id}).to_string()),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    wait_qr(sup, id);
-}
 
 fn ask_code(sup: &Supervisor, id: &str, phone: &str) -> (u16, serde_json::Value) {
     let r = sup.call(

@@ -10,18 +10,8 @@ use sha2::Sha256;
 use wa_sim::harness::process::TOKEN;
 use wa_sim::harness::{wait_until, Sim, Supervisor, Volume};
 
-use super::whatsapp::{start, wait_qr};
+use super::whatsapp::{add, start};
 use super::STATE_DEADLINE;
-
-fn add(sup: &Supervisor, id: &str) {
-    let r = sup.call(
-        "POST",
-        "/api/whatsapp/add-account",
-        Some(&json!({"name": id, "accountId": id}).to_string()),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    wait_qr(sup, id);
-}
 
 fn link_url(sup: &Supervisor, id: &str, ttl: u64) -> String {
     let r = sup.call(

@@ -56,15 +56,20 @@ fn wait_status(sup: &Supervisor, id: &str, want: &str, deadline: Duration) -> Va
     })
 }
 
-/// add-account, QR over HTTP, scan at the sim, `connected`: returns the device JID.
-pub(super) fn pair(sup: &Supervisor, sim: &Sim, id: &str, phone: &str) -> String {
+/// add-account, then waits until its worker is at the scan: returns the QR.
+pub(super) fn add(sup: &Supervisor, id: &str) -> String {
     let r = sup.call(
         "POST",
         "/api/whatsapp/add-account",
         Some(&json!({ "name": id, "accountId": id }).to_string()),
     );
     assert_eq!(r.status, 201, "{}", r.text());
-    let qr = wait_qr(sup, id);
+    wait_qr(sup, id)
+}
+
+/// add-account, QR over HTTP, scan at the sim, `connected`: returns the device JID.
+pub(super) fn pair(sup: &Supervisor, sim: &Sim, id: &str, phone: &str) -> String {
+    let qr = add(sup, id);
     assert!(
         qr.starts_with("https://wa.me/settings/linked_devices#"),
         "{qr}"
