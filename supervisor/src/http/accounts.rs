@@ -105,9 +105,7 @@ pub async fn add(
     _json: RequireJson,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let body = super::error::body_or_error(body, super::MAX_BODY_LEN)?;
-    let req: AddAccount = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))?;
+    let req: AddAccount = super::error::json_body(body, super::MAX_BODY_LEN)?;
     let name = req.name.trim().to_owned();
     if name.is_empty() || name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control)
     {
@@ -219,8 +217,8 @@ const PAIRING_CODE_DEADLINE: Duration = Duration::from_secs(30);
 /// The body of `POST /api/whatsapp/accounts/:id/pairing-code`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PairingCodeBody {
-    phone: String,
+pub(super) struct PairingCodeBody {
+    pub(super) phone: String,
 }
 
 /// `POST /api/whatsapp/accounts/:id/pairing-code` `{"phone"}`: a code to type on the phone
@@ -242,9 +240,7 @@ pub async fn pairing_code(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = known(&state, &raw)?;
-    let body = super::error::body_or_error(body, super::MAX_BODY_LEN)?;
-    let req: PairingCodeBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))?;
+    let req: PairingCodeBody = super::error::json_body(body, super::MAX_BODY_LEN)?;
     code_for(&state, id, &req.phone).await.map(Json)
 }
 

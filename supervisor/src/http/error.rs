@@ -118,3 +118,24 @@ pub fn body_or_error(
         }
     })
 }
+
+/// A JSON route's body parsed as `T`: as [`body_or_error`], then 400 `invalid_json` naming what
+/// does not parse.
+///
+/// # Errors
+/// The [`ApiError`] to answer.
+pub fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+    limit: usize,
+) -> Result<T, ApiError> {
+    parse_json(&body_or_error(body, limit)?)
+}
+
+/// `bytes` parsed as JSON `T`, or 400 `invalid_json` naming what does not parse.
+///
+/// # Errors
+/// The [`ApiError`] to answer.
+pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))
+}

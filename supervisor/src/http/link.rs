@@ -263,9 +263,7 @@ pub async fn create(
     if !state.cache.contains(&id) {
         return Err(ApiError::account_not_found(id.as_str()));
     }
-    let body = super::error::body_or_error(body, super::MAX_BODY_LEN)?;
-    let req: CreateBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))?;
+    let req: CreateBody = super::error::json_body(body, super::MAX_BODY_LEN)?;
     if !(MIN_TTL.as_secs()..=MAX_TTL.as_secs()).contains(&req.ttl_seconds) {
         return Err(ApiError::bad_request(
             "invalid_ttl",
@@ -386,13 +384,12 @@ pub async fn qr(
         .cache
         .get(&link.account)
         .ok_or(ApiError::from(Refusal::Invalid))?;
-    let code = match &view.state.qr {
-        Some(q) => Some(format!(
-            "data:image/png;base64,{}",
-            base64::engine::general_purpose::STANDARD.encode(super::qr::png(q)?)
-        )),
-        None => None,
-    };
+    let code = view
+        .state
+        .qr
+        .as_deref()
+        .map(super::qr::data_url)
+        .transpose()?;
     Ok(Json(json!({
         "success": true,
         "status": view.state.status,
@@ -403,19 +400,12 @@ pub async fn qr(
     })))
 }
 
-/// The body of `POST /link/:token/pairing-code`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct CodeBody {
-    phone: String,
-}
-
 /// `POST /link/:token/pairing-code` `{"phone"}`: as the admin route, for this link's account.
 ///
 /// # Errors
 /// 404 for an invalid link, 410 once expired or used, then as the admin route.
 #[utoipa::path(post, path = "/link/{token}/pairing-code", tag = "pages", summary = "A pairing code for the linked account",
-    params(("token" = String, Path, description = "The signed link token")), request_body = CodeBody,
+    params(("token" = String, Path, description = "The signed link token")), request_body = accounts::PairingCodeBody,
     responses((status = 200, description = "The code to type on the phone", body = super::openapi::PairingCode),
         (status = 404, response = super::openapi::Error), (status = 410, response = super::openapi::Error),
         (status = 409, response = super::openapi::Error), (status = 502, response = super::openapi::Error),
@@ -427,9 +417,7 @@ pub async fn pairing_code(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let link = check(&state, &token)?;
-    let body = super::error::body_or_error(body, super::MAX_BODY_LEN)?;
-    let req: CodeBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))?;
+    let req: accounts::PairingCodeBody = super::error::json_body(body, super::MAX_BODY_LEN)?;
     accounts::code_for(&state, link.account, &req.phone)
         .await
         .map(Json)

@@ -69,9 +69,7 @@ pub async fn send(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = known_account(&state, &account)?;
-    let body = super::error::body_or_error(body, MAX_SEND_BODY_LEN)?;
-    let req: SendBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))?;
+    let req: SendBody = super::error::json_body(body, MAX_SEND_BODY_LEN)?;
     let to = parse_recipient(&req.to)
         .map_err(|e| ApiError::bad_request("invalid_recipient", e.to_string()))?;
     if req.text.trim().is_empty() {

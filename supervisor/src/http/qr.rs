@@ -194,7 +194,7 @@ fn encode(qr: &str) -> Result<QrCode, ApiError> {
 }
 
 /// The QR as a grayscale PNG.
-pub(super) fn png(qr: &str) -> Result<Vec<u8>, ApiError> {
+fn png(qr: &str) -> Result<Vec<u8>, ApiError> {
     let code = encode(qr)?;
     let modules = code.width();
     let colors = code.to_colors();

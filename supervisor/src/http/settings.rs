@@ -39,9 +39,7 @@ pub async fn set(
     _json: RequireJson,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let body = super::error::body_or_error(body, super::MAX_BODY_LEN)?;
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))?;
+    let value: Value = super::error::json_body(body, super::MAX_BODY_LEN)?;
     let Value::Object(fields) = value else {
         return Err(ApiError::bad_request(
             "invalid_json",

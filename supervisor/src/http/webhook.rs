@@ -88,8 +88,7 @@ pub async fn set(
 
 /// `{"url": "<http(s) url>"}` or `{"url": null}`, nothing else.
 fn parse_body(body: &[u8]) -> Result<Option<WebhookUrl>, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))?;
+    let value: Value = super::error::parse_json(body)?;
     let Value::Object(fields) = value else {
         return Err(ApiError::bad_request(
             "invalid_json",
