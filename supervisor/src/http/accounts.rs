@@ -256,7 +256,8 @@ pub(super) async fn code_for(
     let phone = pairing_phone(raw_phone).ok_or_else(|| {
         ApiError::bad_request(
             "invalid_phone",
-            "phone must be 7 to 15 digits in international form (country code first, no              leading 0); +, spaces and dashes are ignored",
+            "phone must be 7 to 15 digits in international form (country code first, no \
+             leading 0); +, spaces and dashes are ignored",
         )
     })?;
     if state
